@@ -86,6 +86,7 @@ def make_tiny_llama(vocab_size: int, seed: int = 0, layers: int = 4):
         num_key_value_heads=2,
         max_position_embeddings=256,
         tie_word_embeddings=False,
+        initializer_range=0.2,
         bos_token_id=0,
         eos_token_id=0,
         pad_token_id=0,
@@ -98,7 +99,8 @@ def make_tiny_gpt2(vocab_size: int, seed: int = 0, layers: int = 4):
 
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=vocab_size, n_embd=64, n_layer=layers, n_head=4, n_positions=256, bos_token_id=0, eos_token_id=0
+        vocab_size=vocab_size, n_embd=64, n_layer=layers, n_head=4, n_positions=256, bos_token_id=0, eos_token_id=0,
+        initializer_range=0.2,
     )
     return GPT2LMHeadModel(config).eval()
 

@@ -1,0 +1,144 @@
+"""Key second moments C0 = (1/N) sum_t k_t k_t^T over corpus tokens (algorithms.md §3).
+
+k_t is the input of the edited down-projection at every non-padding token of ``n_samples`` corpus
+documents, chosen by a fixed permutation (random.Random(1)) and truncated to ``max_length`` tokens.
+All requested layers are collected in one pass that stops after the highest one; sums accumulate in
+float32. Results are cached per layer under a content-addressed name (model identity, layer, corpus
+checksum, samples, max length, dtype) with a checksum of the tensor; a hit never recomputes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from encore.architecture import architecture_of, down_proj_module
+from encore.hooks import StopForward, record_inputs, stop_after
+from encore.tokens import pad_right, pad_id
+
+STATISTICS_VERSION = 1  # bump when the definition of the statistic changes
+
+
+def statistics_key(model_identity: dict, layer: int, corpus_sha256: str, n_samples: int, max_length: int, dtype: str) -> dict:
+    return {
+        "statistic": "second_moment_of_down_proj_inputs",
+        "version": STATISTICS_VERSION,
+        "model": model_identity,
+        "layer": layer,
+        "corpus_sha256": corpus_sha256,
+        "n_samples": n_samples,
+        "max_length": max_length,
+        "dtype": dtype,
+    }
+
+
+def statistics_path(cache_dir: Path, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    model_name = str(key["model"].get("name") or key["model"].get("repo_id") or "model").replace("/", "--")
+    return Path(cache_dir) / model_name / f"layer{key['layer']:02d}-{digest}.safetensors"
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+def save_statistic(path: Path, key: dict, second_moment: torch.Tensor, count: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"key": json.dumps(key, sort_keys=True), "count": str(count), "sha256": tensor_sha256(second_moment)}
+    temporary = path.with_suffix(".tmp")
+    save_file({"second_moment": second_moment.contiguous()}, str(temporary), metadata=metadata)
+    temporary.replace(path)
+
+
+def load_statistic(path: Path, key: dict) -> torch.Tensor:
+    """Load C0, checking that the file was made for ``key`` and that its checksum matches."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if json.loads(metadata.get("key", "{}")) != key:
+        raise ValueError(f"{path}: statistics were computed for a different setting; delete the file to recompute")
+    second_moment = load_file(str(path))["second_moment"]
+    if tensor_sha256(second_moment) != metadata.get("sha256"):
+        raise ValueError(f"{path}: checksum mismatch (file corrupted); delete it to recompute")
+    return second_moment
+
+
+def sample_documents(texts: Sequence[str], n_samples: int, seed: int = 1) -> list[str]:
+    """The first n_samples documents of a fixed pseudo-random permutation (reference: random seed 1)."""
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    return [texts[i] for i in order[:n_samples]]
+
+
+@torch.no_grad()
+def second_moments(
+    model, tokenizer, documents: Sequence[str], layers: Sequence[int], max_length: int, batch_size: int = 8
+) -> tuple[dict[int, torch.Tensor], int]:
+    """Return ({layer: C0 (float32, d_ff x d_ff)}, number of tokens) in one pass over the documents."""
+    modules = {layer: down_proj_module(model, layer) for layer in layers}
+    last_block = model.get_submodule(architecture_of(model).block(max(layers)))
+    sums = {layer: None for layer in layers}
+    count = 0
+    encoded = [tokenizer(text, truncation=True, max_length=max_length).input_ids for text in documents]
+    encoded = [ids for ids in encoded if ids]
+    progress = tqdm(total=len(encoded), desc="statistics", unit="doc", disable=not sys.stderr.isatty(), mininterval=5)
+    for start in range(0, len(encoded), batch_size):
+        batch = pad_right(encoded[start : start + batch_size], pad_id(tokenizer), model.device)
+        with record_inputs(modules) as seen, stop_after(last_block):
+            try:
+                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            except StopForward:
+                pass
+        mask = batch.attention_mask.bool()
+        for layer in layers:
+            keys = seen[layer][mask].float()
+            product = keys.T @ keys
+            sums[layer] = product if sums[layer] is None else sums[layer] + product
+        count += int(mask.sum())
+        progress.update(len(batch.lengths))
+    progress.close()
+    return {layer: (sums[layer] / count) for layer in layers}, count
+
+
+def load_or_compute_statistics(
+    model,
+    tokenizer,
+    model_identity: dict,
+    layers: Sequence[int],
+    documents_loader,
+    corpus_sha256: str,
+    n_samples: int,
+    max_length: int,
+    cache_dir: Path,
+    dtype: str = "float32",
+    batch_size: int = 8,
+) -> dict[int, Path]:
+    """Ensure a cached C0 exists for every layer; compute the missing ones in a single pass.
+
+    ``documents_loader()`` returns the list of corpus texts (only called on a cache miss).
+    Returns {layer: path of the cache file}.
+    """
+    paths, missing = {}, []
+    for layer in layers:
+        key = statistics_key(model_identity, layer, corpus_sha256, n_samples, max_length, dtype)
+        paths[layer] = statistics_path(cache_dir, key)
+        if paths[layer].exists():
+            load_statistic(paths[layer], key)  # verify; raises on mismatch
+        else:
+            missing.append(layer)
+    if missing:
+        documents = sample_documents(documents_loader(), n_samples)
+        moments, count = second_moments(model, tokenizer, documents, missing, max_length, batch_size)
+        for layer in missing:
+            key = statistics_key(model_identity, layer, corpus_sha256, n_samples, max_length, dtype)
+            save_statistic(paths[layer], key, moments[layer].to(getattr(torch, dtype)), count)
+    return paths

@@ -1,0 +1,69 @@
+"""Hyperparameters of one editing method on one model, loaded from hparams/<METHOD>/<model>.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from encore.targets import TargetSettings
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "hparams.schema.yaml"
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    editor: str
+    layers: list[int]
+    v_num_grad_steps: int
+    v_lr: float
+    mom2_update_weight: float
+    mom2_n_samples: int
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 0.75
+    kl_factor: float = 0.0625
+    loss_stop: float = 0.05
+    mom2_max_length: int = 1024
+    mom2_dtype: str = "float32"
+    norm_lambda: float = 0.0
+    mpes: int | None = None
+    mpes_rule: str = "all"
+    context_template_length: int = 10
+    context_seed_words: list[str] = field(default_factory=lambda: ["The", "Therefore", "Because", "I", "You"])
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, values: dict, origin: str = "hyperparameters") -> "Hyperparameters":
+        schema = yaml.safe_load(SCHEMA_PATH.read_text())
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(values), key=lambda e: list(e.path))
+        if errors:
+            error = errors[0]
+            where = ".".join(str(p) for p in error.path) or "(top level)"
+            raise ValueError(f"{origin}: {where}: {error.message}")
+        return cls(**{k: v for k, v in values.items()})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Hyperparameters":
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {}, origin=str(path))
+
+    def with_overrides(self, **overrides) -> "Hyperparameters":
+        return Hyperparameters.from_dict({**asdict(self), **overrides}, origin="overrides")
+
+    def target_settings(self) -> TargetSettings:
+        return TargetSettings(
+            layer=max(self.layers),
+            steps=self.v_num_grad_steps,
+            lr=self.v_lr,
+            weight_decay=self.v_weight_decay,
+            clamp_norm_factor=self.clamp_norm_factor,
+            kl_factor=self.kl_factor,
+            loss_stop=self.loss_stop,
+            mpes=self.mpes,
+            mpes_rule=self.mpes_rule,
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,97 @@
+"""Batched sequential editing: one batch = target optimisation + residual spreading over the edited layers.
+
+For the batch's requests (algorithms.md §2.6): z = targets at l* = max(layers); then for each edited
+layer l (ascending) with i = its rank:
+    K   = keys at l under the current weights,  cur_z = block-l* output at the last subject token,
+    R_l = (Z - cur_z) / (|layers| - i),          W_l <- W_l + Delta_l(K, R_l),   S_P,l += K K^T.
+Weights are never restored between batches; the state a later batch depends on is ``EditorState``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from encore.architecture import read_weight, write_weight
+from encore.data import EditRecord
+from encore.editors import Editor, LayerState
+from encore.hparams import Hyperparameters
+from encore.keys import compute_keys, compute_subject_hidden
+from encore.targets import optimise_targets
+
+
+@dataclass
+class EditorState:
+    """Everything the next batch depends on besides the weights."""
+
+    context_templates: list[list[str]]
+    previous_keys: dict[int, torch.Tensor]  # S_P per layer, float64
+    edits_done: int = 0  # position in the edit order
+    batches_done: int = 0
+    torch_rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
+
+    @classmethod
+    def initial(cls, context_templates, layers, d_ff: int) -> "EditorState":
+        zeros = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64) for layer in layers}
+        return cls(context_templates=context_templates, previous_keys=zeros)
+
+
+def edit_batch(
+    model, tokenizer, records: list[EditRecord], hparams: Hyperparameters, editor: Editor,
+    state: EditorState, covariances: dict[int, torch.Tensor],
+) -> dict:
+    """Apply one batch of edits in place; return the batch's ledger (per-edit stats, timings, norms)."""
+    layers = sorted(hparams.layers)
+    torch.set_rng_state(state.torch_rng_state)
+    timings = {"targets_s": 0.0, "keys_s": 0.0, "solve_s": 0.0}
+
+    started = time.perf_counter()
+    targets = optimise_targets(model, tokenizer, records, hparams.target_settings(), state.context_templates)
+    timings["targets_s"] = time.perf_counter() - started
+
+    z_layer = layers[-1]
+    for rank, layer in enumerate(layers):
+        started = time.perf_counter()
+        keys = compute_keys(model, tokenizer, records, layer, state.context_templates).double()
+        current = compute_subject_hidden(model, tokenizer, records, z_layer).double()
+        timings["keys_s"] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        residuals = (targets.z.double() - current) / (len(layers) - rank)
+        layer_state = LayerState(
+            preservation=hparams.mom2_update_weight * covariances[layer].double(),
+            previous_keys=state.previous_keys[layer],
+        )
+        delta = editor.solve(layer_state, keys.T, residuals.T)
+        weight = read_weight(model, layer)
+        write_weight(model, layer, weight + delta.to(weight.dtype))
+        editor.update_state(layer_state, keys.T)
+        timings["solve_s"] += time.perf_counter() - started
+
+    state.edits_done += len(records)
+    state.batches_done += 1
+    state.torch_rng_state = torch.get_rng_state()
+    norms = {layer: float(read_weight(model, layer).double().norm()) for layer in layers}
+    return {"targets": targets, "timings": timings, "norms": norms}
+
+
+def ledger_rows(records: list[EditRecord], batch_result: dict, batch_index: int, first_position: int) -> list[dict]:
+    """One row per edit: z-optimisation statistics plus the batch's phase timings."""
+    targets, rows = batch_result["targets"], []
+    for i, record in enumerate(records):
+        rows.append({
+            "case_id": record.case_id,
+            "batch": batch_index,
+            "position": first_position + i,
+            "iterations": targets.iterations[i],
+            "stop_reason": targets.stop_reason[i],
+            "target_probability": targets.target_probability[i],
+            "final_loss": targets.loss[i],
+            "delta_norm": float(targets.delta[i].norm()),
+            "z_norm": float(targets.z[i].norm()),
+            "h_norm": float(targets.h_init[i].norm()),
+            **batch_result["timings"],
+        })
+    return rows

@@ -1,0 +1,80 @@
+"""Target optimisation: batching is exact, MPES stops where it must, the clamp holds."""
+
+import pytest
+import torch
+
+from encore.data import EditRecord
+from encore.targets import TargetSettings, optimise_targets
+
+TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
+# Subject at the end of the prompt: the last subject token predicts the (single-token) target, so a
+# delta at the last block steers it quickly -- a constructed case where MPES is reached.
+STEERABLE = [
+    EditRecord(case_id=1, subject="Toko Yasuda", prompt="{}", target_new="city", target_true="x"),
+    EditRecord(case_id=2, subject="Danielle Darrieux", prompt="{}", target_new="the", target_true="x"),
+]
+ORDINARY = [
+    EditRecord(case_id=3, subject="Danielle Darrieux", prompt="The mother tongue of {} is", target_new="English", target_true="French"),
+    EditRecord(case_id=4, subject="Toko Yasuda", prompt="{} plays the", target_new="piano", target_true="guitar"),
+]
+FAST = dict(layer=3, lr=1.5, clamp_norm_factor=10.0, weight_decay=0.0, kl_factor=0.0, loss_stop=0.0)
+
+
+def qualifying_iterations(result, request):
+    return [t["iteration"] for t in result.trace if t["request"] == request and t["num_correct"] == t["positions"]]
+
+
+@pytest.mark.parametrize("mpes", [None, 0, 2])
+def test_batched_optimisation_equals_per_request_runs(tiny_llama, tokenizer, mpes):
+    model = tiny_llama.double()
+    records = STEERABLE + ORDINARY
+    settings = TargetSettings(layer=2, steps=12, lr=1.0, mpes=mpes, kl_factor=0.1, weight_decay=0.5, clamp_norm_factor=4.0)
+    batched = optimise_targets(model, tokenizer, records, settings, TEMPLATES)
+    for row, record in enumerate(records):
+        alone = optimise_targets(model, tokenizer, [record], settings, TEMPLATES)
+        scale = alone.z[0].abs().max()
+        assert (batched.z[row] - alone.z[0]).abs().max() / scale <= 1e-5
+        assert batched.iterations[row] == alone.iterations[0]
+        assert batched.stop_reason[row] == alone.stop_reason[0]
+
+
+@pytest.mark.parametrize("cutoff", [0, 2])
+def test_mpes_stops_after_cutoff_plus_one_qualifying_iterations(tiny_llama, tokenizer, cutoff):
+    model = tiny_llama.double()
+    free = optimise_targets(model, tokenizer, STEERABLE, TargetSettings(steps=25, **FAST), TEMPLATES)
+    stopped = optimise_targets(model, tokenizer, STEERABLE, TargetSettings(steps=25, mpes=cutoff, **FAST), TEMPLATES)
+    for request in range(len(STEERABLE)):
+        qualifying = qualifying_iterations(free, request)
+        assert len(qualifying) > cutoff, "constructed case must reach the MPES criterion"
+        expected_forwards = qualifying[cutoff] + 1
+        assert stopped.iterations[request] == expected_forwards
+        assert stopped.stop_reason[request] == "mpes"
+        # stopping keeps delta as it was at that forward pass: a budget-limited run ends at the same point
+        budget = optimise_targets(
+            model, tokenizer, [STEERABLE[request]], TargetSettings(steps=expected_forwards, **FAST), TEMPLATES
+        )
+        assert torch.allclose(stopped.delta[request], budget.delta[0], rtol=1e-9, atol=1e-9)
+
+
+def test_loss_stop_and_budget_are_reported(tiny_llama, tokenizer):
+    model = tiny_llama.double()
+    settings = TargetSettings(steps=25, **{**FAST, "loss_stop": 1.0})
+    result = optimise_targets(model, tokenizer, STEERABLE + ORDINARY[:1], settings, TEMPLATES)
+    for request, reason in enumerate(result.stop_reason):
+        losses = [t["loss"] for t in result.trace if t["request"] == request]
+        if reason == "loss":
+            assert losses[-1] < 1.0 and all(value >= 1.0 for value in losses[:-1])
+        else:
+            assert reason == "budget" and result.iterations[request] == 25
+    assert "loss" in result.stop_reason
+
+
+def test_optimisation_raises_target_probability_and_respects_clamp(tiny_model, tokenizer):
+    model = tiny_model.double()
+    settings = TargetSettings(layer=2, steps=15, lr=0.5, clamp_norm_factor=0.75)
+    result = optimise_targets(model, tokenizer, ORDINARY, settings, TEMPLATES)
+    for request in range(len(ORDINARY)):
+        losses = [t["loss"] for t in result.trace if t["request"] == request]
+        assert losses[-1] < losses[0]
+        assert result.delta[request].norm() <= 0.75 * result.h_init[request].norm() * (1 + 1e-9)
+    assert torch.allclose(result.z, result.h_init + result.delta)
