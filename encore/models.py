@@ -316,6 +316,9 @@ def load_model(
         ) from error
     model.to(device).eval()
     model.requires_grad_(False)
+    # Dequantised GGUF weights produce denormal float32 activations that make CPU matmuls ~30x slower
+    # (measured: 1.57 s -> 0.05 s per SmolLM2 forward); flushing them to zero changes results by < 1e-38.
+    torch.set_flush_denormal(True)
     tokenizer.encore_original_padding_side = tokenizer.padding_side
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:

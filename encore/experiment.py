@@ -1,0 +1,193 @@
+"""The pipeline's stages as plain functions (the Snakemake scripts are thin wrappers around these).
+
+Stages: statistics -> edit segments (each continues from the previous snapshot) -> evaluation of
+each snapshot. Every output records what it depends on: model identity, hyperparameters, seeds,
+data checksums and the code version.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import transformers
+
+import encore
+from encore import data as datasets
+from encore.architecture import read_weight
+from encore.context import generate_context_templates
+from encore.covariance import load_or_compute_statistics, load_statistic, statistics_key
+from encore.editors import make_editor
+from encore.hparams import Hyperparameters
+from encore.models import load_model
+from encore.sequential import EditorState, edit_batch, ledger_rows
+from encore.snapshots import apply_snapshot, load_snapshot, save_snapshot
+
+
+def code_version() -> dict:
+    """Package version and, inside a git checkout, the commit and whether the tree is dirty."""
+    version = {"encore": encore.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+               "python": platform.python_version()}
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        version.update(git_commit=commit, git_dirty=bool(dirty))
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return version
+
+
+def load_requests(dataset: str, data_dir, cache_dir, order_sample: str, limit: int | None):
+    """Edit requests in the authors' order (filtered to the records available) and their provenance."""
+    if dataset == "counterfact":
+        records_file = datasets.resolve_data_file("counterfact", data_dir, cache_dir)
+        order_file = datasets.resolve_data_file("counterfact_order", data_dir, cache_dir)
+        records = datasets.load_counterfact(records_file.path)
+    elif dataset == "zsre":
+        records_file = datasets.resolve_data_file("zsre", data_dir, cache_dir)
+        order_file = datasets.resolve_data_file("zsre_order", data_dir, cache_dir)
+        records = datasets.load_zsre(records_file.path)
+    else:
+        raise ValueError(f"unknown dataset {dataset!r} (known: counterfact, zsre)")
+    order = datasets.load_order(order_file.path, order_sample)
+    if dataset == "zsre" and records_file.source == "local":
+        # positions of the local zsRE subset in the full file are unknown: the authors' order cannot apply
+        order = [record.case_id for record in records]
+    ordered, skipped = datasets.order_records(records, order, limit)
+    provenance = {
+        "dataset": dataset,
+        "records_file": {"path": str(records_file.path), "sha256": records_file.sha256, "source": records_file.source},
+        "order_file": {"path": str(order_file.path), "sha256": order_file.sha256, "sample": order_sample},
+        "order_ids_not_available": skipped,
+        "records_available": len(records),
+    }
+    return ordered, provenance
+
+
+def load_covariances(statistics_manifest: Path, layers: list[int]) -> dict[int, torch.Tensor]:
+    manifest = json.loads(Path(statistics_manifest).read_text())
+    covariances = {}
+    for layer in layers:
+        entry = manifest["layers"].get(str(layer))
+        if entry is None:
+            raise ValueError(f"{statistics_manifest}: no statistics for layer {layer}; rerun the statistics rule")
+        covariances[layer] = load_statistic(Path(entry["path"]), entry["key"])
+    return covariances
+
+
+def compute_statistics(model_name: str, layers: list[int], hparams: Hyperparameters, data_dir, resources: Path,
+                       output: Path) -> dict:
+    """C0 for every layer (cached, content-addressed) and a manifest pointing at the cache files."""
+    loaded = load_model(model_name, cache_dir=resources / "models")
+    corpus = datasets.resolve_data_file("wikipedia", data_dir, resources / "data")
+    started = time.perf_counter()
+    paths = load_or_compute_statistics(
+        loaded.model, loaded.tokenizer, loaded.identity, layers,
+        documents_loader=lambda: list(datasets.iter_corpus_texts(corpus.path)),
+        corpus_sha256=corpus.sha256, n_samples=hparams.mom2_n_samples, max_length=hparams.mom2_max_length,
+        cache_dir=resources / "statistics", dtype=hparams.mom2_dtype,
+    )
+    manifest = {
+        "model": loaded.identity,
+        "corpus": {"path": str(corpus.path), "sha256": corpus.sha256, "source": corpus.source},
+        "layers": {str(layer): {"path": str(path), "key": statistics_key(
+            loaded.identity, layer, corpus.sha256, hparams.mom2_n_samples, hparams.mom2_max_length, hparams.mom2_dtype)}
+            for layer, path in paths.items()},
+        "seconds": round(time.perf_counter() - started, 2),
+        "code": code_version(),
+    }
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def run_edit_segment(*, model_name: str, method: str, variant: str, hparams: Hyperparameters, dataset: str,
+                     data_dir, resources: Path, order_sample: str, num_edits: int, batch_size: int, n_batches: int,
+                     seed: int, statistics_manifest: Path, previous: Path | None, output: Path, experiment: str) -> Path:
+    """Continue sequential editing from ``previous`` (or the unedited model) for ``n_batches`` batches."""
+    layers = sorted(hparams.layers)
+    loaded = load_model(model_name, cache_dir=resources / "models")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    records, provenance = load_requests(dataset, data_dir, resources / "data", order_sample, num_edits)
+    if len(records) < num_edits:
+        raise ValueError(f"only {len(records)} {dataset} requests are available but num_edits = {num_edits}; lower num_edits")
+    norm_rows = []
+    if previous is None:
+        torch.manual_seed(seed)
+        templates = generate_context_templates(model, tokenizer, seed, hparams.context_seed_words,
+                                               hparams.context_template_length)
+        state = EditorState.initial(templates, layers, read_weight(model, layers[0]).shape[1])
+        norm_rows += [{"edits": 0, "batch": 0, "layer": layer, "frobenius_norm": float(read_weight(model, layer).double().norm())}
+                      for layer in layers]
+    else:
+        snapshot = load_snapshot(previous, expected_model=loaded.identity, expected_layers=layers)
+        apply_snapshot(model, snapshot)
+        state = snapshot.state
+        if snapshot.manifest["case_ids"] != [record.case_id for record in records[: state.edits_done]]:
+            raise ValueError(f"{previous}: its edited case ids differ from the current edit order (data or order changed); "
+                             "rerun from the first segment")
+    covariances = load_covariances(statistics_manifest, layers)
+    editor = make_editor(hparams.editor, norm_lambda=hparams.norm_lambda)
+
+    ledger = []
+    for _ in range(n_batches):
+        batch = records[state.edits_done : state.edits_done + batch_size]
+        if not batch:
+            break
+        first_position, batch_index = state.edits_done, state.batches_done
+        result = edit_batch(model, tokenizer, batch, hparams, editor, state, covariances)
+        ledger += ledger_rows(batch, result, batch_index, first_position)
+        norm_rows += [{"edits": state.edits_done, "batch": batch_index + 1, "layer": layer, "frobenius_norm": value}
+                      for layer, value in result["norms"].items()]
+        print(f"batch {batch_index + 1}: {state.edits_done} edits, " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()), flush=True)
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(ledger).to_csv(output / "ledger.csv", index=False)
+    pd.DataFrame(norm_rows).to_csv(output / "norms.csv", index=False)
+    manifest = {
+        "experiment": experiment, "model": loaded.identity, "model_name": model_name, "method": method, "variant": variant,
+        "hparams": hparams.as_dict(), "seed": seed, "batch_size": batch_size, "data": provenance,
+        "case_ids": [record.case_id for record in records[: state.edits_done]],
+        "statistics": json.loads(Path(statistics_manifest).read_text())["layers"],
+        "previous_snapshot": str(previous) if previous else None, "code": code_version(),
+    }
+    return save_snapshot(output, model, state, layers, manifest, extra_files=("ledger.csv", "norms.csv"))
+
+
+def evaluate_snapshot(*, model_name: str, snapshot: Path, dataset: str, data_dir, resources: Path, output: Path) -> pd.DataFrame:
+    """CounterFact ES/PS/NS/S of the facts edited so far, from the snapshot files alone (tidy rows)."""
+    from encore.metrics import counterfact_record_scores, summarise_counterfact
+
+    loaded = load_model(model_name, cache_dir=resources / "models")
+    manifest = json.loads((Path(snapshot) / "manifest.json").read_text())
+    restored = load_snapshot(snapshot, expected_model=loaded.identity, expected_layers=manifest["layers"])
+    apply_snapshot(loaded.model, restored)
+    if dataset != "counterfact":
+        raise ValueError(f"evaluation of {dataset!r} is not implemented yet (counterfact only)")
+    records, _ = load_requests(dataset, data_dir, resources / "data", manifest["data"]["order_file"]["sample"], None)
+    by_id = {record.case_id: record for record in records}
+    edited = [by_id[case_id] for case_id in manifest["case_ids"]]
+    started = time.perf_counter()
+    scores = counterfact_record_scores(loaded.model, loaded.tokenizer, edited)
+    summary = summarise_counterfact(scores)
+    seconds = time.perf_counter() - started
+    rows = [{
+        "experiment": manifest["experiment"], "model": manifest["model_name"], "dataset": dataset,
+        "method": manifest["method"], "variant": manifest["variant"], "edits": manifest["edits_done"],
+        "metric": metric, "value": value,
+        "protocol": "counterfact/edited-so-far/mean-token-nll-comparison",
+    } for metric, value in summary.items()]
+    rows.append({**rows[0], "metric": "evaluation_seconds", "value": seconds, "protocol": "timing"})
+    table = pd.DataFrame(rows)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output, index=False)
+    scores.to_csv(Path(output).with_suffix(".per_record.csv"), index=False)
+    return table

@@ -1,0 +1,57 @@
+"""Tables and figures built from cached results only (no model is loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+EDITING_METRICS = ["ES", "PS", "NS", "S"]
+
+
+def read_csvs(paths) -> pd.DataFrame:
+    missing = [str(path) for path in paths if not Path(path).exists()]
+    if missing:
+        raise FileNotFoundError(f"missing result files (run the pipeline for them first): {', '.join(missing)}")
+    return pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+
+
+def editing_table(metric_files, csv_path: Path, markdown_path: Path) -> pd.DataFrame:
+    """One row per (method, variant, edits) with ES, PS, NS, S in percent."""
+    tidy = read_csvs(metric_files)
+    tidy = tidy[tidy["metric"].isin(EDITING_METRICS + ["n_records"])]
+    table = tidy.pivot_table(index=["model", "dataset", "method", "variant", "edits"], columns="metric",
+                             values="value", aggfunc="first").reset_index()
+    table = table[["model", "dataset", "method", "variant", "edits", "n_records", *EDITING_METRICS]]
+    table["n_records"] = table["n_records"].astype(int)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv_path, index=False)
+    markdown_path.write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n")
+    return table
+
+
+def norm_growth_figure(norm_files, png_path: Path) -> None:
+    """Frobenius norm of each edited down-projection vs number of edits (paper Fig. 1)."""
+    norms = read_csvs(norm_files)
+    methods = [(path, Path(path).parts[-4]) for path in norm_files]
+    norms["method"] = pd.concat([pd.Series([method] * len(pd.read_csv(path))) for path, method in methods],
+                                ignore_index=True)
+    panels = sorted(norms["method"].unique())
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for axis, method in zip(axes[0], panels):
+        subset = norms[norms["method"] == method]
+        for layer, rows in subset.groupby("layer"):
+            rows = rows.sort_values("edits")
+            axis.plot(rows["edits"], rows["frobenius_norm"], marker="o", markersize=3, label=f"layer {layer}")
+        axis.set_title(method)
+        axis.set_xlabel("number of edits")
+        axis.set_ylabel("||W||_F of edited down-projection")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png_path, dpi=150)
+    plt.close(figure)

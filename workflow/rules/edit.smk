@@ -1,0 +1,34 @@
+# Sequential editing in segments: each segment continues from the previous snapshot, so a failed or
+# killed segment never destroys earlier snapshots (snakemake-notes.md §3).
+
+SNAPSHOT_FILES = ["manifest.json", "weights.safetensors", "state.safetensors", "ledger.csv", "norms.csv"]
+
+
+rule edit_segment:
+    input:
+        hparams=hparams_for,
+        statistics=f"{RESULTS}/{{method}}/statistics.json",
+        previous=previous_snapshot,
+    output:
+        [f"{RESULTS}/{{method}}/snapshots/edits_{{edits}}/{name}" for name in SNAPSHOT_FILES],
+    log:
+        f"{LOGS}/{{method}}/edit_{{edits}}.log",
+    params:
+        model=config["model"],
+        dataset=config["dataset"],
+        data_dir=config["data_dir"],
+        resources=config["resources"],
+        order_sample=config["order_sample"],
+        num_edits=config["num_edits"],
+        batch_size=config["batch_size"],
+        n_batches=batches_in_segment,
+        seed=config["seed"],
+        experiment=EXPERIMENT,
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=600,
+    conda:
+        "../envs/encore.yaml"
+    script:
+        "../scripts/edit_segment.py"

@@ -1,0 +1,9 @@
+from pathlib import Path
+
+from _common import start
+
+from encore.report import editing_table, norm_growth_figure
+
+start(snakemake)
+editing_table(snakemake.input.metrics, Path(snakemake.output.table), Path(snakemake.output.markdown))
+norm_growth_figure(snakemake.input.norms, Path(snakemake.output.figure))

@@ -1,0 +1,17 @@
+from pathlib import Path
+
+from _common import start
+
+from encore.experiment import compute_statistics
+from encore.hparams import Hyperparameters
+
+start(snakemake)
+hparams = Hyperparameters.from_yaml(snakemake.input.hparams)
+compute_statistics(
+    model_name=snakemake.params.model,
+    layers=sorted(hparams.layers),
+    hparams=hparams,
+    data_dir=snakemake.params.data_dir,
+    resources=Path(snakemake.params.resources),
+    output=Path(snakemake.output[0]),
+)
