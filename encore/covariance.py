@@ -90,7 +90,7 @@ def second_moments(
     count = 0
     encoded = [tokenizer(text, truncation=True, max_length=max_length).input_ids for text in documents]
     encoded = [ids for ids in encoded if ids]
-    progress = tqdm(total=len(encoded), desc="statistics", unit="doc", disable=not sys.stderr.isatty(), mininterval=5)
+    progress = tqdm(total=len(encoded), desc="statistics", unit="doc", mininterval=1 if sys.stderr.isatty() else 30)
     for start in range(0, len(encoded), batch_size):
         batch = pad_right(encoded[start : start + batch_size], pad_id(tokenizer), model.device)
         with record_inputs(modules) as seen, stop_after(last_block):

@@ -73,7 +73,7 @@ def edit_batch(
     state.edits_done += len(records)
     state.batches_done += 1
     state.torch_rng_state = torch.get_rng_state()
-    norms = {layer: float(read_weight(model, layer).double().norm()) for layer in layers}
+    norms = {layer: float(read_weight(model, layer).detach().double().norm()) for layer in layers}
     return {"targets": targets, "timings": timings, "norms": norms}
 
 

@@ -91,7 +91,7 @@ def make_tiny_llama(vocab_size: int, seed: int = 0, layers: int = 4):
         eos_token_id=0,
         pad_token_id=0,
     )
-    return LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(config).eval().requires_grad_(False)
 
 
 def make_tiny_gpt2(vocab_size: int, seed: int = 0, layers: int = 4):
@@ -102,7 +102,7 @@ def make_tiny_gpt2(vocab_size: int, seed: int = 0, layers: int = 4):
         vocab_size=vocab_size, n_embd=64, n_layer=layers, n_head=4, n_positions=256, bos_token_id=0, eos_token_id=0,
         initializer_range=0.2,
     )
-    return GPT2LMHeadModel(config).eval()
+    return GPT2LMHeadModel(config).eval().requires_grad_(False)
 
 
 @pytest.fixture()
