@@ -62,7 +62,8 @@ def tiny_workdir(tmp_path_factory):
 @pytest.mark.slow
 def test_end_to_end_run_on_a_tiny_model(tiny_workdir):
     root, overlay = tiny_workdir
-    args = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(root), "--configfile", str(overlay), "--cores", "2"]
+    args = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(root),
+            "--configfile", str(REPO / "config.yaml"), str(overlay), "--cores", "2"]
     snakemake(*args)
     results = root / "results" / "tiny"
     table = pd.read_csv(results / "tables" / "editing_metrics.csv")
