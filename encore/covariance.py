@@ -142,3 +142,16 @@ def load_or_compute_statistics(
             key = statistics_key(model_identity, layer, corpus_sha256, n_samples, max_length, dtype)
             save_statistic(paths[layer], key, moments[layer].to(getattr(torch, dtype)), count)
     return paths
+
+
+def load_or_compute_projector(statistic_path: Path, key: dict, threshold: float) -> torch.Tensor:
+    """AlphaEdit's null-space projector of a cached C0, cached next to it (same checksum scheme)."""
+    from encore.editors import null_space_projector
+
+    projector_key = {**key, "derived": "null_space_projector", "threshold": threshold}
+    path = Path(statistic_path).with_name(f"{Path(statistic_path).stem}-projector-{threshold:g}.safetensors")
+    if path.exists():
+        return load_statistic(path, projector_key)
+    projector = null_space_projector(load_statistic(Path(statistic_path), key), threshold).float()
+    save_statistic(path, projector_key, projector, count=0)
+    return projector

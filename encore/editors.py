@@ -1,9 +1,11 @@
 """Closed-form per-layer updates of the edited matrix (algorithms.md §4).
 
-Notation: W (d_model x d_ff) is the weight before the batch, K (d_ff x n) the batch's keys,
-R (d_model x n) the residuals this layer must realise, C0 the key second moment, S_P = K_P K_P^T the
-accumulated keys of previous batches. All solves run in float64 with a Cholesky factorisation of the
-symmetric positive-definite system (no explicit inverse).
+Notation: W (d_model x d_ff) is the weight before the batch, K (d_ff x n) the batch's keys, R
+(d_model x n) the residuals this layer must realise, C0 the key second moment, S_P = K_P K_P^T the
+accumulated keys of previous batches, lambda_p = mom2_update_weight, lambda_n = norm_lambda (the norm
+constraint, which penalises ||W' - W||_F^2 of each batch's update). All solves run in float64 with a
+Cholesky factorisation of a symmetric positive-definite system; no explicit inverse is formed.
+The editors share everything else (keys, targets, the sequential loop) and differ only in ``solve``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ import torch
 
 @dataclass
 class LayerState:
-    """What the solve at one layer needs: lambda_p * C0 (fixed) and the accumulated S_P (grows)."""
-
-    preservation: torch.Tensor  # lambda_p * C0, float64 (d_ff x d_ff)
-    previous_keys: torch.Tensor  # S_P, float64 (d_ff x d_ff)
+    covariance: torch.Tensor  # C0, float64 (d_ff x d_ff), fixed
+    previous_keys: torch.Tensor  # S_P, float64 (d_ff x d_ff), grows with every batch
+    projector: torch.Tensor | None = None  # AlphaEdit null-space projector P, float64
 
 
 def spd_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -29,29 +30,35 @@ def spd_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(matrix, rhs)
 
 
+def _identity(size: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.eye(size, dtype=like.dtype, device=like.device)
+
+
 class Editor:
-    """Sequential MEMIT (§4.1) with the optional norm constraint lambda_n (§4.2, ENCORE/NC):
+    """Sequential MEMIT (§4.1), with the norm constraint when lambda_n > 0 (§4.2; MEMIT+NC, ENCORE):
 
         Delta = R K^T (lambda_p C0 + lambda_n I + S_P + K K^T)^{-1}
 
-    which minimises lambda_p ||(W'-W) K0||^2/N + ||(W'-W) K_P||^2 + ||W'K - (WK + R)||^2 + lambda_n ||W'-W||_F^2.
-    Subclasses change ``solve`` only.
+    the minimiser of lambda_p ||(W'-W) K0||^2/N + ||(W'-W) K_P||^2 + ||W'K - (WK + R)||^2 + lambda_n ||W'-W||_F^2.
     """
 
     name = "memit"
+    needs_projector = False
 
-    def __init__(self, norm_lambda: float = 0.0):
+    def __init__(self, mom2_update_weight: float = 1.0, norm_lambda: float = 0.0):
+        self.mom2_update_weight = mom2_update_weight
         self.norm_lambda = norm_lambda
 
-    def system_matrix(self, state: LayerState, keys: torch.Tensor) -> torch.Tensor:
-        matrix = state.preservation + state.previous_keys + keys @ keys.T
+    def preservation(self, state: LayerState) -> torch.Tensor:
+        """lambda_p C0 + lambda_n I + S_P (what every update must not disturb)."""
+        matrix = self.mom2_update_weight * state.covariance + state.previous_keys
         if self.norm_lambda:
-            matrix = matrix + self.norm_lambda * torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
+            matrix = matrix + self.norm_lambda * _identity(matrix.shape[0], matrix)
         return matrix
 
     def solve(self, state: LayerState, keys: torch.Tensor, residuals: torch.Tensor) -> torch.Tensor:
         """Delta (d_model x d_ff) from keys K (d_ff x n) and residuals R (d_model x n), float64."""
-        solved_keys = spd_solve(self.system_matrix(state, keys), keys)  # A^{-1} K
+        solved_keys = spd_solve(self.preservation(state) + keys @ keys.T, keys)  # A^{-1} K
         return residuals @ solved_keys.T  # R K^T A^{-1}  (A symmetric)
 
     def update_state(self, state: LayerState, keys: torch.Tensor) -> None:
@@ -59,10 +66,70 @@ class Editor:
         state.previous_keys += keys @ keys.T
 
 
-EDITORS: dict[str, type[Editor]] = {"memit": Editor}
+class EMMET(Editor):
+    """EMMET (§4.3): preserve C = lambda_p C0 (+ lambda_n I) + S_P subject to W'K = WK + R (relaxed by lambda_E):
+
+        Delta = R (K^T C^{-1} K + lambda_E I)^{-1} K^T C^{-1}
+
+    so Delta K = R - lambda_E R (K^T C^{-1} K + lambda_E I)^{-1} (the equality holds exactly as lambda_E -> 0).
+    """
+
+    name = "emmet"
+
+    def __init__(self, mom2_update_weight: float = 1.0, norm_lambda: float = 0.0, emmet_lambda: float = 0.1):
+        super().__init__(mom2_update_weight, norm_lambda)
+        self.emmet_lambda = emmet_lambda
+
+    def solve(self, state, keys, residuals):
+        solved_keys = spd_solve(self.preservation(state), keys)  # C^{-1} K   (d_ff x n)
+        gram = keys.T @ solved_keys  # K^T C^{-1} K  (n x n)
+        if keys.shape[1] > 1:  # the reference adds lambda_E only for batches of more than one edit
+            gram = gram + self.emmet_lambda * _identity(gram.shape[0], gram)
+        return spd_solve(gram, residuals.T).T @ solved_keys.T  # R D^{-1} (C^{-1} K)^T
 
 
-def make_editor(name: str, **hyperparameters) -> Editor:
-    if name not in EDITORS:
-        raise ValueError(f"unknown editor {name!r}; known editors: {sorted(EDITORS)}")
-    return EDITORS[name](**hyperparameters)
+class AlphaEdit(Editor):
+    """AlphaEdit (§4.4): the update lives in the null space of C0 (projector P), regularised by alpha:
+
+        Delta = R K^T P (S P + alpha I)^{-1},   S = S_P + K K^T
+
+    computed through the equivalent SPD system (P S P + alpha I) X = P K R^T, Delta = X^T (X = P X).
+    The norm constraint adds lambda_n to alpha (the penalty ||Delta||_F^2 on an update with Delta = Delta P).
+    lambda_p is not used.
+    """
+
+    name = "alphaedit"
+    needs_projector = True
+
+    def __init__(self, norm_lambda: float = 0.0, alpha: float = 10.0, nullspace_threshold: float = 0.02, **_ignored):
+        super().__init__(mom2_update_weight=0.0, norm_lambda=norm_lambda)
+        self.alpha = alpha
+        self.nullspace_threshold = nullspace_threshold
+
+    def solve(self, state, keys, residuals):
+        projector = state.projector
+        accumulated = state.previous_keys + keys @ keys.T
+        system = projector @ accumulated @ projector
+        system = system + (self.alpha + self.norm_lambda) * _identity(system.shape[0], system)
+        return spd_solve(system, projector @ keys @ residuals.T).T
+
+
+def null_space_projector(covariance: torch.Tensor, threshold: float) -> torch.Tensor:
+    """P = U_0 U_0^T over the eigenvectors of C0 whose eigenvalue is below ``threshold`` (float64)."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance.double())
+    null_basis = eigenvectors[:, eigenvalues < threshold]
+    return null_basis @ null_basis.T
+
+
+EDITORS: dict[str, type[Editor]] = {"memit": Editor, "emmet": EMMET, "alphaedit": AlphaEdit}
+
+
+def make_editor(hparams) -> Editor:
+    """The editor named by ``hparams.editor`` with its hyperparameters."""
+    if hparams.editor == "memit":
+        return Editor(hparams.mom2_update_weight, hparams.norm_lambda)
+    if hparams.editor == "emmet":
+        return EMMET(hparams.mom2_update_weight, hparams.norm_lambda, hparams.emmet_lambda)
+    if hparams.editor == "alphaedit":
+        return AlphaEdit(hparams.norm_lambda, hparams.alphaedit_l2, hparams.nullspace_threshold)
+    raise ValueError(f"unknown editor {hparams.editor!r}; known editors: {sorted(EDITORS)}")

@@ -21,7 +21,7 @@ import encore
 from encore import data as datasets
 from encore.architecture import read_weight
 from encore.context import generate_context_templates
-from encore.covariance import load_or_compute_statistics, load_statistic, statistics_key
+from encore.covariance import load_or_compute_projector, load_or_compute_statistics, load_statistic, statistics_key
 from encore.editors import make_editor
 from encore.hparams import Hyperparameters
 from encore.models import load_model
@@ -71,15 +71,18 @@ def load_requests(dataset: str, data_dir, cache_dir, order_sample: str, limit: i
     return ordered, provenance
 
 
-def load_covariances(statistics_manifest: Path, layers: list[int]) -> dict[int, torch.Tensor]:
+def load_covariances(statistics_manifest: Path, layers: list[int], projector_threshold: float | None = None):
+    """({layer: C0}, {layer: null-space projector} or None) from the statistics rule's manifest."""
     manifest = json.loads(Path(statistics_manifest).read_text())
-    covariances = {}
+    covariances, projectors = {}, {}
     for layer in layers:
         entry = manifest["layers"].get(str(layer))
         if entry is None:
             raise ValueError(f"{statistics_manifest}: no statistics for layer {layer}; rerun the statistics rule")
         covariances[layer] = load_statistic(Path(entry["path"]), entry["key"])
-    return covariances
+        if projector_threshold is not None:
+            projectors[layer] = load_or_compute_projector(Path(entry["path"]), entry["key"], projector_threshold)
+    return covariances, (projectors if projector_threshold is not None else None)
 
 
 def compute_statistics(model_name: str, layers: list[int], hparams: Hyperparameters, data_dir, resources: Path,
@@ -133,8 +136,9 @@ def run_edit_segment(*, model_name: str, method: str, variant: str, hparams: Hyp
         if snapshot.manifest["case_ids"] != [record.case_id for record in records[: state.edits_done]]:
             raise ValueError(f"{previous}: its edited case ids differ from the current edit order (data or order changed); "
                              "rerun from the first segment")
-    covariances = load_covariances(statistics_manifest, layers)
-    editor = make_editor(hparams.editor, norm_lambda=hparams.norm_lambda)
+    editor = make_editor(hparams)
+    covariances, projectors = load_covariances(
+        statistics_manifest, layers, hparams.nullspace_threshold if editor.needs_projector else None)
 
     ledger = []
     for _ in range(n_batches):
@@ -142,7 +146,7 @@ def run_edit_segment(*, model_name: str, method: str, variant: str, hparams: Hyp
         if not batch:
             break
         first_position, batch_index = state.edits_done, state.batches_done
-        result = edit_batch(model, tokenizer, batch, hparams, editor, state, covariances)
+        result = edit_batch(model, tokenizer, batch, hparams, editor, state, covariances, projectors)
         ledger += ledger_rows(batch, result, batch_index, first_position)
         norm_rows += [{"edits": state.edits_done, "batch": batch_index + 1, "layer": layer, "frobenius_norm": value}
                       for layer, value in result["norms"].items()]
@@ -150,8 +154,9 @@ def run_edit_segment(*, model_name: str, method: str, variant: str, hparams: Hyp
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(ledger).to_csv(output / "ledger.csv", index=False)
-    pd.DataFrame(norm_rows).to_csv(output / "norms.csv", index=False)
+    run = {"method": method, "variant": variant}
+    pd.DataFrame([{**run, **row} for row in ledger]).to_csv(output / "ledger.csv", index=False)
+    pd.DataFrame([{**run, **row} for row in norm_rows]).to_csv(output / "norms.csv", index=False)
     manifest = {
         "experiment": experiment, "model": loaded.identity, "model_name": model_name, "method": method, "variant": variant,
         "hparams": hparams.as_dict(), "seed": seed, "batch_size": batch_size, "data": provenance,

@@ -1,4 +1,8 @@
-"""Hyperparameters of one editing method on one model, loaded from hparams/<METHOD>/<model>.yaml."""
+"""Hyperparameters of one editing method on one model, loaded from hparams/<METHOD>/<model>[.<dataset>].yaml.
+
+A file holds the base values of the method plus named ``variants`` (e.g. ``mpes``, ``nc``, ``mpes_nc``)
+that override some of them; ``plain`` is the base itself. ENCORE = MEMIT's ``mpes_nc`` variant.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ class Hyperparameters:
     mom2_max_length: int = 1024
     mom2_dtype: str = "float32"
     norm_lambda: float = 0.0
+    emmet_lambda: float = 0.1
+    nullspace_threshold: float = 0.02
+    alphaedit_l2: float = 10.0
     mpes: int | None = None
     mpes_rule: str = "all"
     context_template_length: int = 10
@@ -46,8 +53,15 @@ class Hyperparameters:
         return cls(**{k: v for k, v in values.items()})
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "Hyperparameters":
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {}, origin=str(path))
+    def from_yaml(cls, path: str | Path, variant: str = "plain") -> "Hyperparameters":
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        variants = values.pop("variants", {}) or {}
+        if variant != "plain":
+            if variant not in variants:
+                known = ", ".join(["plain", *variants])
+                raise ValueError(f"{path}: no variant {variant!r} (defined: {known}); add it under 'variants:'")
+            values = {**values, **variants[variant]}
+        return cls.from_dict(values, origin=f"{path} (variant {variant})")
 
     def with_overrides(self, **overrides) -> "Hyperparameters":
         return Hyperparameters.from_dict({**asdict(self), **overrides}, origin="overrides")

@@ -37,19 +37,21 @@ def editing_table(metric_files, csv_path: Path, markdown_path: Path) -> pd.DataF
 def norm_growth_figure(norm_files, png_path: Path) -> None:
     """Frobenius norm of each edited down-projection vs number of edits (paper Fig. 1)."""
     norms = read_csvs(norm_files)
-    methods = [(path, Path(path).parts[-4]) for path in norm_files]
-    norms["method"] = pd.concat([pd.Series([method] * len(pd.read_csv(path))) for path, method in methods],
-                                ignore_index=True)
-    panels = sorted(norms["method"].unique())
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for axis, method in zip(axes[0], panels):
-        subset = norms[norms["method"] == method]
+    norms["run"] = norms["method"] + " / " + norms["variant"]
+    panels = sorted(norms["run"].unique())
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), squeeze=False)
+    for axis in axes.flat[len(panels):]:
+        axis.set_visible(False)
+    for axis, method in zip(axes.flat, panels):
+        subset = norms[norms["run"] == method]
         for layer, rows in subset.groupby("layer"):
             rows = rows.sort_values("edits")
             axis.plot(rows["edits"], rows["frobenius_norm"], marker="o", markersize=3, label=f"layer {layer}")
         axis.set_title(method)
         axis.set_xlabel("number of edits")
-        axis.set_ylabel("||W||_F of edited down-projection")
+        axis.set_ylabel(r"$\|W_\ell\|_F$ of edited down-projection")
         axis.legend(fontsize=8)
     figure.tight_layout()
     png_path.parent.mkdir(parents=True, exist_ok=True)

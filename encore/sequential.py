@@ -40,7 +40,7 @@ class EditorState:
 
 def edit_batch(
     model, tokenizer, records: list[EditRecord], hparams: Hyperparameters, editor: Editor,
-    state: EditorState, covariances: dict[int, torch.Tensor],
+    state: EditorState, covariances: dict[int, torch.Tensor], projectors: dict[int, torch.Tensor] | None = None,
 ) -> dict:
     """Apply one batch of edits in place; return the batch's ledger (per-edit stats, timings, norms)."""
     layers = sorted(hparams.layers)
@@ -61,8 +61,9 @@ def edit_batch(
         started = time.perf_counter()
         residuals = (targets.z.double() - current) / (len(layers) - rank)
         layer_state = LayerState(
-            preservation=hparams.mom2_update_weight * covariances[layer].double(),
+            covariance=covariances[layer].double(),
             previous_keys=state.previous_keys[layer],
+            projector=None if projectors is None else projectors[layer].double(),
         )
         delta = editor.solve(layer_state, keys.T, residuals.T)
         weight = read_weight(model, layer)

@@ -1,64 +1,99 @@
 """Closed-form updates satisfy their optimality conditions (algorithms.md §4)."""
 
+import pytest
 import torch
 
-from encore.editors import Editor, LayerState, make_editor
+from encore.editors import EMMET, AlphaEdit, Editor, LayerState, null_space_projector
+
+LAMBDA_P = 3.0
 
 
-def random_problem(d_ff=40, d_model=12, n=6, seed=0):
+def random_problem(d_ff=40, d_model=12, n=6, seed=0, low_rank=False):
     generator = torch.Generator().manual_seed(seed)
     samples = torch.randn(d_ff, 3 * d_ff, generator=generator, dtype=torch.float64)
+    if low_rank:  # a covariance with a genuine null space (rank 25 of 40)
+        samples[:, :] = torch.randn(d_ff, 25, generator=generator, dtype=torch.float64) @ torch.randn(
+            25, 3 * d_ff, generator=generator, dtype=torch.float64)
     covariance = samples @ samples.T / samples.shape[1]
     previous = torch.randn(d_ff, 15, generator=generator, dtype=torch.float64)
     keys = torch.randn(d_ff, n, generator=generator, dtype=torch.float64)
     residuals = torch.randn(d_model, n, generator=generator, dtype=torch.float64)
-    state = LayerState(preservation=3.0 * covariance, previous_keys=previous @ previous.T)
+    state = LayerState(covariance=covariance, previous_keys=previous @ previous.T)
     return state, keys, residuals
 
 
-def test_memit_update_solves_its_normal_equations():
-    state, keys, residuals = random_problem()
-    delta = Editor().solve(state, keys, residuals)
-    system = state.preservation + state.previous_keys + keys @ keys.T
-    # d/dDelta of the objective = 0  <=>  Delta (lambda_p C0 + S_P + K K^T) = R K^T
-    assert torch.allclose(delta @ system, residuals @ keys.T, atol=1e-10)
+def eye(n):
+    return torch.eye(n, dtype=torch.float64)
 
 
-def test_norm_constraint_update_solves_its_normal_equations():
-    state, keys, residuals = random_problem(seed=1)
-    delta = Editor(norm_lambda=7.5).solve(state, keys, residuals)
-    system = state.preservation + state.previous_keys + keys @ keys.T + 7.5 * torch.eye(keys.shape[0], dtype=torch.float64)
+@pytest.mark.parametrize("norm_lambda", [0.0, 7.5])
+def test_memit_update_solves_its_normal_equations(norm_lambda):
+    state, keys, residuals = random_problem(seed=int(norm_lambda))
+    delta = Editor(LAMBDA_P, norm_lambda).solve(state, keys, residuals)
+    system = LAMBDA_P * state.covariance + state.previous_keys + keys @ keys.T + norm_lambda * eye(keys.shape[0])
+    # d/dDelta of the objective = 0  <=>  Delta (lambda_p C0 + lambda_n I + S_P + K K^T) = R K^T
     assert torch.allclose(delta @ system, residuals @ keys.T, atol=1e-10)
 
 
 def test_memit_update_is_the_minimum_of_the_objective():
     state, keys, residuals = random_problem(seed=2)
-    delta = Editor().solve(state, keys, residuals)
+    delta = Editor(LAMBDA_P).solve(state, keys, residuals)
 
     def objective(d):
-        preserved = torch.trace(d @ (state.preservation + state.previous_keys) @ d.T)
+        preserved = torch.trace(d @ (LAMBDA_P * state.covariance + state.previous_keys) @ d.T)
         return preserved + ((d @ keys - residuals) ** 2).sum()
 
-    best = objective(delta)
     generator = torch.Generator().manual_seed(3)
     for _ in range(5):
         perturbed = delta + 1e-3 * torch.randn(delta.shape, generator=generator, dtype=torch.float64)
-        assert objective(perturbed) > best
+        assert objective(perturbed) > objective(delta)
 
 
-def test_raising_norm_lambda_lowers_update_norm_monotonically():
-    state, keys, residuals = random_problem(seed=4)
-    norms = [Editor(norm_lambda=value).solve(state, keys, residuals).norm() for value in [0, 1, 10, 100, 1000]]
+@pytest.mark.parametrize("make", [lambda lam: Editor(LAMBDA_P, lam), lambda lam: EMMET(LAMBDA_P, lam),
+                                  lambda lam: AlphaEdit(lam)], ids=["memit", "emmet", "alphaedit"])
+def test_raising_norm_lambda_lowers_update_norm_monotonically(make):
+    state, keys, residuals = random_problem(seed=4, low_rank=True)
+    state.projector = null_space_projector(state.covariance, 0.02)
+    norms = [make(value).solve(state, keys, residuals).norm() for value in [0, 1, 10, 100, 1000]]
     assert all(later < earlier for earlier, later in zip(norms, norms[1:]))
 
 
+@pytest.mark.parametrize("norm_lambda", [0.0, 5.0])
+def test_emmet_update_meets_its_constraint_up_to_lambda_e(norm_lambda):
+    state, keys, residuals = random_problem(seed=5)
+    editor = EMMET(LAMBDA_P, norm_lambda, emmet_lambda=0.1)
+    delta = editor.solve(state, keys, residuals)
+    preserved = LAMBDA_P * state.covariance + state.previous_keys + norm_lambda * eye(keys.shape[0])
+    gram = keys.T @ torch.linalg.solve(preserved, keys) + 0.1 * eye(keys.shape[1])
+    # W_new K = W K + R - lambda_E R D^{-1}
+    assert torch.allclose(delta @ keys, residuals - 0.1 * residuals @ torch.linalg.inv(gram), atol=1e-9)
+    # with lambda_E -> 0 the equality constraint holds exactly
+    exact = EMMET(LAMBDA_P, norm_lambda, emmet_lambda=0.0).solve(state, keys, residuals)
+    assert torch.allclose(exact @ keys, residuals, atol=1e-8)
+    # and among all updates meeting it, EMMET's has the least preservation cost (KKT: Delta C = M K^T)
+    multipliers = torch.linalg.lstsq(keys, (exact @ preserved).T).solution.T
+    assert torch.allclose(exact @ preserved, multipliers @ keys.T, atol=1e-8)
+
+
+def test_alphaedit_update_annihilates_the_preserved_subspace():
+    state, keys, residuals = random_problem(seed=6, low_rank=True)
+    projector = null_space_projector(state.covariance, 0.02)
+    assert 10 <= int(round(float(torch.trace(projector)))) <= 20  # the 15-dim null space of a rank-25 C0
+    state.projector = projector
+    delta = AlphaEdit(alpha=10.0).solve(state, keys, residuals)
+    preserved_keys = (eye(40) - projector) @ torch.randn(40, 8, dtype=torch.float64)
+    assert (delta @ preserved_keys).norm() < 1e-9 * delta.norm() * preserved_keys.norm()
+    # same as the reference form X = solve(P S + alpha I, P K R^T) with S = S_P + K K^T
+    accumulated = state.previous_keys + keys @ keys.T
+    reference = torch.linalg.solve(projector @ accumulated + 10.0 * eye(40), projector @ keys @ residuals.T).T
+    assert torch.allclose(delta, reference, atol=1e-9)
+
+
 def test_previous_keys_accumulate_exactly():
-    state, keys, _ = random_problem(seed=5)
+    state, keys, _ = random_problem(seed=7)
     start = state.previous_keys.clone()
-    editor = make_editor("memit")
     more_keys = torch.randn(keys.shape, dtype=torch.float64)
-    editor.update_state(state, keys)
-    editor.update_state(state, more_keys)
-    assert torch.equal(state.previous_keys, start + keys @ keys.T + more_keys @ more_keys.T) or torch.allclose(
-        state.previous_keys, start + keys @ keys.T + more_keys @ more_keys.T, rtol=0, atol=1e-12
-    )
+    for editor in (Editor(LAMBDA_P),):
+        editor.update_state(state, keys)
+        editor.update_state(state, more_keys)
+    assert torch.allclose(state.previous_keys, start + keys @ keys.T + more_keys @ more_keys.T, rtol=0, atol=1e-12)

@@ -10,7 +10,7 @@ from conftest import data_dir, make_tiny_llama
 from encore.architecture import read_weight
 from encore.covariance import second_moments
 from encore.data import EditRecord
-from encore.editors import Editor
+from encore.editors import Editor, make_editor
 from encore.hparams import Hyperparameters
 from encore.metrics import answer_nll
 from encore.sequential import EditorState, edit_batch
@@ -29,12 +29,12 @@ HPARAMS = Hyperparameters(editor="memit", layers=[1, 2], v_num_grad_steps=20, v_
 
 class RecordingEditor(Editor):
     def __init__(self):
-        super().__init__()
+        super().__init__(HPARAMS.mom2_update_weight)
         self.calls = []
 
     def solve(self, state, keys, residuals):
         delta = super().solve(state, keys, residuals)
-        self.calls.append({"previous": state.previous_keys.clone(), "preservation": state.preservation,
+        self.calls.append({"previous": state.previous_keys.clone(), "preservation": self.mom2_update_weight * state.covariance,
                            "keys": keys.clone(), "residuals": residuals.clone(), "delta": delta})
         return delta
 
@@ -55,7 +55,7 @@ def test_one_batch_makes_edited_targets_more_probable(tiny_llama, tokenizer, cov
     prompts = [record.rewrite_prompt for record in RECORDS]
     new_targets = [record.target_new for record in RECORDS]
     before = answer_nll(tiny_llama, tokenizer, prompts, new_targets)
-    edit_batch(tiny_llama, tokenizer, RECORDS, HPARAMS, Editor(), fresh_state(tiny_llama), covariances)
+    edit_batch(tiny_llama, tokenizer, RECORDS, HPARAMS, make_editor(HPARAMS), fresh_state(tiny_llama), covariances)
     after = answer_nll(tiny_llama, tokenizer, prompts, new_targets)
     assert torch.all(after < before), (before, after)
 
@@ -83,18 +83,18 @@ def test_resumed_run_is_bitwise_identical_to_uninterrupted(tokenizer, covariance
     straight = make_tiny_llama(len(tokenizer))
     state = fresh_state(straight)
     for batch in (RECORDS[:2], RECORDS[2:]):
-        edit_batch(straight, tokenizer, batch, HPARAMS, Editor(), state, covariances)
+        edit_batch(straight, tokenizer, batch, HPARAMS, make_editor(HPARAMS), state, covariances)
 
     first = make_tiny_llama(len(tokenizer))
     state = fresh_state(first)
-    edit_batch(first, tokenizer, RECORDS[:2], HPARAMS, Editor(), state, covariances)
+    edit_batch(first, tokenizer, RECORDS[:2], HPARAMS, make_editor(HPARAMS), state, covariances)
     save_snapshot(tmp_path / "snap", first, state, HPARAMS.layers, {"model": {"name": "tiny"}})
     del first
 
     resumed = make_tiny_llama(len(tokenizer))  # unedited model + snapshot
     snapshot = load_snapshot(tmp_path / "snap", expected_model={"name": "tiny"}, expected_layers=HPARAMS.layers)
     apply_snapshot(resumed, snapshot)
-    edit_batch(resumed, tokenizer, RECORDS[2:], HPARAMS, Editor(), snapshot.state, covariances)
+    edit_batch(resumed, tokenizer, RECORDS[2:], HPARAMS, make_editor(HPARAMS), snapshot.state, covariances)
     for layer in HPARAMS.layers:
         assert torch.equal(read_weight(resumed, layer), read_weight(straight, layer))
 

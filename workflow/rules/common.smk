@@ -9,20 +9,25 @@ validate(config, schema="../schemas/config.schema.yaml")
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
 LOGS = f"logs/{EXPERIMENT}"
+RUN = "{method}/{variant}"  # one run = an editor and a variant (plain, mpes, nc, mpes_nc)
 
 
 wildcard_constraints:
     method="|".join(config["methods"]),
+    variant="|".join(config["variants"]),
     edits=r"\d{5}",
 
 
 def hparams_path(method):
-    path = Path(config["hparams_dir"]) / method.upper() / f"{Path(config['model']).name}.yaml"
-    if not path.exists():
-        raise ValueError(
-            f"methods: no hyperparameters for {method!r} on {config['model']!r}: create {path}"
-        )
-    return str(path)
+    """hparams/<METHOD>/<model>.<dataset>.yaml if present, else hparams/<METHOD>/<model>.yaml."""
+    folder = Path(config["hparams_dir"]) / method.upper()
+    model = Path(config["model"]).name
+    for path in (folder / f"{model}.{config['dataset']}.yaml", folder / f"{model}.yaml"):
+        if path.exists():
+            return str(path)
+    raise ValueError(
+        f"methods: no hyperparameters for {method!r} on {config['model']!r}: create {folder / (model + '.yaml')}"
+    )
 
 
 def hparams_for(wildcards):
@@ -41,7 +46,7 @@ def previous_snapshot(wildcards):
     position = ends.index(wildcards.edits)
     if position == 0:
         return []
-    return f"{RESULTS}/{wildcards.method}/snapshots/edits_{ends[position - 1]}/manifest.json"
+    return f"{RESULTS}/{wildcards.method}/{wildcards.variant}/snapshots/edits_{ends[position - 1]}/manifest.json"
 
 
 def batches_in_segment(wildcards):
@@ -49,6 +54,16 @@ def batches_in_segment(wildcards):
     position = ends.index(int(wildcards.edits))
     edits = ends[position] - ends[position - 1]
     return -(-edits // config["batch_size"])
+
+
+def run_outputs(pattern):
+    """``pattern`` (with {method}, {variant}, {edits}) for every run and snapshot of the experiment."""
+    return expand(
+        pattern,
+        method=config["methods"],
+        variant=config["variants"],
+        edits=segment_ends(),
+    )
 
 
 def final_outputs():

@@ -7,12 +7,12 @@ SNAPSHOT_FILES = ["manifest.json", "weights.safetensors", "state.safetensors", "
 rule edit_segment:
     input:
         hparams=hparams_for,
-        statistics=f"{RESULTS}/{{method}}/statistics.json",
+        statistics=f"{RESULTS}/statistics/{{method}}.json",
         previous=previous_snapshot,
     output:
-        [f"{RESULTS}/{{method}}/snapshots/edits_{{edits}}/{name}" for name in SNAPSHOT_FILES],
+        [f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/{name}" for name in SNAPSHOT_FILES],
     log:
-        f"{LOGS}/{{method}}/edit_{{edits}}.log",
+        f"{LOGS}/{RUN}/edit_{{edits}}.log",
     params:
         model=config["model"],
         dataset=config["dataset"],

@@ -3,11 +3,11 @@
 
 rule evaluate_snapshot:
     input:
-        snapshot=f"{RESULTS}/{{method}}/snapshots/edits_{{edits}}/manifest.json",
+        snapshot=f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/manifest.json",
     output:
-        f"{RESULTS}/{{method}}/metrics/edits_{{edits}}.csv",
+        f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv",
     log:
-        f"{LOGS}/{{method}}/evaluate_{{edits}}.log",
+        f"{LOGS}/{RUN}/evaluate_{{edits}}.log",
     params:
         model=config["model"],
         dataset=config["dataset"],

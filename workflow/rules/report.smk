@@ -7,16 +7,8 @@ localrules:
 
 rule report_tables:
     input:
-        metrics=expand(
-            f"{RESULTS}/{{method}}/metrics/edits_{{edits}}.csv",
-            method=config["methods"],
-            edits=segment_ends(),
-        ),
-        norms=expand(
-            f"{RESULTS}/{{method}}/snapshots/edits_{{edits}}/norms.csv",
-            method=config["methods"],
-            edits=segment_ends(),
-        ),
+        metrics=run_outputs(f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv"),
+        norms=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/norms.csv"),
     output:
         table=report(f"{RESULTS}/tables/editing_metrics.csv", category="Tables"),
         markdown=f"{RESULTS}/tables/editing_metrics.md",

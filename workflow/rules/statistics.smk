@@ -5,9 +5,9 @@ rule statistics:
     input:
         hparams=hparams_for,
     output:
-        f"{RESULTS}/{{method}}/statistics.json",
+        f"{RESULTS}/statistics/{{method}}.json",
     log:
-        f"{LOGS}/{{method}}/statistics.log",
+        f"{LOGS}/statistics/{{method}}.log",
     params:
         model=config["model"],
         data_dir=config["data_dir"],

@@ -10,8 +10,8 @@ params = snakemake.params
 run_edit_segment(
     model_name=params.model,
     method=snakemake.wildcards.method,
-    variant="plain",
-    hparams=Hyperparameters.from_yaml(snakemake.input.hparams),
+    variant=snakemake.wildcards.variant,
+    hparams=Hyperparameters.from_yaml(snakemake.input.hparams, snakemake.wildcards.variant),
     dataset=params.dataset,
     data_dir=params.data_dir,
     resources=Path(params.resources),
