@@ -71,9 +71,9 @@ def test_end_to_end_run_on_a_tiny_model(tiny_workdir):
     assert list(table["n_records"]) == [4, 6]
     assert table[["ES", "PS", "NS", "S"]].notna().all().all()
     assert (results / "figures" / "norm_growth.png").stat().st_size > 10_000
-    norms = pd.concat(pd.read_csv(results / "memit" / "snapshots" / f"edits_0000{n}" / "norms.csv") for n in (4, 6))
+    norms = pd.concat(pd.read_csv(results / "memit" / "plain" / "snapshots" / f"edits_0000{n}" / "norms.csv") for n in (4, 6))
     assert sorted(norms["edits"].unique()) == [0, 2, 4, 6]
-    ledger = pd.read_csv(results / "memit" / "snapshots" / "edits_00006" / "ledger.csv")
+    ledger = pd.read_csv(results / "memit" / "plain" / "snapshots" / "edits_00006" / "ledger.csv")
     assert list(ledger["position"]) == [4, 5]
     # a second invocation finds nothing to do
     again = snakemake(*args, "-n")
