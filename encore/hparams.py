@@ -1,6 +1,6 @@
 """Hyperparameters of one editing method on one model, loaded from hparams/<METHOD>/<model>[.<dataset>].yaml.
 
-A file holds the base values of the method plus named ``variants`` (e.g. ``mpes``, ``nc``, ``mpes_nc``)
+A file holds the base values of the method (or ``inherit: <other file>`` and changes) plus named ``variants`` (e.g. ``mpes``, ``nc``, ``mpes_nc``)
 that override some of them; ``plain`` is the base itself. ENCORE = MEMIT's ``mpes_nc`` variant.
 """
 
@@ -55,6 +55,9 @@ class Hyperparameters:
     @classmethod
     def from_yaml(cls, path: str | Path, variant: str = "plain") -> "Hyperparameters":
         values = yaml.safe_load(Path(path).read_text()) or {}
+        if "inherit" in values:  # e.g. a dataset-specific file that only changes the variants
+            parent = yaml.safe_load((Path(path).parent / values.pop("inherit")).read_text()) or {}
+            values = {**parent, **values}
         variants = values.pop("variants", {}) or {}
         if variant != "plain":
             if variant not in variants:

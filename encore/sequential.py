@@ -19,7 +19,7 @@ from encore.data import EditRecord
 from encore.editors import Editor, LayerState
 from encore.hparams import Hyperparameters
 from encore.keys import compute_keys, compute_subject_hidden
-from encore.targets import optimise_targets
+from encore.targets import TargetResult, optimise_targets
 
 
 @dataclass
@@ -41,14 +41,18 @@ class EditorState:
 def edit_batch(
     model, tokenizer, records: list[EditRecord], hparams: Hyperparameters, editor: Editor,
     state: EditorState, covariances: dict[int, torch.Tensor], projectors: dict[int, torch.Tensor] | None = None,
+    targets: TargetResult | None = None,
 ) -> dict:
-    """Apply one batch of edits in place; return the batch's ledger (per-edit stats, timings, norms)."""
+    """Apply one batch of edits in place; return the batch's ledger (per-edit stats, timings, norms).
+
+    ``targets`` may be passed precomputed (benchmarks); by default they are optimised here."""
     layers = sorted(hparams.layers)
     torch.set_rng_state(state.torch_rng_state)
     timings = {"targets_s": 0.0, "keys_s": 0.0, "solve_s": 0.0}
 
     started = time.perf_counter()
-    targets = optimise_targets(model, tokenizer, records, hparams.target_settings(), state.context_templates)
+    if targets is None:
+        targets = optimise_targets(model, tokenizer, records, hparams.target_settings(), state.context_templates)
     timings["targets_s"] = time.perf_counter() - started
 
     z_layer = layers[-1]

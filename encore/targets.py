@@ -9,7 +9,9 @@ minimises
 The requests never share a sequence, each delta_r only receives the gradient of its own L_r, Adam is
 element-wise and clamping / stopping are per row, so the batched result equals independent runs.
 L is a sum of per-sequence terms (plus wd), so sequences are processed in length-sorted micro-batches
-(little padding) whose gradients add up. A finished request drops out. Stop rules, checked in this
+(little padding) whose gradients add up. A finished request drops out. The blocks up to l* do not
+depend on delta: their output is computed once (first iteration) and replayed afterwards, and the LM
+head is applied only at the scored positions. Stop rules, checked in this
 order after each forward: MPES (target top-1 at every target token of every context-prefixed prompt
 on m = n+1 iterations, §5), loss < loss_stop, iteration budget.
 """
@@ -17,6 +19,7 @@ on m = n+1 iterations, §5), loss < loss_stop, iteration budget.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -87,6 +90,40 @@ def _log_softmax_head(model, hidden: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1)
 
 
+class _Replay(torch.nn.Module):
+    """Stands in for a block below l*: passes its input through, or returns the cached block-l* output."""
+
+    def __init__(self, original: torch.nn.Module):
+        super().__init__()
+        self.hidden: torch.Tensor | None = None
+        if hasattr(original, "attention_type"):  # read by some model loops (Gemma-3 sliding windows)
+            self.attention_type = original.attention_type
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states if self.hidden is None else self.hidden
+
+
+@contextmanager
+def _replay_lower_blocks(model, layer: int):
+    """Temporarily replace blocks 0..layer by replays; yields the replay of block ``layer``."""
+    blocks = model.get_submodule(architecture_of(model).blocks)
+    originals = [blocks[i] for i in range(layer + 1)]
+    for i, original in enumerate(originals):
+        blocks[i] = _Replay(original)
+    try:
+        yield blocks[layer]
+    finally:
+        for i, original in enumerate(originals):
+            blocks[i] = original
+
+
+def _pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    padded = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+    for i, row in enumerate(rows):
+        padded[i, : row.shape[0]] = row
+    return padded
+
+
 def _microbatches(sequences: list[_Sequence], budget: int) -> list[list[_Sequence]]:
     ordered = sorted(sequences, key=lambda s: len(s.ids))
     batches, current = [], []
@@ -96,6 +133,17 @@ def _microbatches(sequences: list[_Sequence], budget: int) -> list[list[_Sequenc
             current = []
         current.append(sequence)
     return batches + ([current] if current else [])
+
+
+@contextmanager
+def _delta_entry(model, block, layer: int, cached: torch.Tensor | None):
+    """The module whose output receives delta: block l* itself, or a replay of its cached output."""
+    if cached is None:
+        yield block
+        return
+    with _replay_lower_blocks(model, layer) as replay:
+        replay.hidden = cached
+        yield replay
 
 
 def optimise_targets(
@@ -115,6 +163,7 @@ def optimise_targets(
     result = TargetResult(z=delta, delta=delta, h_init=h_init, iterations=[0] * n, stop_reason=[""] * n,
                           target_probability=[0.0] * n, loss=[0.0] * n)
     active = list(range(n))
+    lower_output: dict[int, torch.Tensor] = {}  # id(sequence) -> block-l* output without delta
 
     for iteration in range(settings.steps):
         slot_of = {r: slot for slot, r in enumerate(active)}
@@ -132,15 +181,18 @@ def optimise_targets(
             def add_delta(hidden):
                 if iteration == 0:
                     for row, s in enumerate(micro):
+                        lower_output[id(s)] = hidden[row, : len(s.ids)].detach()
                         if s.prompt_index == 0:
                             h_init[s.request] = hidden[row, s.lookup].detach()
                 hidden = hidden.clone()
                 hidden[rows, lookup] = hidden[rows, lookup] + active_delta[owner]
                 return hidden
 
-            with torch.enable_grad(), edit_output(block, add_delta):
-                hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                          use_cache=False).last_hidden_state
+            cached = _pad_rows([lower_output[id(s)] for s in micro], batch.input_ids.shape[1]) if iteration else None
+            with torch.enable_grad(), _delta_entry(model, block, settings.layer, cached) as target:
+                with edit_output(target, add_delta):
+                    hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                              use_cache=False).last_hidden_state
                 # scored positions: target tokens of rewriting prompts, the subject position of the KL prompt
                 score_rows, score_cols, labels, spans = [], [], [], []
                 for row, s in enumerate(micro):

@@ -1,25 +1,16 @@
-"""The Snakemake workflow: lint, config validation, and an end-to-end run on a tiny local model."""
+"""The Snakemake workflow: lint, config validation, an end-to-end run on a tiny local model, and a
+killed run that resumes to bitwise-identical weights."""
 
 import os
+import signal
 import subprocess
-import sys
-from pathlib import Path
+import time
 
 import pandas as pd
 import pytest
-import yaml
+from safetensors.torch import load_file
 
-from conftest import REPO, data_dir, make_tiny_llama
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def snakemake(*args, cwd=REPO, check=True):
-    env = {**os.environ, "ENCORE_DATA_DIR": str(data_dir())}
-    result = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
+from pipeline_helpers import make_workdir, save_tiny_model, snakemake, snakemake_command
 
 
 def test_workflow_lints_clean():
@@ -27,54 +18,71 @@ def test_workflow_lints_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_unknown_config_key_is_named_in_the_error():
-    result = snakemake("-n", "--cores", "1", "--config", "num_edit=5", check=False)
+@pytest.mark.parametrize("override, key", [("num_edit=5", "num_edit"), ("batch_size=many", "batch_size"),
+                                           ("variants=[fancy-thing]", "variants")])
+def test_bad_config_value_is_named_in_the_error(override, key):
+    result = snakemake("-n", "--cores", "1", "--config", override, check=False)
     assert result.returncode != 0
-    assert "num_edit" in result.stdout + result.stderr
-
-
-def test_mistyped_config_value_is_named_in_the_error():
-    result = snakemake("-n", "--cores", "1", "--config", "batch_size=many", check=False)
-    assert result.returncode != 0
-    assert "batch_size" in result.stdout + result.stderr
+    assert key in result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
-def tiny_workdir(tmp_path_factory):
-    from pipeline_helpers import save_tiny_model
-
-    root = tmp_path_factory.mktemp("pipeline")
-    model_dir = save_tiny_model(root / "tiny-llama")
-    hparams = root / "hparams" / "MEMIT"
-    hparams.mkdir(parents=True)
-    (hparams / "tiny-llama.yaml").write_text(yaml.safe_dump({
-        "editor": "memit", "layers": [1, 2], "v_num_grad_steps": 6, "v_lr": 1.0, "mom2_update_weight": 10.0,
-        "mom2_n_samples": 30, "mom2_max_length": 64, "clamp_norm_factor": 4.0,
-    }))
-    overlay = root / "tiny.yaml"
-    overlay.write_text(yaml.safe_dump({
-        "experiment": "tiny", "model": str(model_dir), "num_edits": 6, "batch_size": 2, "snapshot_every": 2,
-        "hparams_dir": str(root / "hparams"), "resources": str(root / "resources"), "threads": 1,
-    }))
-    return root, overlay
+def tiny_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return save_tiny_model(root / "tiny-llama"), root / "resources"
 
 
 @pytest.mark.slow
-def test_end_to_end_run_on_a_tiny_model(tiny_workdir):
-    root, overlay = tiny_workdir
-    args = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(root),
-            "--configfile", str(REPO / "config.yaml"), str(overlay), "--cores", "2"]
+def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
+    model_dir, resources = tiny_model
+    args = make_workdir(tmp_path, model_dir, resources, variants=["plain", "mpes_nc"])
     snakemake(*args)
-    results = root / "results" / "tiny"
+    results = tmp_path / "results" / "tiny"
     table = pd.read_csv(results / "tables" / "editing_metrics.csv")
-    assert list(table["edits"]) == [4, 6]
-    assert list(table["n_records"]) == [4, 6]
+    assert sorted(table["variant"].unique()) == ["mpes_nc", "plain"]
+    plain = table[table["variant"] == "plain"]
+    assert list(plain["edits"]) == [4, 6] and list(plain["n_records"]) == [4, 6]
     assert table[["ES", "PS", "NS", "S"]].notna().all().all()
     assert (results / "figures" / "norm_growth.png").stat().st_size > 10_000
-    norms = pd.concat(pd.read_csv(results / "memit" / "plain" / "snapshots" / f"edits_0000{n}" / "norms.csv") for n in (4, 6))
+    snapshots = results / "memit" / "plain" / "snapshots"
+    norms = pd.concat(pd.read_csv(snapshots / f"edits_0000{n}" / "norms.csv") for n in (4, 6))
     assert sorted(norms["edits"].unique()) == [0, 2, 4, 6]
-    ledger = pd.read_csv(results / "memit" / "plain" / "snapshots" / "edits_00006" / "ledger.csv")
+    ledger = pd.read_csv(snapshots / "edits_00006" / "ledger.csv")
     assert list(ledger["position"]) == [4, 5]
-    # a second invocation finds nothing to do
+    encore = pd.read_csv(results / "memit" / "mpes_nc" / "snapshots" / "edits_00006" / "ledger.csv")
+    assert set(encore["stop_reason"]) <= {"mpes", "loss", "budget"}
     again = snakemake(*args, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_bitwise_identical_weights(tiny_model, tmp_path):
+    model_dir, resources = tiny_model
+    straight = make_workdir(tmp_path / "straight", model_dir, resources, snapshot_every=1)
+    snakemake(*straight)
+
+    killed_root = tmp_path / "killed"
+    killed = make_workdir(killed_root, model_dir, resources, snapshot_every=1)
+    snapshots = killed_root / "results" / "tiny" / "memit" / "plain" / "snapshots"
+    command, env = snakemake_command(*killed)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 120
+    while not (snapshots / "edits_00002" / "manifest.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the next segment is now loading or editing
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (snapshots / "edits_00002" / "manifest.json").exists()
+    assert not (snapshots / "edits_00006" / "manifest.json").exists()
+    first_snapshot = (snapshots / "edits_00002" / "weights.safetensors").stat().st_mtime_ns
+
+    snakemake(*killed, "--unlock")  # a killed controller leaves its lock (snakemake-notes.md §3)
+    snakemake(*killed)  # rerun: resumes after the last complete snapshot
+    assert (snapshots / "edits_00002" / "weights.safetensors").stat().st_mtime_ns == first_snapshot
+    final = load_file(str(snapshots / "edits_00006" / "weights.safetensors"))
+    reference = load_file(str(tmp_path / "straight" / "results" / "tiny" / "memit" / "plain" / "snapshots"
+                              / "edits_00006" / "weights.safetensors"))
+    assert final.keys() == reference.keys()
+    for name in final:
+        assert final[name].equal(reference[name]), name

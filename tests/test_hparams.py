@@ -1,0 +1,46 @@
+"""Hyperparameter files: every shipped file and variant validates; bad input names the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from encore.hparams import Hyperparameters
+
+FILES = sorted((REPO / "hparams").glob("*/*.yaml"))
+
+
+def variants_of(path: Path) -> list[str]:
+    values = yaml.safe_load(path.read_text())
+    if "inherit" in values and "variants" not in values:
+        values = yaml.safe_load((path.parent / values["inherit"]).read_text())
+    return ["plain", *(values.get("variants") or {})]
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.name}" for p in FILES])
+def test_every_shipped_file_and_variant_validates(path):
+    for variant in variants_of(path):
+        hparams = Hyperparameters.from_yaml(path, variant)
+        assert hparams.editor == path.parent.name.lower()
+        assert hparams.layers == sorted(hparams.layers)
+
+
+def test_paper_encore_values_are_what_tables_8_and_11_say():
+    encore_cf = Hyperparameters.from_yaml(REPO / "hparams/MEMIT/Meta-Llama-3-8B.yaml", "mpes_nc")
+    assert (encore_cf.mom2_update_weight, encore_cf.norm_lambda, encore_cf.mpes) == (15000, 20, 1)
+    encore_zsre = Hyperparameters.from_yaml(REPO / "hparams/MEMIT/gpt2-xl.zsre.yaml", "mpes_nc")
+    assert (encore_zsre.mom2_update_weight, encore_zsre.norm_lambda, encore_zsre.mpes) == (20000, 40, 4)
+    assert encore_zsre.layers == [13, 14, 15, 16, 17]  # inherited
+
+
+def test_unknown_or_mistyped_key_is_named(tmp_path):
+    base = yaml.safe_load((REPO / "hparams/MEMIT/gpt2-xl.yaml").read_text())
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump({**base, "v_lrr": 0.5}))
+    with pytest.raises(ValueError, match="v_lrr"):
+        Hyperparameters.from_yaml(tmp_path / "typo.yaml")
+    (tmp_path / "type.yaml").write_text(yaml.safe_dump({**base, "v_num_grad_steps": "many"}))
+    with pytest.raises(ValueError, match="v_num_grad_steps"):
+        Hyperparameters.from_yaml(tmp_path / "type.yaml")
+    with pytest.raises(ValueError, match="no variant 'nope'"):
+        Hyperparameters.from_yaml(REPO / "hparams/MEMIT/gpt2-xl.yaml", "nope")
