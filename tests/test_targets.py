@@ -78,3 +78,21 @@ def test_optimisation_raises_target_probability_and_respects_clamp(tiny_model, t
         assert losses[-1] < losses[0]
         assert result.delta[request].norm() <= 0.75 * result.h_init[request].norm() * (1 + 1e-9)
     assert torch.allclose(result.z, result.h_init + result.delta)
+
+
+def test_v1_rule_stops_when_exactly_one_token_per_context_prompt_is_right(tiny_llama, tokenizer):
+    """The official v1 code tests num_correct == number of context prompts, which for a two-token target
+    fires when only half of the positions are right (and never when all are); the default rule needs all."""
+    model = tiny_llama.double()
+    record = EditRecord(case_id=5, subject="Toko Yasuda", prompt="{}", target_new="city of", target_true="x")
+    free = optimise_targets(model, tokenizer, [record], TargetSettings(steps=25, **FAST), TEMPLATES)
+    n_context = len(TEMPLATES[1])
+    assert free.trace[0]["positions"] == 2 * n_context  # a two-token target
+    v1_qualifying = [t["iteration"] for t in free.trace if t["num_correct"] == n_context]
+    assert v1_qualifying, "constructed case must reach num_correct == number of context prompts"
+    v1 = optimise_targets(model, tokenizer, [record], TargetSettings(steps=25, mpes=0, mpes_rule="v1", **FAST), TEMPLATES)
+    assert v1.iterations[0] == v1_qualifying[0] + 1 and v1.stop_reason[0] == "mpes"
+    all_rule = optimise_targets(model, tokenizer, [record], TargetSettings(steps=25, mpes=0, **FAST), TEMPLATES)
+    all_qualifying = qualifying_iterations(free, 0)
+    expected = all_qualifying[0] + 1 if all_qualifying else 25
+    assert all_rule.iterations[0] == expected
