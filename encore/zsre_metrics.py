@@ -1,0 +1,103 @@
+"""zsRE metrics (algorithms.md §7.3): token-level teacher-forced top-1 accuracy.
+
+For a prompt p and an answer a with ids y_1..y_T = ``tokens.answer_token_ids(a)`` (the tokens of
+" " + a after a word), the sequence encode(p) + y_1..y_{T-1} is fed once and
+
+    correct_j = 1[argmax_v logits(position len(encode(p)) - 1 + j)_v == y_j],   j = 0..T-1 (0-based)
+    accuracy(p, a) = (1/T) Σ_j correct_j
+
+Exactly the answer tokens after the prompt are scored for every tokenizer (a BOS is part of the prompt).
+The reference feeds prompt + decode(y_<j) as text, which re-tokenises the answer prefix; feeding the ids
+is the same whenever decoding and re-encoding round-trip, and never scores BOS.
+
+Per record: efficacy = accuracy(rewrite prompt, target_new); paraphrase = mean over paraphrase prompts
+of accuracy(p, target_new); specificity = mean over neighborhood prompts of accuracy(p,
+neighborhood_target) (absolute, not relative to the unedited model). The summary reports ES, PS, NS
+= 100 · mean over records; the paper defines no overall zsRE score, so none is computed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from encore.tokens import answer_token_ids, encode, pad_id, pad_right
+
+
+@torch.no_grad()
+def answer_token_accuracy(model, tokenizer, prompts: list[str], answers: list[str],
+                          batch_size: int = 64) -> torch.Tensor:  # fmt: skip
+    """Teacher-forced top-1 accuracy of each answer's tokens after its prompt, a CPU float64 tensor
+    (len(prompts),) in input order. Sequences are sorted by length and right padded; the LM head is
+    applied only at the scored positions (``model.base_model`` + ``get_output_embeddings()``; a logit
+    soft-cap is monotonic and does not change the argmax)."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    items = []
+    for prompt, answer in zip(prompts, answers):
+        prompt_ids = encode(tokenizer, prompt)
+        if not prompt_ids:
+            raise ValueError(f"prompt {prompt!r} has no tokens: nothing predicts the first answer token")
+        items.append((prompt_ids, answer_token_ids(tokenizer, answer)))
+    device = next(model.parameters()).device
+    result = torch.empty(len(items), dtype=torch.float64)
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = pad_right([items[i][0] + items[i][1][:-1] for i in chunk], pad_id(tokenizer), device)
+        hidden = model.base_model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state
+        rows, cols, labels = [], [], []
+        for row, i in enumerate(chunk):
+            prompt_ids, answer_ids = items[i]
+            rows += [row] * len(answer_ids)
+            cols += range(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(answer_ids))
+            labels += answer_ids
+        rows_t = torch.tensor(rows, device=device)
+        predicted = model.get_output_embeddings()(hidden[rows_t, torch.tensor(cols, device=device)]).argmax(dim=-1)
+        correct = (predicted == torch.tensor(labels, device=device)).double()
+        sums = torch.zeros(len(chunk), dtype=torch.float64, device=device).index_add_(0, rows_t, correct)
+        counts = torch.tensor([len(items[i][1]) for i in chunk], dtype=torch.float64, device=device)
+        result[torch.tensor(chunk)] = (sums / counts).cpu()
+    return result
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def zsre_record_scores(model, tokenizer, records, batch_size: int = 64) -> pd.DataFrame:
+    """Per-record columns case_id, efficacy, paraphrase, specificity (accuracies in [0, 1]; NaN for a
+    record without paraphrase or neighborhood prompts), from one batched pass over all prompts."""
+    prompts, answers, groups = [], [], []
+    for record in records:
+        if record.neighborhood_prompts and record.neighborhood_target is None:
+            raise ValueError(f"record {record.case_id} has neighborhood prompts but no neighborhood_target")
+        spans = []
+        for group, answer in (([record.rewrite_prompt], record.target_new),
+                              (record.paraphrase_prompts, record.target_new),
+                              (record.neighborhood_prompts, record.neighborhood_target)):  # fmt: skip
+            spans.append(range(len(prompts), len(prompts) + len(group)))
+            prompts += group
+            answers += [answer] * len(group)
+        groups.append(spans)
+    accuracy = answer_token_accuracy(model, tokenizer, prompts, answers, batch_size=batch_size).tolist()
+    rows = [
+        {"case_id": record.case_id, "efficacy": accuracy[rewrite[0]],
+         "paraphrase": _mean([accuracy[i] for i in paraphrases]),
+         "specificity": _mean([accuracy[i] for i in neighborhood])}
+        for record, (rewrite, paraphrases, neighborhood) in zip(records, groups)
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["case_id", "efficacy", "paraphrase", "specificity"])
+
+
+def summarise_zsre(scores: pd.DataFrame) -> dict:
+    """ES, PS, NS = 100 · mean over records of efficacy, paraphrase, specificity (NaN rows skipped);
+    n_records. No overall score: the paper does not define one for zsRE."""
+    summary = {key: 100.0 * float(scores[column].mean())
+               for key, column in (("ES", "efficacy"), ("PS", "paraphrase"), ("NS", "specificity"))}  # fmt: skip
+    summary["n_records"] = len(scores)
+    return summary
