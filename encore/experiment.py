@@ -167,32 +167,46 @@ def run_edit_segment(*, model_name: str, method: str, variant: str, hparams: Hyp
     return save_snapshot(output, model, state, layers, manifest, extra_files=("ledger.csv", "norms.csv"))
 
 
-def evaluate_snapshot(*, model_name: str, snapshot: Path, dataset: str, data_dir, resources: Path, output: Path) -> pd.DataFrame:
-    """CounterFact ES/PS/NS/S of the facts edited so far, from the snapshot files alone (tidy rows)."""
-    from encore.metrics import counterfact_record_scores, summarise_counterfact
+def evaluate_snapshot(*, model_name: str, snapshot: Path | None, dataset: str, data_dir, resources: Path,
+                      output: Path, evaluation: dict, experiment: str, order_sample: str = "0",
+                      num_edits: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """All metrics of a snapshot (or of the unedited model when ``snapshot`` is None) from files alone.
+
+    ``evaluation`` (config key): generation / downstream = "none" | "final" | "all" (at which snapshots;
+    the unedited model counts as final), generation_records, downstream_tasks, downstream_tests,
+    downstream_shots.
+    """
+    from encore import evaluation as ev
 
     loaded = load_model(model_name, cache_dir=resources / "models")
-    manifest = json.loads((Path(snapshot) / "manifest.json").read_text())
-    restored = load_snapshot(snapshot, expected_model=loaded.identity, expected_layers=manifest["layers"])
-    apply_snapshot(loaded.model, restored)
-    if dataset != "counterfact":
-        raise ValueError(f"evaluation of {dataset!r} is not implemented yet (counterfact only)")
-    records, _ = load_requests(dataset, data_dir, resources / "data", manifest["data"]["order_file"]["sample"], None)
-    by_id = {record.case_id: record for record in records}
-    edited = [by_id[case_id] for case_id in manifest["case_ids"]]
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if snapshot is None:
+        records, _ = load_requests(dataset, data_dir, resources / "data", order_sample, num_edits)
+        subset, final = "to-be-edited", True
+        labels = {"method": "unedited", "variant": "unedited", "edits": 0}
+    else:
+        manifest = json.loads((Path(snapshot) / "manifest.json").read_text())
+        restored = load_snapshot(snapshot, expected_model=loaded.identity, expected_layers=manifest["layers"])
+        apply_snapshot(model, restored)
+        everything, _ = load_requests(dataset, data_dir, resources / "data", manifest["data"]["order_file"]["sample"], None)
+        by_id = {record.case_id: record for record in everything}
+        records = [by_id[case_id] for case_id in manifest["case_ids"]]
+        subset, final = "edited-so-far", manifest["edits_done"] == num_edits
+        labels = {"method": manifest["method"], "variant": manifest["variant"], "edits": manifest["edits_done"]}
+
     started = time.perf_counter()
-    scores = counterfact_record_scores(loaded.model, loaded.tokenizer, edited)
-    summary = summarise_counterfact(scores)
-    seconds = time.perf_counter() - started
-    rows = [{
-        "experiment": manifest["experiment"], "model": manifest["model_name"], "dataset": dataset,
-        "method": manifest["method"], "variant": manifest["variant"], "edits": manifest["edits_done"],
-        "metric": metric, "value": value,
-        "protocol": "counterfact/edited-so-far/mean-token-nll-comparison",
-    } for metric, value in summary.items()]
-    rows.append({**rows[0], "metric": "evaluation_seconds", "value": seconds, "protocol": "timing"})
-    table = pd.DataFrame(rows)
+    rows = ev.editing_rows(model, tokenizer, dataset, records, subset)
+    if snapshot is None and dataset == "counterfact":
+        rows += ev.known_fact_rows(model, tokenizer, records, subset)
+    if snapshot is not None and final:
+        rows += ev.editing_rows(model, tokenizer, dataset, ev.authors_subset(records), "authors-20pct")
+    wanted = {"all": True, "final": final, "none": False}
+    if wanted[evaluation.get("generation", "final")] and dataset == "counterfact":
+        rows += ev.generation_rows(model, tokenizer, records, subset, evaluation.get("generation_records"), seed)
+    if wanted[evaluation.get("downstream", "final")]:
+        rows += ev.downstream_rows(model, tokenizer, data_dir, evaluation)
+    rows.append({"metric": "evaluation_seconds", "value": time.perf_counter() - started, "protocol": "timing"})
+    table = ev.to_frame(rows, experiment=experiment, model=model_name, dataset=dataset, **labels)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(output, index=False)
-    scores.to_csv(Path(output).with_suffix(".per_record.csv"), index=False)
     return table

@@ -20,13 +20,27 @@ def read_csvs(paths) -> pd.DataFrame:
     return pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
 
 
-def editing_table(metric_files, csv_path: Path, markdown_path: Path) -> pd.DataFrame:
-    """One row per (method, variant, edits) with ES, PS, NS, S in percent."""
+MAIN_PROTOCOL = r"^(counterfact|zsre)/(edited-so-far|to-be-edited)/(nll-comparison|token-top1)$"
+DOWNSTREAM_COLUMNS = {"downstream/generate": "DS_generate", "downstream/label-loglik": "DS_loglik"}
+
+
+def editing_table(metric_files, csv_path: Path, markdown_path: Path, all_metrics_path: Path | None = None) -> pd.DataFrame:
+    """One row per (method, variant, edits): ES, PS, NS, S (percent) on the facts edited so far
+    (the unedited model: on the facts to be edited), GE x100 and the average downstream F1 x100
+    where they were computed. ``all_metrics_path`` receives every tidy row of every file."""
     tidy = read_csvs(metric_files)
-    tidy = tidy[tidy["metric"].isin(EDITING_METRICS + ["n_records"])]
-    table = tidy.pivot_table(index=["model", "dataset", "method", "variant", "edits"], columns="metric",
-                             values="value", aggfunc="first").reset_index()
-    table = table[["model", "dataset", "method", "variant", "edits", "n_records", *EDITING_METRICS]]
+    if all_metrics_path is not None:
+        tidy.to_csv(all_metrics_path, index=False)
+    main = tidy[tidy["protocol"].str.match(MAIN_PROTOCOL) & tidy["metric"].isin(EDITING_METRICS + ["n_records"])]
+    extra = tidy[tidy["metric"] == "GE"]
+    for prefix, column in DOWNSTREAM_COLUMNS.items():
+        rows = tidy[(tidy["metric"] == "average.f1") & tidy["protocol"].str.startswith(prefix)].copy()
+        rows["metric"] = column
+        extra = pd.concat([extra, rows])
+    keys = ["model", "dataset", "method", "variant", "edits"]
+    table = pd.concat([main, extra]).pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
+    columns = [c for c in ["n_records", *EDITING_METRICS, "GE", *DOWNSTREAM_COLUMNS.values()] if c in table.columns]
+    table = table[keys + columns].sort_values(["method", "variant", "edits"])
     table["n_records"] = table["n_records"].astype(int)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv_path, index=False)

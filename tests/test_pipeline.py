@@ -39,10 +39,20 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
     snakemake(*args)
     results = tmp_path / "results" / "tiny"
     table = pd.read_csv(results / "tables" / "editing_metrics.csv")
-    assert sorted(table["variant"].unique()) == ["mpes_nc", "plain"]
+    assert sorted(table["variant"].unique()) == ["mpes_nc", "plain", "unedited"]
     plain = table[table["variant"] == "plain"]
     assert list(plain["edits"]) == [4, 6] and list(plain["n_records"]) == [4, 6]
+    unedited = table[table["method"] == "unedited"].iloc[0]
+    assert unedited["edits"] == 0 and unedited["n_records"] == 6  # the facts the run will edit
     assert table[["ES", "PS", "NS", "S"]].notna().all().all()
+    # generation entropy and downstream scores on the unedited model and at the final snapshot only
+    final_rows = table[table["edits"].isin([0, 6])]
+    assert final_rows[["GE", "DS_generate", "DS_loglik"]].notna().all().all()
+    assert table[table["edits"] == 4][["GE", "DS_generate"]].isna().all().all()
+    tidy = pd.read_csv(results / "tables" / "all_metrics.csv")
+    assert {"counterfact/authors-20pct/nll-comparison", "table1/to-be-edited/known-true-facts",
+            "downstream/label-loglik"} <= set(tidy["protocol"])
+    assert set(tidy.columns) >= {"experiment", "model", "dataset", "method", "variant", "edits", "metric", "value", "protocol"}
     assert (results / "figures" / "norm_growth.png").stat().st_size > 10_000
     snapshots = results / "memit" / "plain" / "snapshots"
     norms = pd.concat(pd.read_csv(snapshots / f"edits_0000{n}" / "norms.csv") for n in (4, 6))

@@ -7,10 +7,12 @@ localrules:
 
 rule report_tables:
     input:
-        metrics=run_outputs(f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv"),
+        metrics=run_outputs(f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv")
+        + [f"{RESULTS}/unedited/metrics.csv"],
         norms=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/norms.csv"),
     output:
         table=report(f"{RESULTS}/tables/editing_metrics.csv", category="Tables"),
+        all_metrics=f"{RESULTS}/tables/all_metrics.csv",
         markdown=f"{RESULTS}/tables/editing_metrics.md",
         figure=report(
             f"{RESULTS}/figures/norm_growth.png",

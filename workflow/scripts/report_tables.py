@@ -5,5 +5,6 @@ from _common import start
 from encore.report import editing_table, norm_growth_figure
 
 start(snakemake)
-editing_table(snakemake.input.metrics, Path(snakemake.output.table), Path(snakemake.output.markdown))
+editing_table(snakemake.input.metrics, Path(snakemake.output.table), Path(snakemake.output.markdown),
+              Path(snakemake.output.all_metrics))
 norm_growth_figure(snakemake.input.norms, Path(snakemake.output.figure))

@@ -1,0 +1,120 @@
+"""Evaluation of one model state (the unedited model or a snapshot) into tidy metric rows.
+
+Every row carries ``metric``, ``value`` and a ``protocol`` tag saying which subset was scored and how:
+  counterfact/<subset>/nll-comparison   ES, PS, NS, S (percent), *_diff, p_new / p_true (algorithms.md §7.2)
+  counterfact/<subset>/top1             ES_top1, PS_top1, NS_top1: every answer token is the argmax
+  zsre/<subset>/token-top1              ES, PS, NS (percent, §7.3)
+  generation/<subset>/top5-sampling     GE: weighted 2/3-gram entropy of sampled text, x100 (§7.2)
+  table1/<subset>                       probabilities for the paper's Table 1
+  downstream/...                        the six downstream tasks, two protocols (§8)
+Subsets: ``edited-so-far`` (all facts edited up to this snapshot), ``authors-20pct`` (a seeded random
+20% of them, the reference protocol, at the final snapshot), ``to-be-edited`` (the unedited model on
+the facts the run will edit).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+
+from encore.data import EditRecord
+from encore.metrics import counterfact_record_scores, summarise_counterfact
+from encore.zsre_metrics import answer_token_accuracy, summarise_zsre, zsre_record_scores
+
+AUTHORS_FRACTION, AUTHORS_SEED = 0.2, 42
+
+
+def authors_subset(records: list[EditRecord]) -> list[EditRecord]:
+    """The reference's final evaluation set: a random 20% of the edited facts (Python random, seed 42)."""
+    k = max(1, round(AUTHORS_FRACTION * len(records)))
+    chosen = set(random.Random(AUTHORS_SEED).sample(range(len(records)), k))
+    return [record for index, record in enumerate(records) if index in chosen]
+
+
+def _top1(model, tokenizer, prompts_and_answers: list[tuple[str, str]]) -> float:
+    if not prompts_and_answers:
+        return float("nan")
+    prompts, answers = zip(*prompts_and_answers)
+    accuracy = answer_token_accuracy(model, tokenizer, list(prompts), list(answers))
+    return 100.0 * float((accuracy == 1.0).double().mean())
+
+
+def counterfact_rows(model, tokenizer, records: list[EditRecord], subset: str) -> list[dict]:
+    scores = counterfact_record_scores(model, tokenizer, records)
+    protocol = f"counterfact/{subset}/nll-comparison"
+    rows = [{"metric": metric, "value": value, "protocol": protocol} for metric, value in summarise_counterfact(scores).items()]
+    rows += [
+        {"metric": "p_new", "value": float(scores["p_new_rewrite"].mean()), "protocol": protocol},
+        {"metric": "p_true", "value": float(scores["p_true_rewrite"].mean()), "protocol": protocol},
+    ]
+    top1 = f"counterfact/{subset}/top1"
+    rows += [
+        {"metric": "ES_top1", "value": _top1(model, tokenizer, [(r.rewrite_prompt, r.target_new) for r in records]), "protocol": top1},
+        {"metric": "PS_top1", "value": _top1(model, tokenizer, [(p, r.target_new) for r in records for p in r.paraphrase_prompts]), "protocol": top1},
+        {"metric": "NS_top1", "value": _top1(model, tokenizer, [(p, r.target_true) for r in records for p in r.neighborhood_prompts]), "protocol": top1},
+    ]
+    return rows
+
+
+def known_fact_rows(model, tokenizer, records: list[EditRecord], subset: str) -> list[dict]:
+    """Table 1, first column: the unedited model's probability of the true facts it knows
+    (known = every token of target_true is the argmax after the rewrite prompt)."""
+    scores = counterfact_record_scores(model, tokenizer, records)
+    accuracy = answer_token_accuracy(model, tokenizer, [r.rewrite_prompt for r in records], [r.target_true for r in records])
+    known = scores[(accuracy == 1.0).numpy()]
+    protocol = f"table1/{subset}/known-true-facts"
+    return [
+        {"metric": "p_true_known", "value": float(known["p_true_rewrite"].mean()), "protocol": protocol},
+        {"metric": "n_known", "value": len(known), "protocol": protocol},
+    ]
+
+
+def zsre_rows(model, tokenizer, records: list[EditRecord], subset: str) -> list[dict]:
+    summary = summarise_zsre(zsre_record_scores(model, tokenizer, records))
+    return [{"metric": metric, "value": value, "protocol": f"zsre/{subset}/token-top1"} for metric, value in summary.items()]
+
+
+def generation_rows(model, tokenizer, records: list[EditRecord], subset: str, limit: int | None, seed: int) -> list[dict]:
+    from encore.fluency import generation_entropy_of_records
+
+    chosen = [r for r in records if r.generation_prompts][:limit]
+    entropy = generation_entropy_of_records(model, tokenizer, chosen, seed=seed)
+    protocol = f"generation/{subset}/top5-sampling-100-tokens"
+    return [{"metric": "GE", "value": 100.0 * float(entropy["ge"].mean()), "protocol": protocol},
+            {"metric": "GE_records", "value": len(chosen), "protocol": protocol}]
+
+
+def editing_rows(model, tokenizer, dataset: str, records: list[EditRecord], subset: str) -> list[dict]:
+    if dataset == "counterfact":
+        return counterfact_rows(model, tokenizer, records, subset)
+    if dataset == "zsre":
+        return zsre_rows(model, tokenizer, records, subset)
+    raise ValueError(f"unknown dataset {dataset!r} (known: counterfact, zsre)")
+
+
+def to_frame(rows: list[dict], **columns) -> pd.DataFrame:
+    """Tidy table: experiment, model, dataset, method, variant, edits, metric, value, protocol."""
+    frame = pd.DataFrame(rows)
+    for name, value in reversed(columns.items()):
+        frame.insert(0, name, value)
+    return frame
+
+
+def downstream_rows(model, tokenizer, data_dir, evaluation: dict) -> list[dict]:
+    """Six downstream tasks, both protocols; metric names are "<task>.<metric>" (e.g. "average.f1")."""
+    import os
+
+    from encore.downstream import TASKS, evaluate_downstream
+
+    directory = data_dir or os.environ.get("ENCORE_DATA_DIR")
+    if not directory:
+        raise ValueError("downstream evaluation reads the authors' task subsets from a local data directory: "
+                         "set data_dir (or ENCORE_DATA_DIR), or evaluation.downstream: none")
+    frame = evaluate_downstream(model, tokenizer, directory, tasks=evaluation.get("downstream_tasks") or TASKS,
+                                n_tests=evaluation.get("downstream_tests", 100), shots=evaluation.get("downstream_shots", 4))
+    rows = []
+    for row in frame.itertuples():
+        metric = "average.f1" if (row.task, row.metric) == ("average", "f1_x100") else f"{row.task}.{row.metric}"
+        rows.append({"metric": metric, "value": row.value, "protocol": row.protocol})
+    return rows
