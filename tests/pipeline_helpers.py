@@ -31,7 +31,8 @@ def make_workdir(root: Path, model_dir: Path, resources: Path, **config) -> list
     overlay.write_text(yaml.safe_dump({
         "experiment": "tiny", "model": str(model_dir), "num_edits": 6, "batch_size": 2, "snapshot_every": 2,
         "hparams_dir": str(root / "hparams"), "resources": str(resources), "threads": 1,
-        "evaluation": {"generation_records": 3, "downstream_tests": 4, "downstream_tasks": ["sst2", "mmlu"]}, **config,
+        "evaluation": {"generation": "final", "generation_records": 3, "downstream": "final", "downstream_tests": 4,
+                       "downstream_tasks": ["sst2", "mmlu"]}, **config,
     }))
     return ["--snakefile", str(REPO / "Snakefile"), "--directory", str(root),
             "--configfile", str(REPO / "config.yaml"), str(overlay), "--cores", "2"]
