@@ -49,6 +49,20 @@ def answer_nll(model, tokenizer, prompts: list[str], answers: list[str], batch_s
     Works with any model exposing ``base_model(input_ids=, attention_mask=, use_cache=)`` returning
     ``.last_hidden_state``, ``get_output_embeddings()`` and ``config``.
     """
+    def token_nll(hidden_rows, labels):
+        return -_log_probs(model, hidden_rows).gather(1, labels[:, None])[:, 0]
+
+    return mean_answer_token_score(model, tokenizer, prompts, answers, token_nll, batch_size)
+
+
+def mean_answer_token_score(model, tokenizer, prompts: list[str], answers: list[str], token_score,
+                            batch_size: int = 64) -> torch.Tensor:  # fmt: skip
+    """Mean over each answer's tokens of ``token_score(hidden_rows, labels)`` (one value per scored
+    position, computed from the final hidden states at the positions predicting the answer tokens).
+
+    Teacher forced: input = encode(prompt) + answer_ids[:-1]; sequences sorted by length, right padded.
+    Returns a CPU tensor (len(prompts),) in input order.
+    """
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     items = []
@@ -74,12 +88,11 @@ def answer_nll(model, tokenizer, prompts: list[str], answers: list[str], batch_s
                 cols.append(len(prompt_ids) - 1 + j)
                 labels.append(token)
         rows_t = torch.tensor(rows, device=device)
-        log_probs = _log_probs(model, hidden[rows_t, torch.tensor(cols, device=device)])
-        token_nll = -log_probs.gather(1, torch.tensor(labels, device=device)[:, None])[:, 0]
-        sums = torch.zeros(len(chunk), dtype=token_nll.dtype, device=device).index_add_(0, rows_t, token_nll)
-        counts = torch.tensor([len(items[i][1]) for i in chunk], dtype=token_nll.dtype, device=device)
+        scores = token_score(hidden[rows_t, torch.tensor(cols, device=device)], torch.tensor(labels, device=device))
+        sums = torch.zeros(len(chunk), dtype=scores.dtype, device=device).index_add_(0, rows_t, scores)
+        counts = torch.tensor([len(items[i][1]) for i in chunk], dtype=scores.dtype, device=device)
         if result is None:
-            result = torch.empty(len(items), dtype=token_nll.dtype)
+            result = torch.empty(len(items), dtype=scores.dtype)
         result[torch.tensor(chunk)] = (sums / counts).cpu()
     return result if result is not None else torch.empty(0)
 

@@ -23,7 +23,7 @@ import math
 import pandas as pd
 import torch
 
-from encore.tokens import answer_token_ids, encode, pad_id, pad_right
+from encore.metrics import mean_answer_token_score
 
 
 @torch.no_grad()
@@ -33,36 +33,10 @@ def answer_token_accuracy(model, tokenizer, prompts: list[str], answers: list[st
     (len(prompts),) in input order. Sequences are sorted by length and right padded; the LM head is
     applied only at the scored positions (``model.base_model`` + ``get_output_embeddings()``; a logit
     soft-cap is monotonic and does not change the argmax)."""
-    if len(prompts) != len(answers):
-        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-    items = []
-    for prompt, answer in zip(prompts, answers):
-        prompt_ids = encode(tokenizer, prompt)
-        if not prompt_ids:
-            raise ValueError(f"prompt {prompt!r} has no tokens: nothing predicts the first answer token")
-        items.append((prompt_ids, answer_token_ids(tokenizer, answer)))
-    device = next(model.parameters()).device
-    result = torch.empty(len(items), dtype=torch.float64)
-    order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = pad_right([items[i][0] + items[i][1][:-1] for i in chunk], pad_id(tokenizer), device)
-        hidden = model.base_model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-        ).last_hidden_state
-        rows, cols, labels = [], [], []
-        for row, i in enumerate(chunk):
-            prompt_ids, answer_ids = items[i]
-            rows += [row] * len(answer_ids)
-            cols += range(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(answer_ids))
-            labels += answer_ids
-        rows_t = torch.tensor(rows, device=device)
-        predicted = model.get_output_embeddings()(hidden[rows_t, torch.tensor(cols, device=device)]).argmax(dim=-1)
-        correct = (predicted == torch.tensor(labels, device=device)).double()
-        sums = torch.zeros(len(chunk), dtype=torch.float64, device=device).index_add_(0, rows_t, correct)
-        counts = torch.tensor([len(items[i][1]) for i in chunk], dtype=torch.float64, device=device)
-        result[torch.tensor(chunk)] = (sums / counts).cpu()
-    return result
+    def token_correct(hidden_rows, labels):
+        return (model.get_output_embeddings()(hidden_rows).argmax(dim=-1) == labels).double()
+
+    return mean_answer_token_score(model, tokenizer, prompts, answers, token_correct, batch_size)
 
 
 def _mean(values: list[float]) -> float:
