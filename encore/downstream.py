@@ -10,7 +10,10 @@ Two protocols are computed on the same prompts:
   cue is searched case-insensitively for the label keywords (an answer matching none is invalid, -1);
   sklearn weighted F1 with -1 kept as its own class (invalid = wrong), accuracy, MCC, invalid count.
 * ``loglik`` (the reference's ``f1_new``): the label word with the lowest mean per-token NLL after the
-  prompt (``encore.metrics.answer_nll``); weighted F1 and accuracy.
+  prompt (as ``encore.metrics.answer_nll`` scores it); weighted F1 and accuracy.
+
+Both come from one pass per batch with the few-shot context's key/value cache computed once per task
+(``encore.prefix_scoring``).
 
 Quirks of the reference kept for comparable numbers (algorithms.md §13 #10) are marked "QUIRK".
 """
@@ -27,8 +30,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-from encore.metrics import answer_nll
-from encore.tokens import encode, pad_id
+from encore.prefix_scoring import score_with_shared_prefix
+from encore.tokens import encode
 
 TASKS = ("sst2", "mrpc", "cola", "rte", "nli", "mmlu")
 POOL_SIZE = 10  # glue_eval FEW_SHOT_TEST_SPLIT: the first 10 lines of each file are the few-shot pool
@@ -186,9 +189,10 @@ def _fit_query(tokenizer, query: str, max_tokens: int) -> str:
     return query[high:]
 
 
-def build_prompt(name: str, item: dict, pool: list[dict], shots: int = 4, tokenizer=None,
-                 max_tokens: int | None = None) -> str:
-    """The first ``shots`` pool items rendered with answers, concatenated, followed by the item's query.
+def prompt_parts(name: str, item: dict, pool: list[dict], shots: int = 4, tokenizer=None,
+                 max_tokens: int | None = None) -> tuple[str, str]:
+    """(context, query): the first ``shots`` pool items rendered with answers, concatenated, and the
+    item's query.
 
     With a tokenizer and a token budget, shots are kept in order while the whole prompt fits, and the
     remaining ones dropped, as the reference does (it keeps a prefix of the shot list); a query that
@@ -197,14 +201,20 @@ def build_prompt(name: str, item: dict, pool: list[dict], shots: int = 4, tokeni
     query = render_query(name, item)
     blocks = [render_shot(name, shot) for shot in pool[:shots]]
     if tokenizer is None or max_tokens is None:
-        return "".join(blocks) + query
+        return "".join(blocks), query
     query = _fit_query(tokenizer, query, max_tokens)
     context = ""
     for block in blocks:
         if len(encode(tokenizer, context + block + query)) > max_tokens:
             break
         context += block
-    return context + query
+    return context, query
+
+
+def build_prompt(name: str, item: dict, pool: list[dict], shots: int = 4, tokenizer=None,
+                 max_tokens: int | None = None) -> str:
+    """The whole prompt, context + query (see ``prompt_parts``)."""
+    return "".join(prompt_parts(name, item, pool, shots, tokenizer, max_tokens))
 
 
 def context_length(model) -> int | None:
@@ -242,59 +252,21 @@ def classification_metrics(labels: list[int], predictions: list[int]) -> dict:
     }
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
-    """The token ids ``generate`` stops at (the generation config's, else the tokenizer's EOS)."""
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = tokenizer.eos_token_id if ids is None else ids
-    return {i for i in (ids if isinstance(ids, list) else [ids]) if i is not None}
+def predict(model, tokenizer, name: str, parts: list[tuple[str, str]], batch_size: int = 16):
+    """(generated texts, log-likelihood classes) for prompts given as (context, query) parts.
 
-
-@torch.no_grad()
-def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = GEN_LEN,
-                    batch_size: int = 16) -> list[str]:
-    """Decoded new tokens of greedy generation after each prompt (special tokens skipped).
-
-    Prompts are encoded like ``encode`` (BOS included if the tokenizer adds one), sorted by length and
-    LEFT padded in batches with an attention mask; the tokenizer itself is not modified. Generation
-    stops at EOS as an unbatched call would (later tokens of a finished row are dropped).
+    One pass with the shared context cached (``encore.prefix_scoring``): greedy generation of ``GEN_LEN``
+    tokens after context + query, and per prompt the class whose label word has the lowest mean NLL
+    (ties: lower class). The label is scored as " " + word after the cue, which is how the shots render
+    it ("Answer: Yes"); CoLA's query already ends with that space, so it is removed for scoring (the
+    reference scored "Answer:  Yes", two spaces).
     """
-    device = next(model.parameters()).device
-    encoded = [encode(tokenizer, prompt) for prompt in prompts]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    stop = _eos_ids(model, tokenizer)
-    texts: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad_id(tokenizer), dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i], dtype=torch.long)
-            mask[row, width - len(encoded[i]) :] = 1
-        output = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-            min_new_tokens=0, do_sample=False, num_beams=1, pad_token_id=pad_id(tokenizer),
-        )
-        for row, i in enumerate(chunk):
-            new = output[row, width:].tolist()
-            cut = next((k + 1 for k, token in enumerate(new) if token in stop), len(new))
-            texts[i] = tokenizer.decode(new[:cut], skip_special_tokens=True)
-    return texts
-
-
-def loglik_predictions(model, tokenizer, name: str, prompts: list[str], batch_size: int = 16) -> list[int]:
-    """Per prompt, the class whose label word has the lowest mean NLL after the prompt (ties: lower class).
-
-    ``answer_nll`` scores " " + word after the prompt, which is how the shots render the answer after the
-    cue ("Answer: Yes"). CoLA's query already ends with that space, so it is removed first; the reference
-    scored "Answer:  Yes" (two spaces) there.
-    """
-    words = _format(name).label_words
-    stems = [prompt[:-1] if prompt.endswith(" ") else prompt for prompt in prompts]
-    nll = answer_nll(
-        model, tokenizer, [p for p in stems for _ in words], [w for _ in stems for w in words], batch_size=batch_size
-    )
-    return nll.reshape(len(prompts), len(words)).argmin(dim=1).tolist()
+    contexts = [context for context, _ in parts]
+    queries = [query for _, query in parts]
+    stems = [query[:-1] if query.endswith(" ") else query for query in queries]
+    scores = score_with_shared_prefix(model, tokenizer, contexts, queries, stems, list(_format(name).label_words),
+                                      GEN_LEN, batch_size)
+    return scores.generated, scores.label_nll.argmin(dim=1).tolist()
 
 
 @torch.no_grad()
@@ -312,11 +284,11 @@ def evaluate_task(model, tokenizer, name: str, data_dir=None, n_tests: int | Non
         raise ValueError(f"task {name!r}: no test items (n_tests={n_tests})")
     limit = context_length(model)
     budget = None if limit is None else limit - GEN_LEN
-    prompts = [build_prompt(name, item, pool, shots, tokenizer, budget) for item in tests]
+    parts = [prompt_parts(name, item, pool, shots, tokenizer, budget) for item in tests]
     labels = [gold_label(name, item) for item in tests]
-    generated = generate_greedy(model, tokenizer, prompts, GEN_LEN, batch_size)
+    generated, loglik_classes = predict(model, tokenizer, name, parts, batch_size)
     generate_metrics = classification_metrics(labels, [parse_generation(name, text) for text in generated])
-    loglik_metrics = classification_metrics(labels, loglik_predictions(model, tokenizer, name, prompts, batch_size))
+    loglik_metrics = classification_metrics(labels, loglik_classes)
     return {
         "task": name,
         "n": len(tests),

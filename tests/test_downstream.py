@@ -18,10 +18,8 @@ from encore.downstream import (
     classification_metrics,
     evaluate_downstream,
     evaluate_task,
-    generate_greedy,
     gold_label,
     load_task,
-    loglik_predictions,
     parse_generation,
     render_query,
     render_shot,
@@ -153,42 +151,6 @@ def test_weighted_f1_counts_invalid_answers_as_wrong():
     # an invalid answer is not silently mapped to a class: reading it as 0 would give F1 1/2
     assert classification_metrics(labels, [1, 0, 0, 1])["f1"] == pytest.approx(0.5)
     assert classification_metrics(labels, labels) == {"f1": 1.0, "accuracy": 1.0, "mcc": 1.0, "invalid": 0}
-
-
-@pytest.mark.parametrize("tok_name", ["tokenizer", "bos_tokenizer"])
-def test_left_padded_batch_generation_matches_single_prompts(request, tok_name, tiny_llama, shared_data_dir):
-    tok = request.getfixturevalue(tok_name)
-    tok.padding_side = "right"
-    _, tests = load_task("sst2", shared_data_dir)
-    prompts = [render_query("sst2", item) for item in tests[:5]]
-    assert len({len(encode(tok, p)) for p in prompts}) > 1  # the batch really is padded
-    batched = generate_greedy(tiny_llama, tok, prompts, max_new_tokens=3, batch_size=5)
-    single = [generate_greedy(tiny_llama, tok, [p], max_new_tokens=3, batch_size=1)[0] for p in prompts]
-    assert batched == single
-    assert all(text for text in single)
-    # and the single-prompt path equals a plain greedy argmax loop without padding
-    ids = encode(tok, prompts[0])
-    for _ in range(3):
-        ids.append(int(tiny_llama(torch.tensor([ids])).logits[0, -1].argmax()))
-    assert single[0] == tok.decode(ids[-3:], skip_special_tokens=True)
-    assert tok.padding_side == "right"
-
-
-def test_loglik_picks_the_label_with_the_lower_nll(monkeypatch):
-    seen = {}
-
-    def fake_answer_nll(model, tokenizer, prompts, answers, batch_size=64):
-        seen["prompts"], seen["answers"] = list(prompts), list(answers)
-        preferred = {"first:": "Yes", "second:": "No", "Q:": "C"}
-        return torch.tensor([1.0 if answer == preferred[p] else 2.0 for p, answer in zip(prompts, answers)])
-
-    monkeypatch.setattr(downstream, "answer_nll", fake_answer_nll)
-    assert loglik_predictions(None, None, "cola", ["first: ", "second: "]) == [1, 0]
-    # CoLA's trailing space is removed so " Yes" follows the cue as in the shots
-    assert seen["prompts"] == ["first:", "first:", "second:", "second:"]
-    assert seen["answers"] == ["No", "Yes", "No", "Yes"]
-    assert loglik_predictions(None, None, "mmlu", ["Q:"]) == [2]
-    assert seen["answers"] == ["A", "B", "C", "D"]
 
 
 def test_unknown_task_and_missing_or_bad_files(tmp_path):
