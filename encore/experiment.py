@@ -172,9 +172,9 @@ def evaluate_snapshot(*, model_name: str, snapshot: Path | None, dataset: str, d
                       num_edits: int | None = None, seed: int = 0) -> pd.DataFrame:
     """All metrics of a snapshot (or of the unedited model when ``snapshot`` is None) from files alone.
 
-    ``evaluation`` (config key): generation / downstream = "none" | "final" | "all" (at which snapshots;
-    the unedited model counts as final), generation_records, downstream_tasks, downstream_tests,
-    downstream_shots.
+    ``evaluation`` (config key): generation / downstream / analysis = "none" | "final" | "all" (at which
+    snapshots; the unedited model counts as final), generation_records, downstream_tasks,
+    downstream_tests, downstream_shots, analysis_records.
     """
     from encore import evaluation as ev
 
@@ -205,6 +205,11 @@ def evaluate_snapshot(*, model_name: str, snapshot: Path | None, dataset: str, d
         rows += ev.generation_rows(model, tokenizer, records, subset, evaluation.get("generation_records"), seed)
     if wanted[evaluation.get("downstream", "final")]:
         rows += ev.downstream_rows(model, tokenizer, data_dir, evaluation)
+    if wanted[evaluation.get("analysis", "all")]:
+        from encore.analysis import analysis_rows
+
+        prompts = [r.rewrite_prompt for r in records[: evaluation.get("analysis_records", 100)]]
+        rows += analysis_rows(model, tokenizer, prompts, f"{dataset}-{subset}-rewrite-prompts")
     rows.append({"metric": "evaluation_seconds", "value": time.perf_counter() - started, "protocol": "timing"})
     table = ev.to_frame(rows, experiment=experiment, model=model_name, dataset=dataset, **labels)
     Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -1,16 +1,36 @@
-"""Tables and figures built from cached results only (no model is loaded)."""
+"""Tables built from cached results only (no model is loaded): the editing summary and the paper's tables.
+
+``collect`` gathers the per-snapshot files of an experiment into four CSVs (metrics, norms, ledger,
+runs); every table and figure is computed from those. A paper table is written as CSV, Markdown and
+LaTeX, with the paper's own numbers as extra rows (source "paper, 10k edits") when the experiment's
+model and data set match a paper configuration (``encore.paper_values``). A table none of whose runs
+were made is not written; it is listed with the missing runs in the index instead.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from encore import paper_values as paper
 
 EDITING_METRICS = ["ES", "PS", "NS", "S"]
+MAIN_PROTOCOL = r"^(counterfact|zsre)/(edited-so-far|to-be-edited)/(nll-comparison|token-top1)$"
+DOWNSTREAM_COLUMNS = {"downstream/generate": "DS_generate", "downstream/label-loglik": "DS_loglik"}
+LABELS = {("memit", "plain"): "MEMIT", ("memit", "mpes"): "MEMIT+MPES", ("memit", "nc"): "MEMIT+NC",
+          ("memit", "mpes_nc"): "ENCORE", ("emmet", "plain"): "EMMET", ("emmet", "mpes"): "EMMET+MPES",
+          ("emmet", "nc"): "EMMET+NC", ("emmet", "mpes_nc"): "EMMET+MPES+NC", ("alphaedit", "plain"): "AlphaEdit",
+          ("alphaedit", "mpes"): "AlphaEdit+MPES", ("alphaedit", "nc"): "AlphaEdit+NC",
+          ("alphaedit", "mpes_nc"): "AlphaEdit+MPES+NC"}  # fmt: skip
+BASE = [("memit", "plain"), ("memit", "mpes"), ("alphaedit", "plain"), ("alphaedit", "mpes"), ("emmet", "plain"), ("emmet", "mpes")]
+ENCORE_FAMILY = [("memit", "plain"), ("memit", "mpes"), ("memit", "nc"), ("memit", "mpes_nc")]
+ALL_EIGHT = [("emmet", "plain"), ("emmet", "mpes"), ("alphaedit", "plain"), ("alphaedit", "mpes"), *ENCORE_FAMILY]
+
+
+def label(method: str, variant: str) -> str:
+    return LABELS.get((method, variant), f"{method}/{variant}")
 
 
 def read_csvs(paths) -> pd.DataFrame:
@@ -20,54 +40,207 @@ def read_csvs(paths) -> pd.DataFrame:
     return pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
 
 
-MAIN_PROTOCOL = r"^(counterfact|zsre)/(edited-so-far|to-be-edited)/(nll-comparison|token-top1)$"
-DOWNSTREAM_COLUMNS = {"downstream/generate": "DS_generate", "downstream/label-loglik": "DS_loglik"}
+def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Path) -> None:
+    """metrics.csv, norms.csv, ledger.csv and runs.csv (hyperparameters and provenance of each run's
+    last snapshot) in ``out_dir``: everything the tables and figures are made of."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    read_csvs(metric_files).to_csv(out_dir / "metrics.csv", index=False)
+    read_csvs(norm_files).to_csv(out_dir / "norms.csv", index=False)
+    read_csvs(ledger_files).to_csv(out_dir / "ledger.csv", index=False)
+    runs = {}
+    for path in manifest_files:
+        manifest = json.loads(Path(path).read_text())
+        key = (manifest["method"], manifest["variant"])
+        if key not in runs or manifest["edits_done"] > runs[key]["edits"]:
+            hp = manifest["hparams"]
+            runs[key] = {"method": key[0], "variant": key[1], "edits": manifest["edits_done"], "model": manifest["model_name"],
+                         "layers": " ".join(map(str, hp["layers"])), "lambda_p": hp["mom2_update_weight"],
+                         "lambda_n": hp["norm_lambda"], "mpes": hp["mpes"], "mpes_rule": hp["mpes_rule"],
+                         "emmet_lambda": hp["emmet_lambda"], "nullspace_threshold": hp["nullspace_threshold"],
+                         "alphaedit_l2": hp["alphaedit_l2"], "v_num_grad_steps": hp["v_num_grad_steps"], "v_lr": hp["v_lr"],
+                         "clamp_norm_factor": hp["clamp_norm_factor"], "kl_factor": hp["kl_factor"],
+                         "mom2_n_samples": hp["mom2_n_samples"], "seed": manifest["seed"],
+                         "batch_size": manifest["batch_size"], "code": json.dumps(manifest.get("code"))}
+    pd.DataFrame(list(runs.values())).to_csv(out_dir / "runs.csv", index=False)
 
 
-def editing_table(metric_files, csv_path: Path, markdown_path: Path, all_metrics_path: Path | None = None) -> pd.DataFrame:
-    """One row per (method, variant, edits): ES, PS, NS, S (percent) on the facts edited so far
-    (the unedited model: on the facts to be edited), GE x100 and the average downstream F1 x100
-    where they were computed. ``all_metrics_path`` receives every tidy row of every file."""
-    tidy = read_csvs(metric_files)
-    if all_metrics_path is not None:
-        tidy.to_csv(all_metrics_path, index=False)
-    main = tidy[tidy["protocol"].str.match(MAIN_PROTOCOL) & tidy["metric"].isin(EDITING_METRICS + ["n_records"])]
-    extra = tidy[tidy["metric"] == "GE"]
+def summary(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, dataset, method, variant, edits): ES, PS, NS, S on the facts edited so far (the
+    unedited model: the facts to be edited), GE x100, p_new and the average downstream F1 x100."""
+    main = metrics[metrics["protocol"].str.match(MAIN_PROTOCOL) & metrics["metric"].isin(EDITING_METRICS + ["n_records", "p_new"])]
+    extra = metrics[metrics["metric"].isin(["GE", "p_true_known", "n_known"])]
     for prefix, column in DOWNSTREAM_COLUMNS.items():
-        rows = tidy[(tidy["metric"] == "average.f1") & tidy["protocol"].str.startswith(prefix)].copy()
+        rows = metrics[(metrics["metric"] == "average.f1") & metrics["protocol"].str.startswith(prefix)].copy()
         rows["metric"] = column
         extra = pd.concat([extra, rows])
     keys = ["model", "dataset", "method", "variant", "edits"]
     table = pd.concat([main, extra]).pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
-    columns = [c for c in ["n_records", *EDITING_METRICS, "GE", *DOWNSTREAM_COLUMNS.values()] if c in table.columns]
-    table = table[keys + columns].sort_values(["method", "variant", "edits"])
+    columns = [c for c in ["n_records", *EDITING_METRICS, "GE", *DOWNSTREAM_COLUMNS.values(), "p_new", "p_true_known", "n_known"]
+               if c in table.columns]
+    table = table[keys + columns].sort_values(["method", "variant", "edits"]).reset_index(drop=True)
     table["n_records"] = table["n_records"].astype(int)
+    return table
+
+
+def editing_table(metric_files, csv_path: Path, markdown_path: Path, all_metrics_path: Path | None = None) -> pd.DataFrame:
+    """``summary`` of all metric files as CSV and Markdown; ``all_metrics_path`` receives every tidy row."""
+    tidy = read_csvs(metric_files)
+    if all_metrics_path is not None:
+        tidy.to_csv(all_metrics_path, index=False)
+    table = summary(tidy).drop(columns=["p_new", "p_true_known", "n_known"], errors="ignore")
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv_path, index=False)
     markdown_path.write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n")
     return table
 
 
-def norm_growth_figure(norm_files, png_path: Path) -> None:
-    """Frobenius norm of each edited down-projection vs number of edits (paper Fig. 1)."""
-    norms = read_csvs(norm_files)
-    norms["run"] = norms["method"] + " / " + norms["variant"]
-    panels = sorted(norms["run"].unique())
-    columns = min(4, len(panels))
-    rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), squeeze=False)
-    for axis in axes.flat[len(panels):]:
-        axis.set_visible(False)
-    for axis, method in zip(axes.flat, panels):
-        subset = norms[norms["run"] == method]
-        for layer, rows in subset.groupby("layer"):
-            rows = rows.sort_values("edits")
-            axis.plot(rows["edits"], rows["frobenius_norm"], marker="o", markersize=3, label=f"layer {layer}")
-        axis.set_title(method)
-        axis.set_xlabel("number of edits")
-        axis.set_ylabel(r"$\|W_\ell\|_F$ of edited down-projection")
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(png_path, dpi=150)
-    plt.close(figure)
+def final_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The last snapshot of every run (and the unedited model)."""
+    return table.loc[table.groupby(["method", "variant"])["edits"].idxmax()]
+
+
+def seconds_per_edit(ledger: pd.DataFrame) -> pd.DataFrame:
+    """Per run: seconds per edit (targets + keys + solves, summed over batches / edits) and mean iterations."""
+    per_batch = ledger.groupby(["method", "variant", "batch"])[["targets_s", "keys_s", "solve_s"]].first().reset_index()
+    totals = per_batch.groupby(["method", "variant"])[["targets_s", "keys_s", "solve_s"]].sum()
+    counts = ledger.groupby(["method", "variant"]).agg(edits=("case_id", "size"), iterations=("iterations", "mean"))
+    result = totals.join(counts)
+    result["s_per_edit"] = (result["targets_s"] + result["keys_s"] + result["solve_s"]) / result["edits"]
+    return result.reset_index()
+
+
+def _write(table: pd.DataFrame, stem: Path, caption: str) -> list[str]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(f"{stem}.csv", index=False)
+    Path(f"{stem}.md").write_text(f"{caption}\n\n" + table.to_markdown(index=False, floatfmt=".3g") + "\n")
+    latex = table.to_latex(index=False, float_format="%.2f", na_rep="--", caption=caption, label=f"tab:{stem.name}")
+    Path(f"{stem}.tex").write_text(latex)
+    return [f"{stem.name}.{ext}" for ext in ("csv", "md", "tex")]
+
+
+class Index:
+    """What was written and what is missing (with the runs or settings that would produce it)."""
+
+    def __init__(self):
+        self.made: list[tuple[str, str]] = []
+        self.missing: list[tuple[str, str]] = []
+
+    def write(self, path: Path, title: str) -> None:
+        lines = [f"# {title}", "", "## Written", ""] + [f"- {name}: {what}" for name, what in self.made]
+        lines += ["", "## Not written (missing inputs)", ""] + [f"- {name}: {why}" for name, why in self.missing]
+        Path(path).write_text("\n".join(lines) + "\n")
+
+
+def _run_rows(final: pd.DataFrame, runs, columns, paper_lookup, model: str) -> tuple[pd.DataFrame, list[str]]:
+    """Rows "this run" for each available (method, variant) of ``runs`` (+ "paper" rows); missing runs."""
+    rows, missing = [], []
+    paper_name = paper.paper_model(model)
+    for method, variant in runs:
+        found = final[(final["method"] == method) & (final["variant"] == variant)]
+        if found.empty:
+            missing.append(f"{method}/{variant}")
+            continue
+        row = found.iloc[0]
+        rows.append({"method": label(method, variant), "source": f"this run, {int(row['edits'])} edits",
+                     **{c: row.get(c) for c in columns}})
+        reference = paper_lookup(method, variant, paper_name) if paper_name else None
+        if reference is not None:
+            rows.append({"method": label(method, variant), "source": f"paper, {paper.PAPER_EDITS} edits",
+                         **dict(zip(columns, reference))})
+    return pd.DataFrame(rows), missing
+
+
+def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
+    """Tables 1-5 and 12-14 from the collected results, 6-11 from the hyperparameters used."""
+    metrics = pd.read_csv(results / "metrics.csv")
+    ledger = pd.read_csv(results / "ledger.csv")
+    runs = pd.read_csv(results / "runs.csv")
+    table = summary(metrics)
+    model, dataset = str(metrics["model"].iloc[0]), str(metrics["dataset"].iloc[0])
+    final = final_rows(table[table["method"] != "unedited"])
+    paper_name = paper.paper_model(model)
+
+    def add(name, frame, missing, caption, needs):
+        if frame.empty:
+            index.missing.append((name, f"needs the runs {', '.join(missing)} ({needs})"))
+            return
+        files = _write(frame, out_dir / name, caption + (f" Runs not made: {', '.join(missing)}." if missing else ""))
+        index.made.append((", ".join(files), caption))
+
+    # Table 1: probabilities and time per edit, without and with MPES
+    timing = seconds_per_edit(ledger)
+    unedited = table[table["method"] == "unedited"]
+    p_known = float(unedited["p_true_known"].iloc[0]) if "p_true_known" in unedited and len(unedited) else float("nan")
+    rows, missing = [], []
+    for method in ("emmet", "memit", "alphaedit"):
+        got = {v: final[(final["method"] == method) & (final["variant"] == v)] for v in ("plain", "mpes")}
+        time = {v: timing[(timing["method"] == method) & (timing["variant"] == v)] for v in ("plain", "mpes")}
+        missing += [f"{method}/{v}" for v in ("plain", "mpes") if got[v].empty]
+        if all(got[v].empty for v in got):
+            continue
+        value = lambda v, frame, col: float(frame[v][col].iloc[0]) if not frame[v].empty else float("nan")  # noqa: E731
+        plain_s, mpes_s = value("plain", time, "s_per_edit"), value("mpes", time, "s_per_edit")
+        rows.append({"method": method.upper() if method != "alphaedit" else "AlphaEdit", "source": "this run",
+                     "original_fact_prob": p_known, "edited_prob": value("plain", got, "p_new"),
+                     "edited_prob_mpes": value("mpes", got, "p_new"), "s_per_edit": plain_s, "s_per_edit_mpes": mpes_s,
+                     "time_change_pct": 100 * (mpes_s / plain_s - 1)})
+        if paper_name and (method, paper_name) in paper.TABLE1:
+            values = paper.TABLE1[(method, paper_name)]
+            rows.append({"method": rows[-1]["method"], "source": "paper", **dict(zip(
+                ["original_fact_prob", "edited_prob", "edited_prob_mpes", "s_per_edit", "s_per_edit_mpes"], values)),
+                "time_change_pct": 100 * (values[4] / values[3] - 1)})
+    if dataset == "counterfact":
+        add("table01_probability_and_time", pd.DataFrame(rows), missing,
+            "Table 1: probability of the true facts the unedited model knows, of the edited facts after editing "
+            "(without / with MPES), and seconds per edit (targets + keys + solves).", "plain and mpes variants")
+    else:
+        index.missing.append(("table01_probability_and_time", "CounterFact only (this experiment edits zsRE)"))
+
+    five = ["ES", "PS", "NS", "S", "GE"]
+    lookup = lambda m, v, p: paper.COUNTERFACT.get((m, v, p))  # noqa: E731
+    if dataset == "counterfact":
+        specs = [("table02_mpes", BASE, "Table 2: effect of MPES on each editor (CounterFact, last snapshot).", lookup),
+                 ("table03_encore", ENCORE_FAMILY, "Table 3: ENCORE vs MEMIT, MEMIT+MPES and MEMIT+NC (CounterFact).", lookup),
+                 ("table04_all_methods", ALL_EIGHT, "Table 4: all editors and variants (CounterFact; paper: GPT2-XL).",
+                  lambda m, v, p: paper.COUNTERFACT.get((m, v, p)) if p == "GPT2-XL" else None),
+                 ("table05_emmet_norm_constraint", [("emmet", "plain"), ("emmet", "nc")],
+                  "Table 5: EMMET with the norm constraint (CounterFact; paper: Llama2-7B, NC tuned for editing).",
+                  lambda m, v, p: paper.TABLE5.get((m, v, p)))]
+        for name, spec, caption, look in specs:
+            frame, missing = _run_rows(final, spec, five, look, model)
+            add(name, frame, missing, caption, "methods and variants in the config")
+        index.missing.append(("table12-14_zsre", "needs an experiment with dataset: zsre"))
+    else:
+        frame, missing = _run_rows(final, ALL_EIGHT, ["ES", "PS", "NS"],
+                                   lambda m, v, p: paper.ZSRE.get((m, v), {}).get(p), model)
+        add("table12-14_zsre", frame, missing, "Tables 12-14: zsRE efficacy, paraphrase, specificity (token top-1).",
+            "methods and variants in the config")
+        index.missing.append(("table02-05", "need an experiment with dataset: counterfact"))
+
+    # Tables 6-11: the hyperparameters used (with the paper's where the model matches)
+    rows = []
+    for run in runs.itertuples():
+        rows.append({"method": label(run.method, run.variant), "source": "this run", "layers": run.layers,
+                     "lambda_p": run.lambda_p, "lambda_n": run.lambda_n, "mpes_cutoff": run.mpes,
+                     "mpes_rule": run.mpes_rule, "v_num_grad_steps": run.v_num_grad_steps, "v_lr": run.v_lr})
+        reference = paper.HYPERPARAMETERS.get((dataset, run.method, run.variant), {}).get(paper_name)
+        if reference:
+            rows.append({"method": rows[-1]["method"], "source": "paper",
+                         **dict(zip(["lambda_p", "lambda_n", "mpes_cutoff"], reference))})
+    add("table06-11_hyperparameters", pd.DataFrame(rows), [], "Tables 6-11: hyperparameters of each run "
+        "(lambda_p preservation weight, lambda_n norm-constraint weight, MPES cut-off +n).", "any run")
+
+
+def build_paper_outputs(results: Path, tables_dir: Path, figures_dir: Path, index_path: Path, title: str) -> Index:
+    """All paper tables and figures the collected results in ``results`` allow, and the index of what was
+    written and what is missing."""
+    from encore.figures import all_figures
+
+    index = Index()
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    paper_tables(Path(results), Path(tables_dir), index)
+    all_figures(Path(results), Path(figures_dir), index)
+    index.write(index_path, title)
+    return index

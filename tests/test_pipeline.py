@@ -53,7 +53,13 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
     assert {"counterfact/authors-20pct/nll-comparison", "table1/to-be-edited/known-true-facts",
             "downstream/label-loglik"} <= set(tidy["protocol"])
     assert set(tidy.columns) >= {"experiment", "model", "dataset", "method", "variant", "edits", "metric", "value", "protocol"}
-    assert (results / "figures" / "norm_growth.png").stat().st_size > 10_000
+    paper = results / "paper"
+    for name in ("fig01_norm_growth", "fig04_layer_norms", "fig05_activation_share", "fig06_downstream_encore"):
+        assert (paper / "figures" / f"{name}.png").stat().st_size > 10_000 and (paper / "figures" / f"{name}.pdf").exists()
+    assert {"table03_encore.csv", "table03_encore.md", "table03_encore.tex"} <= {p.name for p in (paper / "tables").iterdir()}
+    index = (paper / "index.md").read_text()
+    assert "fig22_downstream_tasks_emmet: needs downstream results" in index and "emmet/plain" in index
+    assert {f"activation_share.L00.{c}" for c in ("residual", "attention", "mlp")} <= set(tidy["metric"])
     snapshots = results / "memit" / "plain" / "snapshots"
     norms = pd.concat(pd.read_csv(snapshots / f"edits_0000{n}" / "norms.csv") for n in (4, 6))
     assert sorted(norms["edits"].unique()) == [0, 2, 4, 6]

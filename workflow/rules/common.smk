@@ -70,7 +70,7 @@ def final_outputs():
     return [
         f"{RESULTS}/tables/editing_metrics.csv",
         f"{RESULTS}/tables/editing_metrics.md",
-        f"{RESULTS}/figures/norm_growth.png",
+        f"{RESULTS}/paper/index.md",
     ]
 
 

@@ -1,24 +1,20 @@
-# Tables and figures from cached results only (no model is loaded).
+# Tables and figures from cached results only (no model is loaded): rerunning them takes seconds.
 
 
 localrules:
     report_tables,
+    collect_results,
+    paper_outputs,
 
 
 rule report_tables:
     input:
         metrics=run_outputs(f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv")
         + [f"{RESULTS}/unedited/metrics.csv"],
-        norms=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/norms.csv"),
     output:
         table=report(f"{RESULTS}/tables/editing_metrics.csv", category="Tables"),
         all_metrics=f"{RESULTS}/tables/all_metrics.csv",
         markdown=f"{RESULTS}/tables/editing_metrics.md",
-        figure=report(
-            f"{RESULTS}/figures/norm_growth.png",
-            caption="../report/norm_growth.rst",
-            category="Figures",
-        ),
     log:
         f"{LOGS}/report_tables.log",
     threads: 1
@@ -29,3 +25,58 @@ rule report_tables:
         "../envs/encore.yaml"
     script:
         "../scripts/report_tables.py"
+
+
+rule collect_results:
+    input:
+        metrics=run_outputs(f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv")
+        + [f"{RESULTS}/unedited/metrics.csv"],
+        norms=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/norms.csv"),
+        ledgers=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/ledger.csv"),
+        manifests=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/manifest.json"),
+    output:
+        metrics=f"{RESULTS}/collected/metrics.csv",
+        norms=f"{RESULTS}/collected/norms.csv",
+        ledger=f"{RESULTS}/collected/ledger.csv",
+        runs=f"{RESULTS}/collected/runs.csv",
+    log:
+        f"{LOGS}/collect_results.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/encore.yaml"
+    script:
+        "../scripts/collect_results.py"
+
+
+rule paper_outputs:
+    input:
+        rules.collect_results.output,
+    output:
+        tables=report(
+            directory(f"{RESULTS}/paper/tables"),
+            patterns=["{name}.csv"],
+            caption="../report/paper_tables.rst",
+            category="Paper tables",
+            labels={"table": "{name}"},
+        ),
+        figures=report(
+            directory(f"{RESULTS}/paper/figures"),
+            patterns=["{name}.png"],
+            caption="../report/paper_figures.rst",
+            category="Paper figures",
+            labels={"figure": "{name}"},
+        ),
+        index=f"{RESULTS}/paper/index.md",
+    log:
+        f"{LOGS}/paper_outputs.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/encore.yaml"
+    script:
+        "../scripts/paper_outputs.py"

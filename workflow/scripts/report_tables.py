@@ -2,9 +2,8 @@ from pathlib import Path
 
 from _common import start
 
-from encore.report import editing_table, norm_growth_figure
+from encore.report import editing_table
 
 start(snakemake)
 editing_table(snakemake.input.metrics, Path(snakemake.output.table), Path(snakemake.output.markdown),
               Path(snakemake.output.all_metrics))
-norm_growth_figure(snakemake.input.norms, Path(snakemake.output.figure))

@@ -1,0 +1,9 @@
+from pathlib import Path
+
+from _common import start
+
+from encore.report import collect
+
+start(snakemake)
+collect(snakemake.input.metrics, snakemake.input.norms, snakemake.input.ledgers, snakemake.input.manifests,
+        Path(snakemake.output.metrics).parent)
