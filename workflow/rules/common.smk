@@ -3,6 +3,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from encore.hparams import Hyperparameters
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -10,12 +12,6 @@ EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
 LOGS = f"logs/{EXPERIMENT}"
 RUN = "{method}/{variant}"  # one run = an editor and a variant (plain, mpes, nc, mpes_nc)
-
-
-wildcard_constraints:
-    method="|".join(config["methods"]),
-    variant="|".join(config["variants"]),
-    edits=r"\d{5}",
 
 
 def hparams_path(method):
@@ -56,14 +52,34 @@ def batches_in_segment(wildcards):
     return -(-edits // config["batch_size"])
 
 
+def experiment_runs():
+    """(method, variant) pairs: every method x every variant, or per method when ``variants`` is a mapping."""
+    variants = config["variants"]
+    if isinstance(variants, dict):
+        unknown = sorted(set(variants) - set(config["methods"]))
+        if unknown:
+            raise ValueError(f"variants: {unknown} are not in methods {config['methods']}: list them in methods or remove them")
+        return [(m, v) for m in config["methods"] for v in variants.get(m, ["plain"])]
+    return [(m, v) for m in config["methods"] for v in variants]
+
+
+def all_variants():
+    return sorted({variant for _, variant in experiment_runs()})
+
+
+wildcard_constraints:
+    method="|".join(config["methods"]),
+    variant="|".join(all_variants()),
+    edits=r"\d{5}",
+
+
 def run_outputs(pattern):
     """``pattern`` (with {method}, {variant}, {edits}) for every run and snapshot of the experiment."""
-    return expand(
-        pattern,
-        method=config["methods"],
-        variant=config["variants"],
-        edits=segment_ends(),
-    )
+    return [
+        expand(pattern, method=method, variant=variant, edits=edits)[0]
+        for method, variant in experiment_runs()
+        for edits in segment_ends()
+    ]
 
 
 def final_outputs():
@@ -74,5 +90,5 @@ def final_outputs():
     ]
 
 
-for _method in config["methods"]:
-    hparams_path(_method)  # fail early with a clear message
+for _method, _variant in experiment_runs():  # fail early, with a clear message, on a missing file or variant
+    Hyperparameters.from_yaml(hparams_path(_method), _variant)
