@@ -94,7 +94,7 @@ def editing_rows(model, tokenizer, dataset: str, records: list[EditRecord], subs
 
 
 def to_frame(rows: list[dict], **columns) -> pd.DataFrame:
-    """Tidy table: experiment, model, dataset, method, variant, edits, metric, value, protocol."""
+    """Tidy table: experiment, model, dataset, method, variant, order, edits, metric, value, protocol."""
     frame = pd.DataFrame(rows)
     for name, value in reversed(columns.items()):
         frame.insert(0, name, value)

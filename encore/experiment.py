@@ -154,7 +154,7 @@ def run_edit_segment(*, model_name: str, method: str, variant: str, hparams: Hyp
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    run = {"method": method, "variant": variant}
+    run = {"method": method, "variant": variant, "order": order_sample}
     pd.DataFrame([{**run, **row} for row in ledger]).to_csv(output / "ledger.csv", index=False)
     pd.DataFrame([{**run, **row} for row in norm_rows]).to_csv(output / "norms.csv", index=False)
     manifest = {
@@ -183,7 +183,7 @@ def evaluate_snapshot(*, model_name: str, snapshot: Path | None, dataset: str, d
     if snapshot is None:
         records, _ = load_requests(dataset, data_dir, resources / "data", order_sample, num_edits)
         subset, final = "to-be-edited", True
-        labels = {"method": "unedited", "variant": "unedited", "edits": 0}
+        labels = {"method": "unedited", "variant": "unedited", "order": order_sample, "edits": 0}
     else:
         manifest = json.loads((Path(snapshot) / "manifest.json").read_text())
         restored = load_snapshot(snapshot, expected_model=loaded.identity, expected_layers=manifest["layers"])
@@ -192,7 +192,8 @@ def evaluate_snapshot(*, model_name: str, snapshot: Path | None, dataset: str, d
         by_id = {record.case_id: record for record in everything}
         records = [by_id[case_id] for case_id in manifest["case_ids"]]
         subset, final = "edited-so-far", manifest["edits_done"] == num_edits
-        labels = {"method": manifest["method"], "variant": manifest["variant"], "edits": manifest["edits_done"]}
+        labels = {"method": manifest["method"], "variant": manifest["variant"],
+                  "order": manifest["data"]["order_file"]["sample"], "edits": manifest["edits_done"]}
 
     started = time.perf_counter()
     rows = ev.editing_rows(model, tokenizer, dataset, records, subset)

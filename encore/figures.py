@@ -1,5 +1,5 @@
 """The paper's figures from the collected results of one experiment (one model, one data set), as PNG
-and PDF, with no model loaded. Each figure names the runs it needs; panels of runs that were not made
+and PDF, with no model loaded. With several edit orderings, every line is the mean over orderings. Each figure names the runs it needs; panels of runs that were not made
 are left out and listed in the report index, and a figure with no run at all is not drawn.
 
 Figure numbers follow the paper; where the paper repeats a layout per model (8-10, 15-20, 21-28), the
@@ -83,7 +83,7 @@ def norm_growth(norms: pd.DataFrame, out: Path, index: Index, runs=None, name="f
     for axis, (method, variant) in zip(axes, present):
         subset = norms[(norms["method"] == method) & (norms["variant"] == variant)]
         for layer, rows in subset.groupby("layer"):
-            rows = rows.sort_values("edits")
+            rows = rows.groupby("edits", as_index=False)["frobenius_norm"].mean()  # mean over orderings
             axis.plot(rows["edits"], rows["frobenius_norm"], marker="o", markersize=2, label=f"layer {layer}")
         axis.set(title=label(method, variant), xlabel="number of edits", ylabel=r"$\|W_\ell\|_F$ (edited layer)")
         axis.legend(fontsize=7)
@@ -118,10 +118,11 @@ def layer_norms(metrics: pd.DataFrame, edited_layers: dict, out: Path, index: In
             continue
         figure, axes = _panels(len(present))
         for axis, (method, variant) in zip(axes, present):
-            axis.plot(base["layer"], base["value"], color="black", marker=".", label="unedited")
+            base_mean = base.groupby("layer", as_index=False)["value"].mean()
+            axis.plot(base_mean["layer"], base_mean["value"], color="black", marker=".", label="unedited")
             run = norms[(norms["method"] == method) & (norms["variant"] == variant)]
             for edits in _snapshots_to_show(run["edits"]):
-                at = run[run["edits"] == edits].sort_values("layer")
+                at = run[run["edits"] == edits].groupby("layer", as_index=False)["value"].mean()
                 axis.plot(at["layer"], at["value"], marker=".", label=f"{edits} edits")
             for layer in edited_layers.get((method, variant), []):
                 axis.axvspan(layer - 0.4, layer + 0.4, color="red", alpha=0.12)
@@ -175,8 +176,10 @@ def _downstream(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def _with_unedited(rows: pd.DataFrame, method: str, variant: str) -> pd.DataFrame:
+    """The run's rows with the unedited model as the point at 0 edits, averaged over orderings."""
     base = rows[rows["method"] == "unedited"].assign(method=method, variant=variant)
-    return pd.concat([base, rows[(rows["method"] == method) & (rows["variant"] == variant)]]).sort_values("edits")
+    run = pd.concat([base, rows[(rows["method"] == method) & (rows["variant"] == variant)]])
+    return run.groupby(["task", "edits"], as_index=False)["value"].mean().sort_values("edits")
 
 
 def downstream_average(metrics: pd.DataFrame, out: Path, index: Index) -> None:

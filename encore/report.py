@@ -51,10 +51,11 @@ def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Pat
     runs = {}
     for path in manifest_files:
         manifest = json.loads(Path(path).read_text())
-        key = (manifest["method"], manifest["variant"])
+        key = (manifest["method"], manifest["variant"], manifest["data"]["order_file"]["sample"])
         if key not in runs or manifest["edits_done"] > runs[key]["edits"]:
             hp = manifest["hparams"]
-            runs[key] = {"method": key[0], "variant": key[1], "edits": manifest["edits_done"], "model": manifest["model_name"],
+            runs[key] = {"method": key[0], "variant": key[1], "order": key[2], "edits": manifest["edits_done"],
+                         "model": manifest["model_name"],
                          "layers": " ".join(map(str, hp["layers"])), "lambda_p": hp["mom2_update_weight"],
                          "lambda_n": hp["norm_lambda"], "mpes": hp["mpes"], "mpes_rule": hp["mpes_rule"],
                          "emmet_lambda": hp["emmet_lambda"], "nullspace_threshold": hp["nullspace_threshold"],
@@ -74,11 +75,12 @@ def summary(metrics: pd.DataFrame) -> pd.DataFrame:
         rows = metrics[(metrics["metric"] == "average.f1") & metrics["protocol"].str.startswith(prefix)].copy()
         rows["metric"] = column
         extra = pd.concat([extra, rows])
-    keys = ["model", "dataset", "method", "variant", "edits"]
-    table = pd.concat([main, extra]).pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
+    keys = ["model", "dataset", "method", "variant", "order", "edits"]
+    table = pd.concat([main, extra]).assign(order=lambda frame: frame["order"] if "order" in frame else 0)
+    table = table.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
     columns = [c for c in ["n_records", *EDITING_METRICS, "GE", *DOWNSTREAM_COLUMNS.values(), "p_new", "p_true_known", "n_known"]
                if c in table.columns]
-    table = table[keys + columns].sort_values(["method", "variant", "edits"]).reset_index(drop=True)
+    table = table[keys + columns].sort_values(["method", "variant", "order", "edits"]).reset_index(drop=True)
     table["n_records"] = table["n_records"].astype(int)
     return table
 
@@ -96,8 +98,22 @@ def editing_table(metric_files, csv_path: Path, markdown_path: Path, all_metrics
 
 
 def final_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The last snapshot of every run (and the unedited model)."""
-    return table.loc[table.groupby(["method", "variant"])["edits"].idxmax()]
+    """The last snapshot of every run (per ordering)."""
+    return table.loc[table.groupby(["method", "variant", "order"])["edits"].idxmax()]
+
+
+def mean_and_interval(values) -> tuple[float, float | None, float | None]:
+    """Mean over orderings and its 95% percentile-bootstrap interval (None with fewer than 2 orderings)."""
+    from scipy.stats import bootstrap
+
+    values = [float(v) for v in values if pd.notna(v)]
+    if not values:
+        return float("nan"), None, None
+    if len(values) < 2:
+        return values[0], None, None
+    result = bootstrap((values,), lambda sample, axis: sample.mean(axis=axis), confidence_level=0.95,
+                       n_resamples=2000, method="percentile", random_state=0)
+    return sum(values) / len(values), float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def seconds_per_edit(ledger: pd.DataFrame) -> pd.DataFrame:
@@ -141,9 +157,15 @@ def _run_rows(final: pd.DataFrame, runs, columns, paper_lookup, model: str) -> t
         if found.empty:
             missing.append(f"{method}/{variant}")
             continue
-        row = found.iloc[0]
-        rows.append({"method": label(method, variant), "source": f"this run, {int(row['edits'])} edits",
-                     **{c: row.get(c) for c in columns}})
+        orderings = len(found)
+        source = f"this run, {int(found['edits'].max())} edits" + (f", mean of {orderings} orderings" if orderings > 1 else "")
+        row = {"method": label(method, variant), "source": source}
+        for column in columns:
+            mean, low, high = mean_and_interval(found[column]) if column in found else (None, None, None)
+            row[column] = mean
+            if low is not None:
+                row[f"{column}_ci95"] = f"[{low:.2f}, {high:.2f}]"
+        rows.append(row)
         reference = paper_lookup(method, variant, paper_name) if paper_name else None
         if reference is not None:
             rows.append({"method": label(method, variant), "source": f"paper, {paper.PAPER_EDITS} edits",
@@ -171,7 +193,7 @@ def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
     # Table 1: probabilities and time per edit, without and with MPES
     timing = seconds_per_edit(ledger)
     unedited = table[table["method"] == "unedited"]
-    p_known = float(unedited["p_true_known"].iloc[0]) if "p_true_known" in unedited and len(unedited) else float("nan")
+    p_known = float(unedited["p_true_known"].mean()) if "p_true_known" in unedited and len(unedited) else float("nan")
     rows, missing = [], []
     for method in ("emmet", "memit", "alphaedit"):
         got = {v: final[(final["method"] == method) & (final["variant"] == v)] for v in ("plain", "mpes")}
@@ -179,7 +201,7 @@ def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
         missing += [f"{method}/{v}" for v in ("plain", "mpes") if got[v].empty]
         if all(got[v].empty for v in got):
             continue
-        value = lambda v, frame, col: float(frame[v][col].iloc[0]) if not frame[v].empty else float("nan")  # noqa: E731
+        value = lambda v, frame, col: float(frame[v][col].mean()) if not frame[v].empty else float("nan")  # noqa: E731
         plain_s, mpes_s = value("plain", time, "s_per_edit"), value("mpes", time, "s_per_edit")
         rows.append({"method": method.upper() if method != "alphaedit" else "AlphaEdit", "source": "this run",
                      "original_fact_prob": p_known, "edited_prob": value("plain", got, "p_new"),
@@ -220,7 +242,7 @@ def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
 
     # Tables 6-11: the hyperparameters used (with the paper's where the model matches)
     rows = []
-    for run in runs.itertuples():
+    for run in runs.drop_duplicates(["method", "variant"]).itertuples():
         rows.append({"method": label(run.method, run.variant), "source": "this run", "layers": run.layers,
                      "lambda_p": run.lambda_p, "lambda_n": run.lambda_n, "mpes_cutoff": run.mpes,
                      "mpes_rule": run.mpes_rule, "v_num_grad_steps": run.v_num_grad_steps, "v_lr": run.v_lr})

@@ -2,6 +2,7 @@
 killed run that resumes to bitwise-identical weights."""
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -24,6 +25,15 @@ def test_bad_config_value_is_named_in_the_error(override, key):
     result = snakemake("-n", "--cores", "1", "--config", override, check=False)
     assert result.returncode != 0
     assert key in result.stdout + result.stderr
+
+
+def test_several_orderings_and_per_method_variants_expand_to_their_runs():
+    result = snakemake("-n", "--cores", "1", "--config", 'order_sample=["0","3"]',
+                       'variants={"memit": ["plain", "mpes_nc"]}')
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
+    # 2 orderings x 2 variants x 2 segments of the default config; one unedited evaluation per ordering
+    assert counts["edit_segment"] == "8" and counts["evaluate_snapshot"] == "8" and counts["evaluate_unedited"] == "2"
+    assert "memit/mpes_nc/order3/snapshots/edits_00100" in result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +70,12 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
     index = (paper / "index.md").read_text()
     assert "fig22_downstream_tasks_emmet: needs downstream results" in index and "emmet/plain" in index
     assert {f"activation_share.L00.{c}" for c in ("residual", "attention", "mlp")} <= set(tidy["metric"])
-    snapshots = results / "memit" / "plain" / "snapshots"
+    snapshots = results / "memit" / "plain" / "order0" / "snapshots"
     norms = pd.concat(pd.read_csv(snapshots / f"edits_0000{n}" / "norms.csv") for n in (4, 6))
     assert sorted(norms["edits"].unique()) == [0, 2, 4, 6]
     ledger = pd.read_csv(snapshots / "edits_00006" / "ledger.csv")
     assert list(ledger["position"]) == [4, 5]
-    encore = pd.read_csv(results / "memit" / "mpes_nc" / "snapshots" / "edits_00006" / "ledger.csv")
+    encore = pd.read_csv(results / "memit" / "mpes_nc" / "order0" / "snapshots" / "edits_00006" / "ledger.csv")
     assert set(encore["stop_reason"]) <= {"mpes", "loss", "budget"}
     again = snakemake(*args, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -79,7 +89,7 @@ def test_killed_run_resumes_to_bitwise_identical_weights(tiny_model, tmp_path):
 
     killed_root = tmp_path / "killed"
     killed = make_workdir(killed_root, model_dir, resources, snapshot_every=1)
-    snapshots = killed_root / "results" / "tiny" / "memit" / "plain" / "snapshots"
+    snapshots = killed_root / "results" / "tiny" / "memit" / "plain" / "order0" / "snapshots"
     command, env = snakemake_command(*killed)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -97,7 +107,7 @@ def test_killed_run_resumes_to_bitwise_identical_weights(tiny_model, tmp_path):
     snakemake(*killed)  # rerun: resumes after the last complete snapshot
     assert (snapshots / "edits_00002" / "weights.safetensors").stat().st_mtime_ns == first_snapshot
     final = load_file(str(snapshots / "edits_00006" / "weights.safetensors"))
-    reference = load_file(str(tmp_path / "straight" / "results" / "tiny" / "memit" / "plain" / "snapshots"
+    reference = load_file(str(tmp_path / "straight" / "results" / "tiny" / "memit" / "plain" / "order0" / "snapshots"
                               / "edits_00006" / "weights.safetensors"))
     assert final.keys() == reference.keys()
     for name in final:

@@ -86,3 +86,18 @@ def test_figures_are_drawn_only_for_runs_that_exist(tmp_path):
     assert "evaluation.downstream: all" in missing["fig03_downstream_mpes"]
     assert not (out / "fig03_downstream_mpes.png").exists()
     assert "alphaedit/plain" in captions["fig01_norm_growth"]
+
+
+def test_several_orderings_give_the_mean_and_a_bootstrap_interval(tmp_path):
+    collected = _collected(tmp_path)
+    one = pd.read_csv(collected / "metrics.csv").assign(order=0)
+    other = one.assign(order=1, value=lambda f: f["value"].where(f["metric"] != "ES", f["value"] - 10))
+    pd.concat([one, other]).to_csv(collected / "metrics.csv", index=False)
+    index = Index()
+    paper_tables(collected, tmp_path / "tables", index)
+    table = pd.read_csv(tmp_path / "tables" / "table03_encore.csv").set_index("method")
+    assert table.loc["MEMIT", "ES"] == pytest.approx(85.0) and table.loc["MEMIT", "PS"] == pytest.approx(85.0)
+    assert table.loc["MEMIT", "source"] == "this run, 4 edits, mean of 2 orderings"
+    low, high = (float(x) for x in table.loc["MEMIT", "ES_ci95"].strip("[]").split(","))
+    assert 80.0 <= low < 85.0 < high <= 90.0
+    assert table.loc["MEMIT", "PS_ci95"] == "[85.00, 85.00]"

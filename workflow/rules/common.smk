@@ -11,7 +11,10 @@ validate(config, schema="../schemas/config.schema.yaml")
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
 LOGS = f"logs/{EXPERIMENT}"
-RUN = "{method}/{variant}"  # one run = an editor and a variant (plain, mpes, nc, mpes_nc)
+ORDERS = config["order_sample"] if isinstance(config["order_sample"], list) else [config["order_sample"]]
+# one run = an editor, a variant (plain, mpes, nc, mpes_nc) and one of the authors' edit orderings
+RUN = "{method}/{variant}/order{order}"
+UNEDITED = f"{RESULTS}/unedited/order{{order}}/metrics.csv"
 
 
 def hparams_path(method):
@@ -42,7 +45,7 @@ def previous_snapshot(wildcards):
     position = ends.index(wildcards.edits)
     if position == 0:
         return []
-    return f"{RESULTS}/{wildcards.method}/{wildcards.variant}/snapshots/edits_{ends[position - 1]}/manifest.json"
+    return f"{RESULTS}/{wildcards.method}/{wildcards.variant}/order{wildcards.order}/snapshots/edits_{ends[position - 1]}/manifest.json"
 
 
 def batches_in_segment(wildcards):
@@ -71,15 +74,21 @@ wildcard_constraints:
     method="|".join(config["methods"]),
     variant="|".join(all_variants()),
     edits=r"\d{5}",
+    order=r"\d",
 
 
 def run_outputs(pattern):
-    """``pattern`` (with {method}, {variant}, {edits}) for every run and snapshot of the experiment."""
+    """``pattern`` (with {method}, {variant}, {order}, {edits}) for every run and snapshot of the experiment."""
     return [
-        expand(pattern, method=method, variant=variant, edits=edits)[0]
+        expand(pattern, method=method, variant=variant, order=order, edits=edits)[0]
         for method, variant in experiment_runs()
+        for order in ORDERS
         for edits in segment_ends()
     ]
+
+
+def unedited_outputs():
+    return expand(UNEDITED, order=ORDERS)
 
 
 def final_outputs():

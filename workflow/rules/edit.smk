@@ -18,7 +18,7 @@ rule edit_segment:
         dataset=config["dataset"],
         data_dir=config["data_dir"],
         resources=config["resources"],
-        order_sample=config["order_sample"],
+        order_sample=lambda wildcards: wildcards.order,
         num_edits=config["num_edits"],
         batch_size=config["batch_size"],
         n_batches=batches_in_segment,

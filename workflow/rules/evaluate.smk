@@ -3,16 +3,16 @@
 
 rule evaluate_unedited:
     output:
-        f"{RESULTS}/unedited/metrics.csv",
+        UNEDITED,
     log:
-        f"{LOGS}/unedited/evaluate.log",
+        f"{LOGS}/unedited/order{{order}}/evaluate.log",
     params:
         model=config["model"],
         dataset=config["dataset"],
         data_dir=config["data_dir"],
         resources=config["resources"],
         evaluation=config["evaluation"],
-        order_sample=config["order_sample"],
+        order_sample=lambda wildcards: wildcards.order,
         num_edits=config["num_edits"],
         seed=config["seed"],
         experiment=EXPERIMENT,
@@ -39,7 +39,7 @@ rule evaluate_snapshot:
         data_dir=config["data_dir"],
         resources=config["resources"],
         evaluation=config["evaluation"],
-        order_sample=config["order_sample"],
+        order_sample=lambda wildcards: wildcards.order,
         num_edits=config["num_edits"],
         seed=config["seed"],
         experiment=EXPERIMENT,

@@ -10,7 +10,7 @@ localrules:
 rule report_tables:
     input:
         metrics=run_outputs(f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv")
-        + [f"{RESULTS}/unedited/metrics.csv"],
+        + unedited_outputs(),
     output:
         table=report(f"{RESULTS}/tables/editing_metrics.csv", category="Tables"),
         all_metrics=f"{RESULTS}/tables/all_metrics.csv",
@@ -30,7 +30,7 @@ rule report_tables:
 rule collect_results:
     input:
         metrics=run_outputs(f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv")
-        + [f"{RESULTS}/unedited/metrics.csv"],
+        + unedited_outputs(),
         norms=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/norms.csv"),
         ledgers=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/ledger.csv"),
         manifests=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/manifest.json"),
