@@ -61,6 +61,36 @@ def _train_tokenizer(directory: Path, add_bos: bool):
     return AutoTokenizer.from_pretrained(directory)
 
 
+def _train_sentencepiece_style_tokenizer(directory: Path):
+    """Llama-2-style tokenizer: BPE over "▁"-prefixed words (Metaspace, prepend "first"), byte fallback,
+    BOS <s> added to every encoding."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    text_file = data_dir() / "corpus" / "wikitext-2" / "wiki.valid.tokens.gz"
+    with gzip.open(text_file, "rt", encoding="utf-8") as handle:
+        lines = [line for line in handle.read().splitlines() if line.strip()][:3000]
+    lines += ["Paris London Rome Berlin Tokyo French English Italian German Japanese Apple Google"] * 5
+    special = ["<unk>", "<s>", "</s>"] + [f"<0x{byte:02X}>" for byte in range(256)]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(replacement="▁", prepend_scheme="first")])
+    tokenizer.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=1200, special_tokens=special))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
+    )
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                      pad_token="</s>")
+    wrapped.save_pretrained(directory)
+    return AutoTokenizer.from_pretrained(directory)
+
+
+@pytest.fixture(scope="session")
+def sp_tokenizer(tmp_path_factory):
+    """SentencePiece / Llama-2 family: "▁" word pieces, byte fallback, BOS added."""
+    return _train_sentencepiece_style_tokenizer(tmp_path_factory.mktemp("tok_sp"))
+
+
 @pytest.fixture(scope="session")
 def tokenizer(tmp_path_factory):
     """GPT-2-like byte-level BPE tokenizer without BOS."""

@@ -203,3 +203,32 @@ def test_record_scores_on_a_real_model_agree_with_answer_nll(tiny_gpt2, bos_toke
     assert row["ns"] == pytest.approx(hit_rate(rec.neighborhood_prompts, "French", "English"))
     assert row["p_new_rewrite"] == pytest.approx(math.exp(-nll([rec.rewrite_prompt], "English")[0].item()), abs=1e-6)
     assert row["p_true_rewrite"] == pytest.approx(math.exp(-nll([rec.rewrite_prompt], "French")[0].item()), abs=1e-6)
+
+
+@pytest.mark.parametrize("tok_name", ["tokenizer", "bos_tokenizer", "sp_tokenizer"])
+def test_scored_tokens_are_the_answer_tokens_of_the_joined_text(request, tok_name):
+    """For every tokenizer family (byte-level BPE without BOS like GPT-2/SmolLM2/Qwen, with BOS like
+    Llama-3/Gemma, SentencePiece "▁" pieces with BOS like Llama-2) the scored ids are exactly the ids the
+    model sees for the answer in prompt + " " + answer, and never include BOS."""
+    tok = request.getfixturevalue(tok_name)
+    for prompt, answer in zip(PROMPTS, ANSWERS):
+        answer_ids = answer_token_ids(tok, answer)
+        assert encode(tok, prompt) + answer_ids == encode(tok, f"{prompt} {answer}")
+        assert tok.bos_token_id is None or tok.bos_token_id not in answer_ids
+        assert tok.decode(answer_ids).strip() == answer
+
+
+def test_sentencepiece_family_nll_is_exact_on_a_hand_computable_model(sp_tokenizer):
+    from conftest import make_tiny_llama
+
+    assert all(encode(sp_tokenizer, p)[0] == sp_tokenizer.bos_token_id for p in PROMPTS)
+    table = torch.randn(len(sp_tokenizer), len(sp_tokenizer), generator=torch.Generator().manual_seed(1),
+                        dtype=torch.float64) * 3
+    got = answer_nll(BigramLM(table), sp_tokenizer, PROMPTS, ANSWERS, batch_size=2)
+    for value, prompt, answer in zip(got.tolist(), PROMPTS, ANSWERS):
+        expected = hand_nll(table, encode(sp_tokenizer, prompt)[-1], answer_token_ids(sp_tokenizer, answer))
+        assert value == pytest.approx(expected, abs=1e-9)
+    model = make_tiny_llama(len(sp_tokenizer))
+    got = answer_nll(model, sp_tokenizer, PROMPTS, ANSWERS, batch_size=3)
+    expected = torch.tensor([direct_nll(model, sp_tokenizer, p, a) for p, a in zip(PROMPTS, ANSWERS)], dtype=torch.float64)
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)
