@@ -79,6 +79,9 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
     assert set(encore["stop_reason"]) <= {"mpes", "loss", "budget"}
     again = snakemake(*args, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+    snakemake(*args, "--report", str(tmp_path / "report.html"))
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    assert "fig05_activation_share" in html and "table03_encore" in html
 
 
 @pytest.mark.slow
