@@ -14,6 +14,10 @@ given explicitly, so each query sees exactly ``context + query``). From that one
 A context whose own encoding is not a prefix of ``encode(context + query)`` (a token merging across
 the boundary) is not split: that item is scored as a whole prompt without a cached prefix, so the
 result is always the one of the unsplit prompt.
+
+Sliding-window attention (Gemma-3, some Mistral/Qwen configurations) counts its window in cache
+slots, so a padding hole would shift the window of a padded row. When a prompt can exceed the window,
+only queries of equal length share a batch (no padding at all).
 """
 
 from __future__ import annotations
@@ -110,6 +114,28 @@ def _greedy(model, last_hidden, cache, mask, position, new_tokens: int) -> torch
     return torch.stack(tokens, dim=1)
 
 
+def _sliding_window(model) -> int | None:
+    """The attention window of a model with sliding-window layers, else None."""
+    config = model.config
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if window and (types is None or "sliding_attention" in types) and getattr(config, "use_sliding_window", True):
+        return int(window)
+    return None
+
+
+def _chunks(items: list, batch_size: int, exact: bool):
+    """Consecutive batches of the length-sorted ``items``; with ``exact``, a batch holds equal lengths only."""
+    start = 0
+    while start < len(items):
+        end = min(start + batch_size, len(items))
+        if exact:
+            key = (len(items[start][1]), len(items[start][2] or ()))
+            end = next((k for k in range(start + 1, end) if (len(items[k][1]), len(items[k][2] or ())) != key), end)
+        yield items[start:end]
+        start = end
+
+
 def _eos_ids(model, tokenizer) -> set[int]:
     """The token ids ``generate`` stops at (the generation config's, else the tokenizer's EOS)."""
     ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -136,11 +162,12 @@ def score_with_shared_prefix(model, tokenizer, contexts: list[str], queries: lis
         if stem_head != head:  # the two splits disagree: score both without a prefix
             head, query_ids, stem_ids = (), encode(tokenizer, context + query), encode(tokenizer, context + stem)
         groups.setdefault(head, []).append((i, query_ids, stem_ids))
+    window = _sliding_window(model)
     for head, items in groups.items():
         prefix = _Prefix(model, head)
-        items.sort(key=lambda item: len(item[1]))
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
+        items.sort(key=lambda item: (len(item[1]), len(item[2] or ())))
+        longest = len(head) + max(len(q) + new_tokens for _, q, _ in items)
+        for chunk in _chunks(items, batch_size, exact=window is not None and longest > window):
             index = [i for i, _, _ in chunk]
             last, cache, mask, position = prefix.forward([q for _, q, _ in chunk], padding)
             if all(s is None for _, _, s in chunk):  # stems are the queries: reuse their forward

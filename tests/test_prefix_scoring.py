@@ -52,3 +52,28 @@ def test_a_context_merging_with_its_query_is_scored_unsplit(tokenizer, tiny_llam
     for i in range(2):
         _, nll = _alone(tiny_llama, tokenizer, contexts[i] + queries[i], ["Yes", "No"], contexts[i] + queries[i])
         torch.testing.assert_close(scores.label_nll[i].float(), nll.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("window", [32, 512])
+def test_sliding_window_models_equal_each_prompt_alone(bos_tokenizer, shared_data_dir, window):
+    """Gemma-3 style: sliding-window layers count cache slots, so prompts longer than the window must not
+    be padded; shorter ones may be."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(bos_tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                              sliding_window=window, layer_types=["sliding_attention", "full_attention"] * 2,
+                              initializer_range=0.2, bos_token_id=bos_tokenizer.bos_token_id, eos_token_id=0, pad_token_id=0)
+    model = Gemma3ForCausalLM(config).eval().requires_grad_(False)
+    pool, tests = load_task("sst2", shared_data_dir)
+    parts = [prompt_parts("sst2", item, pool, shots=2, tokenizer=bos_tokenizer, max_tokens=250) for item in tests[:6]]
+    assert max(len(encode(bos_tokenizer, c + q)) for c, q in parts) > 32
+    words = list(FORMATS["sst2"].label_words)
+    queries = [q for _, q in parts]
+    scores = score_with_shared_prefix(model, bos_tokenizer, [c for c, _ in parts], queries, queries, words, GEN_LEN,
+                                      batch_size=3)
+    for i, (context, query) in enumerate(parts):
+        text, nll = _alone(model, bos_tokenizer, context + query, words, context + query)
+        assert scores.generated[i] == text
+        torch.testing.assert_close(scores.label_nll[i].float(), nll.float(), rtol=1e-4, atol=1e-4)
