@@ -92,11 +92,11 @@ def norm_growth(norms: pd.DataFrame, out: Path, index: Index, runs=None, name="f
 
 
 def _analysis(metrics: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """Rows of the per-layer analysis metrics ``<prefix>L<ll>[.<component>]`` with layer (and component) columns."""
     rows = metrics[metrics["metric"].str.startswith(prefix)].copy()
-    parts = rows["metric"].str.split(".", expand=True)
-    rows["layer"] = parts[1].str[1:].astype(int) if len(rows) else []
-    if prefix.startswith("activation_share"):
-        rows["component"] = parts[2]
+    parts = rows["metric"].str.split(".")
+    rows["layer"] = parts.str[1].str[1:].astype(int)
+    rows["component"] = parts.str[2]
     return rows
 
 

@@ -101,3 +101,15 @@ def test_several_orderings_give_the_mean_and_a_bootstrap_interval(tmp_path):
     low, high = (float(x) for x in table.loc["MEMIT", "ES_ci95"].strip("[]").split(","))
     assert 80.0 <= low < 85.0 < high <= 90.0
     assert table.loc["MEMIT", "PS_ci95"] == "[85.00, 85.00]"
+
+
+def test_results_without_analysis_or_downstream_rows_name_what_is_missing(tmp_path):
+    collected = _collected(tmp_path)
+    metrics = pd.read_csv(collected / "metrics.csv")
+    metrics[~metrics["metric"].str.contains(r"\.L\d\d")].to_csv(collected / "metrics.csv", index=False)
+    index = Index()
+    all_figures(collected, tmp_path / "figures", index)
+    missing = dict(index.missing)
+    assert "evaluation.analysis" in missing["fig04_layer_norms"]
+    assert "unedited model" in missing["fig05_activation_share"]
+    assert not (tmp_path / "figures" / "fig05_activation_share.png").exists()
