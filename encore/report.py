@@ -173,82 +173,58 @@ def _run_rows(final: pd.DataFrame, runs, columns, paper_lookup, model: str) -> t
     return pd.DataFrame(rows), missing
 
 
-def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
-    """Tables 1-5 and 12-14 from the collected results, 6-11 from the hyperparameters used."""
-    metrics = pd.read_csv(results / "metrics.csv")
-    ledger = pd.read_csv(results / "ledger.csv")
-    runs = pd.read_csv(results / "runs.csv")
-    table = summary(metrics)
-    model, dataset = str(metrics["model"].iloc[0]), str(metrics["dataset"].iloc[0])
-    final = final_rows(table[table["method"] != "unedited"])
-    paper_name = paper.paper_model(model)
+class _Writer:
+    """Writes a table (CSV, Markdown, LaTeX) and records it, or records why it is missing."""
 
-    def add(name, frame, missing, caption, needs):
+    def __init__(self, out_dir: Path, index: Index):
+        self.out_dir, self.index = Path(out_dir), index
+
+    def __call__(self, name: str, frame: pd.DataFrame, missing: list[str], caption: str, needs: str) -> None:
         if frame.empty:
-            index.missing.append((name, f"needs the runs {', '.join(missing)} ({needs})"))
+            self.index.missing.append((name, f"needs the runs {', '.join(missing)} ({needs})"))
             return
-        files = _write(frame, out_dir / name, caption + (f" Runs not made: {', '.join(missing)}." if missing else ""))
-        index.made.append((", ".join(files), caption))
+        files = _write(frame, self.out_dir / name, caption + (f" Runs not made: {', '.join(missing)}." if missing else ""))
+        self.index.made.append((", ".join(files), caption))
 
-    # Table 1: probabilities and time per edit, without and with MPES
-    timing = seconds_per_edit(ledger)
-    unedited = table[table["method"] == "unedited"]
+
+def table1(final: pd.DataFrame, unedited: pd.DataFrame, timing: pd.DataFrame, paper_name: str | None):
+    """Table 1 rows (probability of known true facts, of edited facts without / with MPES, s/edit) and missing runs."""
     p_known = float(unedited["p_true_known"].mean()) if "p_true_known" in unedited and len(unedited) else float("nan")
     rows, missing = [], []
     for method in ("emmet", "memit", "alphaedit"):
-        got = {v: final[(final["method"] == method) & (final["variant"] == v)] for v in ("plain", "mpes")}
-        time = {v: timing[(timing["method"] == method) & (timing["variant"] == v)] for v in ("plain", "mpes")}
-        missing += [f"{method}/{v}" for v in ("plain", "mpes") if got[v].empty]
-        if all(got[v].empty for v in got):
+        results = {v: final[(final["method"] == method) & (final["variant"] == v)] for v in ("plain", "mpes")}
+        times = {v: timing[(timing["method"] == method) & (timing["variant"] == v)] for v in ("plain", "mpes")}
+        missing += [f"{method}/{v}" for v, frame in results.items() if frame.empty]
+        if all(frame.empty for frame in results.values()):
             continue
-        value = lambda v, frame, col: float(frame[v][col].mean()) if not frame[v].empty else float("nan")  # noqa: E731
-        plain_s, mpes_s = value("plain", time, "s_per_edit"), value("mpes", time, "s_per_edit")
-        rows.append({"method": method.upper() if method != "alphaedit" else "AlphaEdit", "source": "this run",
-                     "original_fact_prob": p_known, "edited_prob": value("plain", got, "p_new"),
-                     "edited_prob_mpes": value("mpes", got, "p_new"), "s_per_edit": plain_s, "s_per_edit_mpes": mpes_s,
-                     "time_change_pct": 100 * (mpes_s / plain_s - 1)})
+
+        def mean(frames, variant, column):
+            return float(frames[variant][column].mean()) if not frames[variant].empty else float("nan")
+
+        name = label(method, "plain")
+        plain_s, mpes_s = mean(times, "plain", "s_per_edit"), mean(times, "mpes", "s_per_edit")
+        rows.append({"method": name, "source": "this run", "original_fact_prob": p_known,
+                     "edited_prob": mean(results, "plain", "p_new"), "edited_prob_mpes": mean(results, "mpes", "p_new"),
+                     "s_per_edit": plain_s, "s_per_edit_mpes": mpes_s, "time_change_pct": 100 * (mpes_s / plain_s - 1)})
         if paper_name and (method, paper_name) in paper.TABLE1:
             values = paper.TABLE1[(method, paper_name)]
-            rows.append({"method": rows[-1]["method"], "source": "paper", **dict(zip(
-                ["original_fact_prob", "edited_prob", "edited_prob_mpes", "s_per_edit", "s_per_edit_mpes"], values)),
-                "time_change_pct": 100 * (values[4] / values[3] - 1)})
-    if dataset == "counterfact":
-        add("table01_probability_and_time", pd.DataFrame(rows), missing,
-            "Table 1: probability of the true facts the unedited model knows, of the edited facts after editing "
-            "(without / with MPES), and seconds per edit (targets + keys + solves).", "plain and mpes variants")
-    else:
-        index.missing.append(("table01_probability_and_time", "CounterFact only (this experiment edits zsRE)"))
+            columns = ["original_fact_prob", "edited_prob", "edited_prob_mpes", "s_per_edit", "s_per_edit_mpes"]
+            rows.append({"method": name, "source": "paper", **dict(zip(columns, values)),
+                         "time_change_pct": 100 * (values[4] / values[3] - 1)})
+    return pd.DataFrame(rows), missing
 
+
+def phase_table(timing: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per edit of each phase and mean iterations per run."""
     phases = timing.assign(method=[label(m, v) for m, v in zip(timing["method"], timing["variant"])])
     for phase in ("targets_s", "keys_s", "solve_s"):
         phases[phase.replace("_s", "_s_per_edit")] = phases[phase] / phases["edits"]
-    phases = phases[["method", "edits", "iterations", "targets_s_per_edit", "keys_s_per_edit", "solve_s_per_edit", "s_per_edit"]]
-    add("table01b_time_per_phase", phases.rename(columns={"iterations": "mean_iterations"}), [],
-        "Table 1 (timing detail): seconds per edit of each phase (target optimisation, keys, per-layer solves) and "
-        "mean target-optimisation iterations, summed over all batches and orderings of each run.", "any run")
+    columns = ["method", "edits", "iterations", "targets_s_per_edit", "keys_s_per_edit", "solve_s_per_edit", "s_per_edit"]
+    return phases[columns].rename(columns={"iterations": "mean_iterations"})
 
-    five = ["ES", "PS", "NS", "S", "GE"]
-    lookup = lambda m, v, p: paper.COUNTERFACT.get((m, v, p))  # noqa: E731
-    if dataset == "counterfact":
-        specs = [("table02_mpes", BASE, "Table 2: effect of MPES on each editor (CounterFact, last snapshot).", lookup),
-                 ("table03_encore", ENCORE_FAMILY, "Table 3: ENCORE vs MEMIT, MEMIT+MPES and MEMIT+NC (CounterFact).", lookup),
-                 ("table04_all_methods", ALL_EIGHT, "Table 4: all editors and variants (CounterFact; paper: GPT2-XL).",
-                  lambda m, v, p: paper.COUNTERFACT.get((m, v, p)) if p == "GPT2-XL" else None),
-                 ("table05_emmet_norm_constraint", [("emmet", "plain"), ("emmet", "nc")],
-                  "Table 5: EMMET with the norm constraint (CounterFact; paper: Llama2-7B, NC tuned for editing).",
-                  lambda m, v, p: paper.TABLE5.get((m, v, p)))]
-        for name, spec, caption, look in specs:
-            frame, missing = _run_rows(final, spec, five, look, model)
-            add(name, frame, missing, caption, "methods and variants in the config")
-        index.missing.append(("table12-14_zsre", "needs an experiment with dataset: zsre"))
-    else:
-        frame, missing = _run_rows(final, ALL_EIGHT, ["ES", "PS", "NS"],
-                                   lambda m, v, p: paper.ZSRE.get((m, v), {}).get(p), model)
-        add("table12-14_zsre", frame, missing, "Tables 12-14: zsRE efficacy, paraphrase, specificity (token top-1).",
-            "methods and variants in the config")
-        index.missing.append(("table02-05", "need an experiment with dataset: counterfact"))
 
-    # Tables 6-11: the hyperparameters used (with the paper's where the model matches)
+def hyperparameter_table(runs: pd.DataFrame, dataset: str, paper_name: str | None) -> pd.DataFrame:
+    """Tables 6-11: the hyperparameters each run used, with the paper's where the model matches."""
     rows = []
     for run in runs.drop_duplicates(["method", "variant"]).itertuples():
         rows.append({"method": label(run.method, run.variant), "source": "this run", "layers": run.layers,
@@ -258,8 +234,52 @@ def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
         if reference:
             rows.append({"method": rows[-1]["method"], "source": "paper",
                          **dict(zip(["lambda_p", "lambda_n", "mpes_cutoff"], reference))})
-    add("table06-11_hyperparameters", pd.DataFrame(rows), [], "Tables 6-11: hyperparameters of each run "
-        "(lambda_p preservation weight, lambda_n norm-constraint weight, MPES cut-off +n).", "any run")
+    return pd.DataFrame(rows)
+
+
+COUNTERFACT_TABLES = [
+    ("table02_mpes", BASE, "Table 2: effect of MPES on each editor (CounterFact, last snapshot).",
+     lambda m, v, p: paper.COUNTERFACT.get((m, v, p))),
+    ("table03_encore", ENCORE_FAMILY, "Table 3: ENCORE vs MEMIT, MEMIT+MPES and MEMIT+NC (CounterFact).",
+     lambda m, v, p: paper.COUNTERFACT.get((m, v, p))),
+    ("table04_all_methods", ALL_EIGHT, "Table 4: all editors and variants (CounterFact; paper: GPT2-XL).",
+     lambda m, v, p: paper.COUNTERFACT.get((m, v, p)) if p == "GPT2-XL" else None),
+    ("table05_emmet_norm_constraint", [("emmet", "plain"), ("emmet", "nc")],
+     "Table 5: EMMET with the norm constraint (CounterFact; paper: Llama2-7B, NC tuned for editing).",
+     lambda m, v, p: paper.TABLE5.get((m, v, p))),
+]
+
+
+def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
+    """Tables 1-5 and 12-14 from the collected results, 6-11 from the hyperparameters used."""
+    metrics = pd.read_csv(results / "metrics.csv")
+    table = summary(metrics)
+    timing = seconds_per_edit(pd.read_csv(results / "ledger.csv"))
+    model, dataset = str(metrics["model"].iloc[0]), str(metrics["dataset"].iloc[0])
+    final = final_rows(table[table["method"] != "unedited"])
+    paper_name = paper.paper_model(model)
+    write = _Writer(out_dir, index)
+
+    if dataset == "counterfact":
+        frame, missing = table1(final, table[table["method"] == "unedited"], timing, paper_name)
+        write("table01_probability_and_time", frame, missing,
+              "Table 1: probability of the true facts the unedited model knows, of the edited facts after editing "
+              "(without / with MPES), and seconds per edit (targets + keys + solves).", "plain and mpes variants")
+        for name, runs, caption, lookup in COUNTERFACT_TABLES:
+            frame, missing = _run_rows(final, runs, ["ES", "PS", "NS", "S", "GE"], lookup, model)
+            write(name, frame, missing, caption, "methods and variants in the config")
+        index.missing.append(("table12-14_zsre", "needs an experiment with dataset: zsre"))
+    else:
+        frame, missing = _run_rows(final, ALL_EIGHT, ["ES", "PS", "NS"], lambda m, v, p: paper.ZSRE.get((m, v), {}).get(p), model)
+        write("table12-14_zsre", frame, missing, "Tables 12-14: zsRE efficacy, paraphrase, specificity (token top-1).",
+              "methods and variants in the config")
+        index.missing.append(("table01-05", "need an experiment with dataset: counterfact"))
+    write("table01b_time_per_phase", phase_table(timing), [],
+          "Table 1 (timing detail): seconds per edit of each phase (target optimisation, keys, per-layer solves) and "
+          "mean target-optimisation iterations, summed over all batches and orderings of each run.", "any run")
+    write("table06-11_hyperparameters", hyperparameter_table(pd.read_csv(results / "runs.csv"), dataset, paper_name), [],
+          "Tables 6-11: hyperparameters of each run (lambda_p preservation weight, lambda_n norm-constraint weight, "
+          "MPES cut-off +n).", "any run")
 
 
 def build_paper_outputs(results: Path, tables_dir: Path, figures_dir: Path, index_path: Path, title: str) -> Index:
