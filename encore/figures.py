@@ -116,9 +116,9 @@ def layer_norms(metrics: pd.DataFrame, edited_layers: dict, out: Path, index: In
             why = "analysis rows (evaluation.analysis: final or all)" if norms.empty else f"the runs {', '.join(missing)}"
             index.missing.append((name, f"needs {why} and the unedited model's analysis"))
             continue
+        base_mean = base.groupby("layer", as_index=False)["value"].mean()  # over orderings, once per figure
         figure, axes = _panels(len(present))
         for axis, (method, variant) in zip(axes, present):
-            base_mean = base.groupby("layer", as_index=False)["value"].mean()
             axis.plot(base_mean["layer"], base_mean["value"], color="black", marker=".", label="unedited")
             run = norms[(norms["method"] == method) & (norms["variant"] == variant)]
             for edits in _snapshots_to_show(run["edits"]):
