@@ -1,14 +1,20 @@
-"""Benchmark of one batch of edits: per-request vs batched target optimisation, and time per phase.
+"""Benchmark of one batch of edits, three ways, side by side in one run; prints numbers, asserts nothing.
 
-    python -m encore.benchmark --model smollm2-135m --edits 100
+    python -m encore.benchmark --model smollm2-135m --method memit --variant plain --edits 100
 
-Both optimisations must give the same targets (the max relative difference is printed); then the
-batch is inserted with the batched targets to time keys and solves. Prints numbers, asserts nothing.
+* per-request: targets optimised one request at a time over whole sequences; keys by full forwards;
+* batched: all requests' targets together over whole sequences; keys by full forwards;
+* batched + prefix reuse: targets from the last subject token on after the first iteration, keys from
+  cached inputs of the lowest edited block (encore.target_forward, encore.keys.BatchKeys).
+
+Solves are the same in all three. The same-result check prints the largest relative difference of the
+targets z (per request) and of the weight update Delta between the paths.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -16,15 +22,36 @@ from pathlib import Path
 import torch
 
 from encore import data as datasets
-from encore.architecture import read_weight
+from encore.architecture import read_weight, write_weight
 from encore.context import generate_context_templates
 from encore.covariance import load_or_compute_statistics, load_statistic, statistics_key
 from encore.editors import make_editor
 from encore.experiment import load_requests
 from encore.hparams import Hyperparameters
+from encore.keys import BatchKeys
 from encore.models import load_model
 from encore.sequential import EditorState, edit_batch
 from encore.targets import optimise_targets
+
+
+def _timed(function):
+    started = time.perf_counter()
+    value = function()
+    return value, time.perf_counter() - started
+
+
+def _full_forward_keys(model, tokenizer, records, templates, layers) -> float:
+    """Seconds for the keys phase without lower-block reuse (every read runs from block 0)."""
+    started = time.perf_counter()
+    batch_keys = BatchKeys(model, tokenizer, records, templates, first_layer=0)
+    for layer in layers:
+        batch_keys.keys(layer)
+        batch_keys.subject_hidden(layers[-1])
+    return time.perf_counter() - started
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b).norm(dim=-1) / b.norm(dim=-1)).max())
 
 
 def main(argv=None) -> None:
@@ -33,6 +60,7 @@ def main(argv=None) -> None:
     parser.add_argument("--method", default="memit")
     parser.add_argument("--variant", default="plain")
     parser.add_argument("--edits", type=int, default=100, help="size of the batch")
+    parser.add_argument("--skip-per-request", action="store_true", help="skip the (slowest) per-request path")
     parser.add_argument("--data-dir", default=None, help="local data directory (default: $ENCORE_DATA_DIR or download)")
     parser.add_argument("--resources", default="resources")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -46,38 +74,73 @@ def main(argv=None) -> None:
     records, _ = load_requests("counterfact", args.data_dir, resources / "data", "0", args.edits)
     templates = generate_context_templates(model, tokenizer, 0, hparams.context_seed_words, hparams.context_template_length)
     settings = hparams.target_settings()
-
-    started = time.perf_counter()
-    batched = optimise_targets(model, tokenizer, records, settings, templates)
-    batched_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    singles = [optimise_targets(model, tokenizer, [record], settings, templates) for record in records]
-    single_seconds = time.perf_counter() - started
-    single_z = torch.cat([single.z for single in singles])
-    difference = float(((batched.z - single_z).norm(dim=1) / single_z.norm(dim=1)).max())
+    layers = sorted(hparams.layers)
+    n = len(records)
+    print(f"model {args.model}, {args.method}/{args.variant}, one batch of {n} CounterFact edits, {args.threads} threads",
+          flush=True)
 
     corpus = datasets.resolve_data_file("wikipedia", args.data_dir, resources / "data")
-    layers = sorted(hparams.layers)
     paths = load_or_compute_statistics(model, tokenizer, loaded.identity, layers,
                                        lambda: list(datasets.iter_corpus_texts(corpus.path)), corpus.sha256,
                                        hparams.mom2_n_samples, hparams.mom2_max_length, resources / "statistics")
     covariances = {layer: load_statistic(paths[layer], statistics_key(
         loaded.identity, layer, corpus.sha256, hparams.mom2_n_samples, hparams.mom2_max_length, hparams.mom2_dtype))
         for layer in layers}
-    editor = make_editor(hparams)
-    state = EditorState.initial(templates, layers, read_weight(model, layers[0]).shape[1])
-    phases = edit_batch(model, tokenizer, records, hparams, editor, state, covariances, targets=batched)["timings"]
+    projectors = None
+    if make_editor(hparams).needs_projector:
+        from encore.covariance import load_or_compute_projector
 
-    n = len(records)
-    print(f"model {args.model}, {args.method}/{args.variant}, batch of {n} CounterFact edits, {args.threads} threads")
-    print(f"target optimisation, per request : {single_seconds / n:8.3f} s/edit  ({single_seconds:7.1f} s)")
-    print(f"target optimisation, batched     : {batched_seconds / n:8.3f} s/edit  ({batched_seconds:7.1f} s)"
-          f"  speed-up x{single_seconds / batched_seconds:.2f}")
-    print(f"max relative difference of z     : {difference:.2e}")
-    print(f"iterations per edit              : mean {statistics.mean(batched.iterations):.2f}, "
-          f"stops {dict((r, batched.stop_reason.count(r)) for r in set(batched.stop_reason))}")
-    print(f"phases (batched targets)         : targets {batched_seconds:.1f} s, keys {phases['keys_s']:.1f} s, "
-          f"solves {phases['solve_s']:.2f} s  -> {(batched_seconds + phases['keys_s'] + phases['solve_s']) / n:.3f} s/edit")
+        projectors = {layer: load_or_compute_projector(paths[layer], statistics_key(
+            loaded.identity, layer, corpus.sha256, hparams.mom2_n_samples, hparams.mom2_max_length, hparams.mom2_dtype),
+            hparams.nullspace_threshold) for layer in layers}
+
+    rows = {}
+    whole_settings = dataclasses.replace(settings, prefix_reuse=False)
+    if not args.skip_per_request:
+        singles, seconds = _timed(lambda: [optimise_targets(model, tokenizer, [r], whole_settings, templates) for r in records])
+        rows["per-request"] = {"targets": seconds, "z": torch.cat([s.z for s in singles]),
+                               "iterations": [i for s in singles for i in s.iterations]}
+        print(f"  per-request targets done: {seconds / n:.3f} s/edit", flush=True)
+    for name, chosen in (("batched", whole_settings), ("batched + prefix reuse", settings)):
+        result, seconds = _timed(lambda: optimise_targets(model, tokenizer, records, chosen, templates))
+        rows[name] = {"targets": seconds, "z": result.z, "iterations": result.iterations, "result": result}
+        print(f"  {name} targets done: {seconds / n:.3f} s/edit", flush=True)
+    full_keys = _full_forward_keys(model, tokenizer, records, templates, layers)
+
+    original = {layer: read_weight(model, layer).clone() for layer in layers}
+    deltas = {}
+    for name in ("batched", "batched + prefix reuse"):
+        state = EditorState.initial(templates, layers, original[layers[0]].shape[1])
+        timings = edit_batch(model, tokenizer, records, hparams, make_editor(hparams), state, covariances, projectors,
+                             targets=rows[name]["result"])["timings"]
+        deltas[name] = torch.cat([(read_weight(model, layer) - original[layer]).flatten() for layer in layers])
+        rows[name]["solves"] = timings["solve_s"]
+        rows[name]["keys"] = full_keys if name == "batched" else timings["keys_s"]
+        for layer in layers:
+            write_weight(model, layer, original[layer])
+    if "per-request" in rows:
+        rows["per-request"].update(keys=full_keys, solves=rows["batched"]["solves"])
+
+    print(f"\n{'path':<24} {'targets':>9} {'keys':>8} {'solves':>8} {'total':>9} {'iterations':>10} {'vs per-request':>15} "
+          f"{'vs batched':>11}   (seconds per edit)")
+    reference = rows.get("per-request")
+    for name, row in rows.items():
+        total = (row["targets"] + row["keys"] + row["solves"]) / n
+        versus_request = f"x{(reference['targets'] + reference['keys'] + reference['solves']) / n / total:.2f}" if reference else "-"
+        batched = rows["batched"]
+        versus_batched = f"x{(batched['targets'] + batched['keys'] + batched['solves']) / n / total:.2f}"
+        print(f"{name:<24} {row['targets'] / n:9.3f} {row['keys'] / n:8.3f} {row['solves'] / n:8.4f} {total:9.3f} "
+              f"{statistics.mean(row['iterations']):10.2f} {versus_request:>15} {versus_batched:>11}")
+    fast = rows["batched + prefix reuse"]
+    print("\nsame result:")
+    for name in rows:
+        if name != "batched + prefix reuse":
+            print(f"  max relative difference of z, prefix reuse vs {name}: {_relative(fast['z'], rows[name]['z']):.2e}; "
+                  f"same iterations: {fast['iterations'] == rows[name]['iterations']}")
+    difference = float((deltas["batched + prefix reuse"] - deltas["batched"]).norm() / deltas["batched"].norm())
+    print(f"  relative difference of Delta (all edited layers), prefix reuse vs batched: {difference:.2e}")
+    print("  (float32: rounding differences can move an MPES or loss stop by one iteration; the float64 tests "
+          "bound the paths to 1e-5)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Forward hooks: read a module's input/output, edit a block's output, stop a forward early."""
+"""Forward hooks: read a module's input/output, edit a block's output, stop a forward early, replay lower blocks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from encore.architecture import block_output_tensor, replace_block_output
+from encore.architecture import architecture_of, block_output_tensor, replace_block_output
 
 
 class StopForward(Exception):
@@ -63,3 +63,32 @@ def run_until(model: torch.nn.Module, last_module: torch.nn.Module, **inputs) ->
             model(**inputs, use_cache=False)
         except StopForward:
             pass
+
+
+class Replay(torch.nn.Module):
+    """Stands in for a lower block: passes its input through, or returns ``hidden`` (a cached block output)."""
+
+    def __init__(self, original: torch.nn.Module):
+        super().__init__()
+        self.hidden: torch.Tensor | None = None
+        if hasattr(original, "attention_type"):  # read by some model loops (Gemma-3 sliding windows)
+            self.attention_type = original.attention_type
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states if self.hidden is None else self.hidden
+
+
+@contextmanager
+def replay_blocks(model: torch.nn.Module, last: int, hidden: torch.Tensor | None = None):
+    """Temporarily replace blocks 0..last by replays; block ``last`` returns ``hidden`` (settable on the
+    yielded replay). Exact whenever ``hidden`` is what blocks 0..last compute: they are skipped, not changed."""
+    blocks = model.get_submodule(architecture_of(model).blocks)
+    originals = [blocks[i] for i in range(last + 1)]
+    for i, original in enumerate(originals):
+        blocks[i] = Replay(original)
+    blocks[last].hidden = hidden
+    try:
+        yield blocks[last]
+    finally:
+        for i, original in enumerate(originals):
+            blocks[i] = original

@@ -39,6 +39,7 @@ class Hyperparameters:
     mpes_rule: str = "all"
     context_template_length: int = 10
     context_seed_words: list[str] = field(default_factory=lambda: ["The", "Therefore", "Because", "I", "You"])
+    prefix_reuse: bool = True  # execution choice, not a hyperparameter of the method: the result is the same
     source: str = ""
 
     @classmethod
@@ -80,6 +81,7 @@ class Hyperparameters:
             loss_stop=self.loss_stop,
             mpes=self.mpes,
             mpes_rule=self.mpes_rule,
+            prefix_reuse=self.prefix_reuse,
         )
 
     def as_dict(self) -> dict:

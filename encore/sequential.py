@@ -1,7 +1,8 @@
 """Batched sequential editing: one batch = target optimisation + residual spreading over the edited layers.
 
 For the batch's requests (algorithms.md §2.6): z = targets at l* = max(layers); then for each edited
-layer l (ascending) with i = its rank:
+layer l (ascending) with i = its rank (keys and cur_z under the current weights; the blocks below the
+lowest edited layer never change and run once per batch, encore.keys.BatchKeys):
     K   = keys at l under the current weights,  cur_z = block-l* output at the last subject token,
     R_l = (Z - cur_z) / (|layers| - i),          W_l <- W_l + Delta_l(K, R_l),   S_P,l += K K^T.
 Weights are never restored between batches; the state a later batch depends on is ``EditorState``.
@@ -18,7 +19,7 @@ from encore.architecture import read_weight, write_weight
 from encore.data import EditRecord
 from encore.editors import Editor, LayerState
 from encore.hparams import Hyperparameters
-from encore.keys import compute_keys, compute_subject_hidden
+from encore.keys import BatchKeys
 from encore.targets import TargetResult, optimise_targets
 
 
@@ -56,10 +57,13 @@ def edit_batch(
     timings["targets_s"] = time.perf_counter() - started
 
     z_layer = layers[-1]
+    started = time.perf_counter()
+    batch_keys = BatchKeys(model, tokenizer, records, state.context_templates, first_layer=layers[0])
+    timings["keys_s"] += time.perf_counter() - started
     for rank, layer in enumerate(layers):
         started = time.perf_counter()
-        keys = compute_keys(model, tokenizer, records, layer, state.context_templates).double()
-        current = compute_subject_hidden(model, tokenizer, records, z_layer).double()
+        keys = batch_keys.keys(layer).double()
+        current = batch_keys.subject_hidden(z_layer).double()
         timings["keys_s"] += time.perf_counter() - started
 
         started = time.perf_counter()

@@ -10,24 +10,23 @@ The requests never share a sequence, each delta_r only receives the gradient of 
 element-wise and clamping / stopping are per row, so the batched result equals independent runs.
 L is a sum of per-sequence terms (plus wd), so sequences are processed in length-sorted micro-batches
 (little padding) whose gradients add up. A finished request drops out. The blocks up to l* do not
-depend on delta: their output is computed once (first iteration) and replayed afterwards, and the LM
-head is applied only at the scored positions. Stop rules, checked in this
-order after each forward: MPES (target top-1 at every target token of every context-prefixed prompt
+depend on delta: their output is computed once (first iteration) and replayed afterwards; with
+``prefix_reuse`` the blocks above l* also run only from the last subject token on, attending to the
+recorded keys/values of the positions before it (encore.target_forward). The LM head is applied only
+at the scored positions. Stop rules, checked in this order after each forward: MPES (target top-1 at every target token of every context-prefixed prompt
 on m = n+1 iterations, §5), loss < loss_stop, iteration budget.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
-from encore.architecture import architecture_of
 from encore.data import EditRecord
-from encore.hooks import edit_output
-from encore.tokens import answer_token_ids, encode, fill_subject, pad_id, pad_right, subject_last_index
+from encore.target_forward import FullSequences, PrefixReuse, TargetSequence
+from encore.tokens import answer_token_ids, encode, fill_subject, pad_id, subject_last_index
 
 KL_PROMPT = "{} is a"
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
@@ -45,6 +44,7 @@ class TargetSettings:
     mpes: int | None = None  # "+n" cut-off; None = MPES off
     mpes_rule: str = "all"  # "all": all 5*T positions correct; "v1": num_correct == #context prompts (official v1 code)
     tokens_per_microbatch: int = 512  # padded tokens per forward: speed/memory only (measured fastest on 2 CPU cores)
+    prefix_reuse: bool = True  # run only the suffix from the last subject token after the first iteration (exact)
 
 
 @dataclass
@@ -59,26 +59,20 @@ class TargetResult:
     trace: list[dict] = field(default_factory=list)  # per forward: request, iteration, loss, num_correct
 
 
-@dataclass
-class _Sequence:
-    request: int
-    ids: list[int]
-    lookup: int  # last subject token
-    prompt_length: int | None  # rewriting prompt: length before the appended target tokens; None = KL prompt
-    prompt_index: int
-
-
-def _sequences(tokenizer, record: EditRecord, request: int, templates: list[str]) -> tuple[list[_Sequence], list[int]]:
+def _sequences(tokenizer, record: EditRecord, request: int, templates: list[str]) -> list[TargetSequence]:
+    """The request's rewriting prompts (bare first, + all target tokens but the last) and its KL prompt."""
     target_ids = answer_token_ids(tokenizer, record.target_new)
     sequences = []
     for index, context in enumerate(templates):
         template = context.replace("{}", record.prompt, 1)
         prompt_ids = encode(tokenizer, fill_subject(template, record.subject))
         lookup = subject_last_index(tokenizer, template, record.subject)
-        sequences.append(_Sequence(request, prompt_ids + target_ids[:-1], lookup, len(prompt_ids), index))
+        scored = [len(prompt_ids) - 1 + j for j in range(len(target_ids))]
+        sequences.append(TargetSequence(request, prompt_ids + target_ids[:-1], lookup, index, scored, list(target_ids)))
     kl_ids = encode(tokenizer, fill_subject(KL_PROMPT, record.subject))
-    sequences.append(_Sequence(request, kl_ids, subject_last_index(tokenizer, KL_PROMPT, record.subject), None, -1))
-    return sequences, target_ids
+    kl_lookup = subject_last_index(tokenizer, KL_PROMPT, record.subject)
+    sequences.append(TargetSequence(request, kl_ids, kl_lookup, -1, [kl_lookup], [-1]))
+    return sequences
 
 
 def _log_softmax_head(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -90,138 +84,48 @@ def _log_softmax_head(model, hidden: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1)
 
 
-class _Replay(torch.nn.Module):
-    """Stands in for a block below l*: passes its input through, or returns the cached block-l* output."""
-
-    def __init__(self, original: torch.nn.Module):
-        super().__init__()
-        self.hidden: torch.Tensor | None = None
-        if hasattr(original, "attention_type"):  # read by some model loops (Gemma-3 sliding windows)
-            self.attention_type = original.attention_type
-
-    def forward(self, hidden_states, *args, **kwargs):
-        return hidden_states if self.hidden is None else self.hidden
-
-
-@contextmanager
-def _replay_lower_blocks(model, layer: int):
-    """Temporarily replace blocks 0..layer by replays; yields the replay of block ``layer``."""
-    blocks = model.get_submodule(architecture_of(model).blocks)
-    originals = [blocks[i] for i in range(layer + 1)]
-    for i, original in enumerate(originals):
-        blocks[i] = _Replay(original)
-    try:
-        yield blocks[layer]
-    finally:
-        for i, original in enumerate(originals):
-            blocks[i] = original
-
-
-def _pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
-    padded = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
-    for i, row in enumerate(rows):
-        padded[i, : row.shape[0]] = row
-    return padded
-
-
-def _microbatches(sequences: list[_Sequence], budget: int) -> list[list[_Sequence]]:
-    ordered = sorted(sequences, key=lambda s: len(s.ids))
-    batches, current = [], []
-    for sequence in ordered:
-        if current and len(sequence.ids) * (len(current) + 1) > budget:
-            batches.append(current)
-            current = []
-        current.append(sequence)
-    return batches + ([current] if current else [])
-
-
-@contextmanager
-def _delta_entry(model, block, layer: int, cached: torch.Tensor | None):
-    """The module whose output receives delta: block l* itself, or a replay of its cached output."""
-    if cached is None:
-        yield block
-        return
-    with _replay_lower_blocks(model, layer) as replay:
-        replay.hidden = cached
-        yield replay
-
-
 def optimise_targets(
     model, tokenizer, records: list[EditRecord], settings: TargetSettings, context_templates: list[list[str]]
 ) -> TargetResult:
     templates = [template for group in context_templates for template in group]
-    n, n_context = len(records), len(templates) - 1
-    built = [_sequences(tokenizer, record, r, templates) for r, record in enumerate(records)]
-    all_sequences = [sequence for sequences, _ in built for sequence in sequences]
-    target_ids = [ids for _, ids in built]
-    block = model.get_submodule(architecture_of(model).block(settings.layer))
+    n, n_templates, n_context = len(records), len(templates), len(templates) - 1
+    sequences = [s for r, record in enumerate(records) for s in _sequences(tokenizer, record, r, templates)]
+    target_lengths = [len(s.labels) for s in sequences if s.prompt_index == 0]
     device, dtype = model.device, next(model.parameters()).dtype
+    strategy = (PrefixReuse if settings.prefix_reuse else FullSequences)(
+        model, settings.layer, pad_id(tokenizer), settings.tokens_per_microbatch)
     delta = torch.zeros(n, model.config.hidden_size, dtype=dtype, device=device)
     h_init, adam_m, adam_v = torch.zeros_like(delta), torch.zeros_like(delta), torch.zeros_like(delta)
-    kl_reference: dict[int, torch.Tensor] = {}
+    kl_reference: torch.Tensor | None = None  # (n, vocab): log q_0 of each request's KL prompt
     mpes_count = [0] * n
     result = TargetResult(z=delta, delta=delta, h_init=h_init, iterations=[0] * n, stop_reason=[""] * n,
                           target_probability=[0.0] * n, loss=[0.0] * n)
     active = list(range(n))
-    lower_output: dict[int, torch.Tensor] = {}  # id(sequence) -> block-l* output without delta
 
     for iteration in range(settings.steps):
         slot_of = {r: slot for slot, r in enumerate(active)}
         active_delta = delta[active].clone().requires_grad_(True)
-        nll = {r: torch.zeros(len(templates), dtype=torch.float64) for r in active}  # per rewriting prompt
-        correct = {r: 0 for r in active}  # top-1 target tokens over the context-prefixed prompts
-        kl_value = {}
-        sequences = [s for s in all_sequences if s.request in slot_of]
-        for micro in _microbatches(sequences, settings.tokens_per_microbatch):
-            batch = pad_right([s.ids for s in micro], pad_id(tokenizer), device)
-            rows = torch.arange(len(micro), device=device)
-            lookup = torch.tensor([s.lookup for s in micro], device=device)
+        nll = torch.zeros(n, n_templates, dtype=torch.float64)  # per request and rewriting prompt
+        correct = torch.zeros(n, dtype=torch.long)  # top-1 target tokens over the context-prefixed prompts
+        kl_value = torch.zeros(n, dtype=torch.float64)
+        for micro in strategy.microbatches([s for s in sequences if s.request in slot_of], iteration == 0):
             owner = torch.tensor([slot_of[s.request] for s in micro], device=device)
-
-            def add_delta(hidden):
-                if iteration == 0:
-                    for row, s in enumerate(micro):
-                        lower_output[id(s)] = hidden[row, : len(s.ids)].detach()
-                        if s.prompt_index == 0:
-                            h_init[s.request] = hidden[row, s.lookup].detach()
-                hidden = hidden.clone()
-                hidden[rows, lookup] = hidden[rows, lookup] + active_delta[owner]
-                return hidden
-
-            cached = _pad_rows([lower_output[id(s)] for s in micro], batch.input_ids.shape[1]) if iteration else None
-            with torch.enable_grad(), _delta_entry(model, block, settings.layer, cached) as target:
-                with edit_output(target, add_delta):
-                    hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                              use_cache=False).last_hidden_state
-                # scored positions: target tokens of rewriting prompts, the subject position of the KL prompt
-                score_rows, score_cols, labels, spans = [], [], [], []
+            with torch.enable_grad():
+                hidden, h_lookup = strategy.forward(micro, iteration == 0, active_delta[owner])
+                log_probs = _log_softmax_head(model, hidden)
+                terms, stats = _loss_terms(micro, log_probs, kl_reference if iteration else None, settings.kl_factor,
+                                           n_templates, device)
+                terms.backward()
+            if h_lookup is not None:
                 for row, s in enumerate(micro):
-                    start = len(score_rows)
-                    if s.prompt_length is None:
-                        score_rows.append(row), score_cols.append(s.lookup), labels.append(-1)
-                    else:
-                        for j, token in enumerate(target_ids[s.request]):
-                            score_rows.append(row), score_cols.append(s.prompt_length - 1 + j), labels.append(token)
-                    spans.append((start, len(score_rows)))
-                log_probs = _log_softmax_head(model, hidden[score_rows, score_cols])
-                terms = []
-                for s, (start, stop) in zip(micro, spans):
-                    if s.prompt_length is None:
-                        current = log_probs[start]
-                        if iteration == 0:
-                            kl_reference[s.request] = current.detach()
-                        kl = settings.kl_factor * torch.sum(current.exp() * (current - kl_reference[s.request]))
-                        kl_value[s.request] = float(kl.detach())
-                        terms.append(kl)
-                    else:
-                        label = torch.tensor(labels[start:stop], device=device)
-                        token_log_probs = log_probs[start:stop].gather(1, label[:, None])[:, 0]
-                        prompt_nll = -token_log_probs.mean()
-                        nll[s.request][s.prompt_index] = float(prompt_nll.detach())
-                        if s.prompt_index > 0:
-                            correct[s.request] += int((log_probs[start:stop].argmax(dim=-1) == label).sum())
-                        terms.append(prompt_nll / len(templates))
-                torch.stack(terms).sum().backward()
+                    if s.prompt_index == 0:
+                        h_init[s.request] = h_lookup[row]
+            if iteration == 0:
+                kl_reference = _store_kl_reference(kl_reference, stats["kl_log_probs"], stats["kl_requests"], n)
+            requests, prompts = stats["rewrite_requests"], stats["rewrite_prompts"]
+            nll[requests, prompts] = stats["rewrite_nll"]
+            correct.index_add_(0, requests, stats["rewrite_correct"])
+            kl_value[stats["kl_requests"]] = stats["kl"]
 
         gradient = active_delta.grad.clone()
         with torch.enable_grad():
@@ -231,16 +135,16 @@ def optimise_targets(
 
         continuing = []
         for slot, r in enumerate(active):
-            loss = float(nll[r].mean()) + kl_value[r] + settings.weight_decay * float(decay[slot].detach())
-            positions = n_context * len(target_ids[r])
+            loss = float(nll[r].mean()) + float(kl_value[r]) + settings.weight_decay * float(decay[slot].detach())
+            positions = n_context * target_lengths[r]
             result.iterations[r], result.loss[r] = iteration + 1, loss
             result.target_probability[r] = float(torch.exp(-nll[r]).mean())
             result.trace.append({"request": r, "iteration": iteration, "loss": loss,
-                                 "num_correct": correct[r], "positions": positions})
+                                 "num_correct": int(correct[r]), "positions": positions})
             stop = None
             if settings.mpes is not None:
                 needed = positions if settings.mpes_rule == "all" else n_context
-                mpes_count[r] += correct[r] == needed
+                mpes_count[r] += int(correct[r]) == needed
                 if mpes_count[r] == settings.mpes + 1:
                     stop = "mpes"
             if stop is None and loss < settings.loss_stop:
@@ -270,3 +174,47 @@ def optimise_targets(
 
     result.z = h_init + delta
     return result
+
+
+def _loss_terms(micro, log_probs, kl_reference, kl_factor: float, n_templates: int, device):
+    """Sum over the micro-batch of NLL_i / #templates (rewriting prompts) and KL terms, plus per-sequence stats.
+
+    NLL_i = mean over target tokens of -log p(y_j); KL = kl_factor * sum_v q(v) (log q(v) - log q_0(v)) at the
+    subject of "{} is a" (q_0 from the first iteration; the reference's kl_div(log q_0, log q, log_target))."""
+    counts = [len(s.scored) for s in micro]
+    sequence_of = torch.repeat_interleave(torch.arange(len(micro), device=device), torch.tensor(counts, device=device))
+    labels = torch.tensor([label for s in micro for label in s.labels], device=device)
+    is_kl = torch.tensor([s.prompt_index < 0 for s in micro], device=device)
+    rewrite_rows = (labels >= 0).nonzero()[:, 0]
+    token_log_probs = log_probs[rewrite_rows, labels[rewrite_rows]]
+    sums = torch.zeros(len(micro), dtype=log_probs.dtype, device=device).index_add(0, sequence_of[rewrite_rows], token_log_probs)
+    prompt_nll = -sums / torch.tensor(counts, dtype=log_probs.dtype, device=device)
+    hits = (log_probs[rewrite_rows].argmax(dim=-1) == labels[rewrite_rows]).long()
+    hit_counts = torch.zeros(len(micro), dtype=torch.long, device=device).index_add(0, sequence_of[rewrite_rows], hits)
+
+    kl_rows = (labels < 0).nonzero()[:, 0]
+    kl_requests = torch.tensor([s.request for s in micro if s.prompt_index < 0], dtype=torch.long)
+    current = log_probs[kl_rows]
+    reference = current.detach() if kl_reference is None else kl_reference[kl_requests.to(device)]
+    kl = kl_factor * (current.exp() * (current - reference)).sum(dim=1)
+    terms = prompt_nll[~is_kl].sum() / n_templates + kl.sum()
+
+    rewrite = [row for row, s in enumerate(micro) if s.prompt_index >= 0]
+    context = torch.tensor([s.prompt_index > 0 for s in micro], device=device)
+    stats = {
+        "rewrite_requests": torch.tensor([micro[row].request for row in rewrite], dtype=torch.long),
+        "rewrite_prompts": torch.tensor([micro[row].prompt_index for row in rewrite], dtype=torch.long),
+        "rewrite_nll": prompt_nll.detach()[rewrite].double().cpu(),
+        "rewrite_correct": (hit_counts * context)[rewrite].cpu(),
+        "kl_requests": kl_requests,
+        "kl": kl.detach().double().cpu(),
+        "kl_log_probs": current.detach(),
+    }
+    return terms, stats
+
+
+def _store_kl_reference(reference, log_probs, requests, n):
+    if reference is None:
+        reference = log_probs.new_zeros(n, log_probs.shape[-1])
+    reference[requests.to(reference.device)] = log_probs
+    return reference
