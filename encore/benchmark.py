@@ -68,41 +68,83 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     resources = Path(args.resources)
 
-    hparams = Hyperparameters.from_yaml(Path("hparams") / args.method.upper() / f"{Path(args.model).name}.yaml", args.variant)
+    hparams = Hyperparameters.from_yaml(
+        Path("hparams") / args.method.upper() / f"{Path(args.model).name}.yaml", args.variant
+    )
     loaded = load_model(args.model, cache_dir=resources / "models")
     model, tokenizer = loaded.model, loaded.tokenizer
     records, _ = load_requests("counterfact", args.data_dir, resources / "data", "0", args.edits)
-    templates = generate_context_templates(model, tokenizer, 0, hparams.context_seed_words, hparams.context_template_length)
+    templates = generate_context_templates(
+        model, tokenizer, 0, hparams.context_seed_words, hparams.context_template_length
+    )
     settings = hparams.target_settings()
     layers = sorted(hparams.layers)
     n = len(records)
-    print(f"model {args.model}, {args.method}/{args.variant}, one batch of {n} CounterFact edits, {args.threads} threads",
-          flush=True)
+    print(
+        f"model {args.model}, {args.method}/{args.variant}, one batch of {n} CounterFact edits, {args.threads} threads",
+        flush=True,
+    )
 
     corpus = datasets.resolve_data_file("wikipedia", args.data_dir, resources / "data")
-    paths = load_or_compute_statistics(model, tokenizer, loaded.identity, layers,
-                                       lambda: list(datasets.iter_corpus_texts(corpus.path)), corpus.sha256,
-                                       hparams.mom2_n_samples, hparams.mom2_max_length, resources / "statistics")
-    covariances = {layer: load_statistic(paths[layer], statistics_key(
-        loaded.identity, layer, corpus.sha256, hparams.mom2_n_samples, hparams.mom2_max_length, hparams.mom2_dtype))
-        for layer in layers}
+    paths = load_or_compute_statistics(
+        model,
+        tokenizer,
+        loaded.identity,
+        layers,
+        lambda: list(datasets.iter_corpus_texts(corpus.path)),
+        corpus.sha256,
+        hparams.mom2_n_samples,
+        hparams.mom2_max_length,
+        resources / "statistics",
+    )
+    covariances = {
+        layer: load_statistic(
+            paths[layer],
+            statistics_key(
+                loaded.identity,
+                layer,
+                corpus.sha256,
+                hparams.mom2_n_samples,
+                hparams.mom2_max_length,
+                hparams.mom2_dtype,
+            ),
+        )
+        for layer in layers
+    }
     projectors = None
     if make_editor(hparams).needs_projector:
         from encore.covariance import load_or_compute_projector
 
-        projectors = {layer: load_or_compute_projector(paths[layer], statistics_key(
-            loaded.identity, layer, corpus.sha256, hparams.mom2_n_samples, hparams.mom2_max_length, hparams.mom2_dtype),
-            hparams.nullspace_threshold) for layer in layers}
+        projectors = {
+            layer: load_or_compute_projector(
+                paths[layer],
+                statistics_key(
+                    loaded.identity,
+                    layer,
+                    corpus.sha256,
+                    hparams.mom2_n_samples,
+                    hparams.mom2_max_length,
+                    hparams.mom2_dtype,
+                ),
+                hparams.nullspace_threshold,
+            )
+            for layer in layers
+        }
 
     rows = {}
     whole_settings = dataclasses.replace(settings, prefix_reuse=False)
     if not args.skip_per_request:
-        singles, seconds = _timed(lambda: [optimise_targets(model, tokenizer, [r], whole_settings, templates) for r in records])
-        rows["per-request"] = {"targets": seconds, "z": torch.cat([s.z for s in singles]),
-                               "iterations": [i for s in singles for i in s.iterations]}
+        singles, seconds = _timed(
+            lambda: [optimise_targets(model, tokenizer, [r], whole_settings, templates) for r in records]
+        )
+        rows["per-request"] = {
+            "targets": seconds,
+            "z": torch.cat([s.z for s in singles]),
+            "iterations": [i for s in singles for i in s.iterations],
+        }
         print(f"  per-request targets done: {seconds / n:.3f} s/edit", flush=True)
     for name, chosen in (("batched", whole_settings), ("batched + prefix reuse", settings)):
-        result, seconds = _timed(lambda: optimise_targets(model, tokenizer, records, chosen, templates))
+        result, seconds = _timed(lambda chosen=chosen: optimise_targets(model, tokenizer, records, chosen, templates))
         rows[name] = {"targets": seconds, "z": result.z, "iterations": result.iterations, "result": result}
         print(f"  {name} targets done: {seconds / n:.3f} s/edit", flush=True)
     full_keys = _full_forward_keys(model, tokenizer, records, templates, layers)
@@ -111,8 +153,17 @@ def main(argv=None) -> None:
     deltas = {}
     for name in ("batched", "batched + prefix reuse"):
         state = EditorState.initial(templates, layers, original[layers[0]].shape[1])
-        timings = edit_batch(model, tokenizer, records, hparams, make_editor(hparams), state, covariances, projectors,
-                             targets=rows[name]["result"])["timings"]
+        timings = edit_batch(
+            model,
+            tokenizer,
+            records,
+            hparams,
+            make_editor(hparams),
+            state,
+            covariances,
+            projectors,
+            targets=rows[name]["result"],
+        )["timings"]
         deltas[name] = torch.cat([(read_weight(model, layer) - original[layer]).flatten() for layer in layers])
         rows[name]["solves"] = timings["solve_s"]
         rows[name]["keys"] = full_keys if name == "batched" else timings["keys_s"]
@@ -121,26 +172,36 @@ def main(argv=None) -> None:
     if "per-request" in rows:
         rows["per-request"].update(keys=full_keys, solves=rows["batched"]["solves"])
 
-    print(f"\n{'path':<24} {'targets':>9} {'keys':>8} {'solves':>8} {'total':>9} {'iterations':>10} {'vs per-request':>15} "
-          f"{'vs batched':>11}   (seconds per edit)")
+    print(
+        f"\n{'path':<24} {'targets':>9} {'keys':>8} {'solves':>8} {'total':>9} {'iterations':>10} {'vs per-request':>15} "
+        f"{'vs batched':>11}   (seconds per edit)"
+    )
     reference = rows.get("per-request")
     for name, row in rows.items():
         total = (row["targets"] + row["keys"] + row["solves"]) / n
-        versus_request = f"x{(reference['targets'] + reference['keys'] + reference['solves']) / n / total:.2f}" if reference else "-"
+        versus_request = (
+            f"x{(reference['targets'] + reference['keys'] + reference['solves']) / n / total:.2f}" if reference else "-"
+        )
         batched = rows["batched"]
         versus_batched = f"x{(batched['targets'] + batched['keys'] + batched['solves']) / n / total:.2f}"
-        print(f"{name:<24} {row['targets'] / n:9.3f} {row['keys'] / n:8.3f} {row['solves'] / n:8.4f} {total:9.3f} "
-              f"{statistics.mean(row['iterations']):10.2f} {versus_request:>15} {versus_batched:>11}")
+        print(
+            f"{name:<24} {row['targets'] / n:9.3f} {row['keys'] / n:8.3f} {row['solves'] / n:8.4f} {total:9.3f} "
+            f"{statistics.mean(row['iterations']):10.2f} {versus_request:>15} {versus_batched:>11}"
+        )
     fast = rows["batched + prefix reuse"]
     print("\nsame result:")
     for name in rows:
         if name != "batched + prefix reuse":
-            print(f"  max relative difference of z, prefix reuse vs {name}: {_relative(fast['z'], rows[name]['z']):.2e}; "
-                  f"same iterations: {fast['iterations'] == rows[name]['iterations']}")
+            print(
+                f"  max relative difference of z, prefix reuse vs {name}: {_relative(fast['z'], rows[name]['z']):.2e}; "
+                f"same iterations: {fast['iterations'] == rows[name]['iterations']}"
+            )
     difference = float((deltas["batched + prefix reuse"] - deltas["batched"]).norm() / deltas["batched"].norm())
     print(f"  relative difference of Delta (all edited layers), prefix reuse vs batched: {difference:.2e}")
-    print("  (float32: rounding differences can move an MPES or loss stop by one iteration; the float64 tests "
-          "bound the paths to 1e-5)")
+    print(
+        "  (float32: rounding differences can move an MPES or loss stop by one iteration; the float64 tests "
+        "bound the paths to 1e-5)"
+    )
 
 
 if __name__ == "__main__":

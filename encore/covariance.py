@@ -12,22 +12,23 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from encore.architecture import architecture_of, down_proj_module
 from encore.hooks import StopForward, record_inputs, stop_after
-from encore.tokens import pad_right, pad_id
+from encore.progress import Progress
+from encore.tokens import pad_id, pad_right
 
 STATISTICS_VERSION = 1  # bump when the definition of the statistic changes
 
 
-def statistics_key(model_identity: dict, layer: int, corpus_sha256: str, n_samples: int, max_length: int, dtype: str) -> dict:
+def statistics_key(
+    model_identity: dict, layer: int, corpus_sha256: str, n_samples: int, max_length: int, dtype: str
+) -> dict:
     return {
         "statistic": "second_moment_of_down_proj_inputs",
         "version": STATISTICS_VERSION,
@@ -90,7 +91,7 @@ def second_moments(
     count = 0
     encoded = [tokenizer(text, truncation=True, max_length=max_length).input_ids for text in documents]
     encoded = [ids for ids in encoded if ids]
-    progress = tqdm(total=len(encoded), desc="statistics", unit="doc", mininterval=1 if sys.stderr.isatty() else 30)
+    progress = Progress(len(encoded), f"statistics (layers {', '.join(map(str, layers))})", "documents")
     for start in range(0, len(encoded), batch_size):
         batch = pad_right(encoded[start : start + batch_size], pad_id(tokenizer), model.device)
         with record_inputs(modules) as seen, stop_after(last_block):
@@ -104,7 +105,7 @@ def second_moments(
             product = keys.T @ keys
             sums[layer] = product if sums[layer] is None else sums[layer] + product
         count += int(mask.sum())
-        progress.update(len(batch.lengths))
+        progress.update(len(batch.lengths), tokens=count)
     progress.close()
     return {layer: (sums[layer] / count) for layer in layers}, count
 

@@ -31,6 +31,7 @@ import torch
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 from encore.prefix_scoring import score_with_shared_prefix
+from encore.progress import log
 from encore.tokens import encode
 
 TASKS = ("sst2", "mrpc", "cola", "rte", "nli", "mmlu")
@@ -113,8 +114,10 @@ def load_task(name: str, data_dir=None) -> tuple[list[dict], list[dict]]:
         raise FileNotFoundError(f"no data directory for task {name!r}: pass data_dir or set ENCORE_DATA_DIR")
     path = Path(data_dir) / "downstream" / f"{name}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: pass data_dir / set ENCORE_DATA_DIR to a copy of shared/data "
-                                "(it must contain downstream/<task>.jsonl)")
+        raise FileNotFoundError(
+            f"{path} not found: pass data_dir / set ENCORE_DATA_DIR to a copy of shared/data "
+            "(it must contain downstream/<task>.jsonl)"
+        )
     items = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -152,8 +155,10 @@ def render_query(name: str, item: dict, shot: bool = False) -> str:
         # QUIRK (SST-2): shots read "Review : {s}", the query "Review :{s}" (no space).
         return f"Review :{' ' if shot else ''}{item['sentence']}\nSentiment :"
     if name == "mrpc":
-        return (f"Are the sentences paraphrases of each other.\nSentence 1: {item['sentence1']}\n"
-                f"Sentence 2: {item['sentence2']}\nAnswer:")
+        return (
+            f"Are the sentences paraphrases of each other.\nSentence 1: {item['sentence1']}\n"
+            f"Sentence 2: {item['sentence2']}\nAnswer:"
+        )
     if name == "cola":
         # QUIRK (CoLA): the query ends with "Answer: " (trailing space); the shot's answer follows it directly.
         return f"Is this sentence linguistically acceptable?\nSentence: {item['sentence']}\nAnswer: "
@@ -189,8 +194,9 @@ def _fit_query(tokenizer, query: str, max_tokens: int) -> str:
     return query[high:]
 
 
-def prompt_parts(name: str, item: dict, pool: list[dict], shots: int = 4, tokenizer=None,
-                 max_tokens: int | None = None) -> tuple[str, str]:
+def prompt_parts(
+    name: str, item: dict, pool: list[dict], shots: int = 4, tokenizer=None, max_tokens: int | None = None
+) -> tuple[str, str]:
     """(context, query): the first ``shots`` pool items rendered with answers, concatenated, and the
     item's query.
 
@@ -211,8 +217,9 @@ def prompt_parts(name: str, item: dict, pool: list[dict], shots: int = 4, tokeni
     return context, query
 
 
-def build_prompt(name: str, item: dict, pool: list[dict], shots: int = 4, tokenizer=None,
-                 max_tokens: int | None = None) -> str:
+def build_prompt(
+    name: str, item: dict, pool: list[dict], shots: int = 4, tokenizer=None, max_tokens: int | None = None
+) -> str:
     """The whole prompt, context + query (see ``prompt_parts``)."""
     return "".join(prompt_parts(name, item, pool, shots, tokenizer, max_tokens))
 
@@ -264,14 +271,16 @@ def predict(model, tokenizer, name: str, parts: list[tuple[str, str]], batch_siz
     contexts = [context for context, _ in parts]
     queries = [query for _, query in parts]
     stems = [query[:-1] if query.endswith(" ") else query for query in queries]
-    scores = score_with_shared_prefix(model, tokenizer, contexts, queries, stems, list(_format(name).label_words),
-                                      GEN_LEN, batch_size)
+    scores = score_with_shared_prefix(
+        model, tokenizer, contexts, queries, stems, list(_format(name).label_words), GEN_LEN, batch_size
+    )
     return scores.generated, scores.label_nll.argmin(dim=1).tolist()
 
 
 @torch.no_grad()
-def evaluate_task(model, tokenizer, name: str, data_dir=None, n_tests: int | None = 100, shots: int = 4,
-                  batch_size: int = 16) -> dict:
+def evaluate_task(
+    model, tokenizer, name: str, data_dir=None, n_tests: int | None = 100, shots: int = 4, batch_size: int = 16
+) -> dict:
     """Both protocols on the first ``n_tests`` test items (None = all) of task ``name``.
 
     Returns {"task", "n", "generate": {f1, accuracy, mcc, invalid}, "loglik": {f1, accuracy}, "seconds"}
@@ -298,8 +307,9 @@ def evaluate_task(model, tokenizer, name: str, data_dir=None, n_tests: int | Non
     }
 
 
-def evaluate_downstream(model, tokenizer, data_dir=None, tasks=TASKS, n_tests: int | None = 100,
-                        shots: int = 4, batch_size: int = 16) -> pd.DataFrame:
+def evaluate_downstream(
+    model, tokenizer, data_dir=None, tasks=TASKS, n_tests: int | None = 100, shots: int = 4, batch_size: int = 16
+) -> pd.DataFrame:
     """Tidy rows (task, metric, value, protocol) for every task and both protocols.
 
     Per task: f1, accuracy, mcc, invalid under ``PROTOCOL_GENERATE`` and f1, accuracy under
@@ -310,12 +320,22 @@ def evaluate_downstream(model, tokenizer, data_dir=None, tasks=TASKS, n_tests: i
     f1s: dict[str, list[float]] = {PROTOCOL_GENERATE: [], PROTOCOL_LOGLIK: []}
     for name in tasks:
         result = evaluate_task(model, tokenizer, name, data_dir, n_tests=n_tests, shots=shots, batch_size=batch_size)
+        log(
+            f"downstream {name}: F1 {result['generate']['f1']:.3f} (generated), {result['loglik']['f1']:.3f} "
+            f"(label log-likelihood), {result['seconds']:.1f} s"
+        )
         for key, protocol in (("generate", PROTOCOL_GENERATE), ("loglik", PROTOCOL_LOGLIK)):
             for metric, value in result[key].items():
                 rows.append({"task": name, "metric": metric, "value": float(value), "protocol": protocol})
             f1s[protocol].append(result[key]["f1"])
     for protocol, values in f1s.items():
         if values:
-            rows.append({"task": "average", "metric": "f1_x100", "value": 100.0 * sum(values) / len(values),
-                         "protocol": protocol})
+            rows.append(
+                {
+                    "task": "average",
+                    "metric": "f1_x100",
+                    "value": 100.0 * sum(values) / len(values),
+                    "protocol": protocol,
+                }
+            )
     return pd.DataFrame(rows, columns=["task", "metric", "value", "protocol"])

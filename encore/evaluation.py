@@ -43,16 +43,31 @@ def _top1(model, tokenizer, prompts_and_answers: list[tuple[str, str]]) -> float
 def counterfact_rows(model, tokenizer, records: list[EditRecord], subset: str) -> list[dict]:
     scores = counterfact_record_scores(model, tokenizer, records)
     protocol = f"counterfact/{subset}/nll-comparison"
-    rows = [{"metric": metric, "value": value, "protocol": protocol} for metric, value in summarise_counterfact(scores).items()]
+    rows = [
+        {"metric": metric, "value": value, "protocol": protocol}
+        for metric, value in summarise_counterfact(scores).items()
+    ]
     rows += [
         {"metric": "p_new", "value": float(scores["p_new_rewrite"].mean()), "protocol": protocol},
         {"metric": "p_true", "value": float(scores["p_true_rewrite"].mean()), "protocol": protocol},
     ]
     top1 = f"counterfact/{subset}/top1"
     rows += [
-        {"metric": "ES_top1", "value": _top1(model, tokenizer, [(r.rewrite_prompt, r.target_new) for r in records]), "protocol": top1},
-        {"metric": "PS_top1", "value": _top1(model, tokenizer, [(p, r.target_new) for r in records for p in r.paraphrase_prompts]), "protocol": top1},
-        {"metric": "NS_top1", "value": _top1(model, tokenizer, [(p, r.target_true) for r in records for p in r.neighborhood_prompts]), "protocol": top1},
+        {
+            "metric": "ES_top1",
+            "value": _top1(model, tokenizer, [(r.rewrite_prompt, r.target_new) for r in records]),
+            "protocol": top1,
+        },
+        {
+            "metric": "PS_top1",
+            "value": _top1(model, tokenizer, [(p, r.target_new) for r in records for p in r.paraphrase_prompts]),
+            "protocol": top1,
+        },
+        {
+            "metric": "NS_top1",
+            "value": _top1(model, tokenizer, [(p, r.target_true) for r in records for p in r.neighborhood_prompts]),
+            "protocol": top1,
+        },
     ]
     return rows
 
@@ -61,7 +76,9 @@ def known_fact_rows(model, tokenizer, records: list[EditRecord], subset: str) ->
     """Table 1, first column: the unedited model's probability of the true facts it knows
     (known = every token of target_true is the argmax after the rewrite prompt)."""
     scores = counterfact_record_scores(model, tokenizer, records)
-    accuracy = answer_token_accuracy(model, tokenizer, [r.rewrite_prompt for r in records], [r.target_true for r in records])
+    accuracy = answer_token_accuracy(
+        model, tokenizer, [r.rewrite_prompt for r in records], [r.target_true for r in records]
+    )
     known = scores[(accuracy == 1.0).numpy()]
     protocol = f"table1/{subset}/known-true-facts"
     return [
@@ -72,18 +89,24 @@ def known_fact_rows(model, tokenizer, records: list[EditRecord], subset: str) ->
 
 def zsre_rows(model, tokenizer, records: list[EditRecord], subset: str) -> list[dict]:
     summary = summarise_zsre(zsre_record_scores(model, tokenizer, records))
-    return [{"metric": metric, "value": value, "protocol": f"zsre/{subset}/token-top1"} for metric, value in summary.items()]
+    return [
+        {"metric": metric, "value": value, "protocol": f"zsre/{subset}/token-top1"} for metric, value in summary.items()
+    ]
 
 
-def generation_rows(model, tokenizer, records: list[EditRecord], subset: str, limit: int | None, seed: int) -> list[dict]:
+def generation_rows(
+    model, tokenizer, records: list[EditRecord], subset: str, limit: int | None, seed: int
+) -> list[dict]:
     from encore.fluency import generation_entropy_of_records
 
     chosen = [r for r in records if r.generation_prompts][:limit]
     # batches of 64 prompts: half the time of 16 on 2 CPU cores (122 s -> 60 s for 200 prompts of SmolLM2), same texts
     entropy = generation_entropy_of_records(model, tokenizer, chosen, seed=seed, batch_size=64)
     protocol = f"generation/{subset}/top5-sampling-100-tokens"
-    return [{"metric": "GE", "value": 100.0 * float(entropy["ge"].mean()), "protocol": protocol},
-            {"metric": "GE_records", "value": len(chosen), "protocol": protocol}]
+    return [
+        {"metric": "GE", "value": 100.0 * float(entropy["ge"].mean()), "protocol": protocol},
+        {"metric": "GE_records", "value": len(chosen), "protocol": protocol},
+    ]
 
 
 def editing_rows(model, tokenizer, dataset: str, records: list[EditRecord], subset: str) -> list[dict]:
@@ -110,10 +133,18 @@ def downstream_rows(model, tokenizer, data_dir, evaluation: dict) -> list[dict]:
 
     directory = data_dir or os.environ.get("ENCORE_DATA_DIR")
     if not directory:
-        raise ValueError("downstream evaluation reads the authors' task subsets from a local data directory: "
-                         "set data_dir (or ENCORE_DATA_DIR), or evaluation.downstream: none")
-    frame = evaluate_downstream(model, tokenizer, directory, tasks=evaluation.get("downstream_tasks") or TASKS,
-                                n_tests=evaluation.get("downstream_tests", 100), shots=evaluation.get("downstream_shots", 4))
+        raise ValueError(
+            "downstream evaluation reads the authors' task subsets from a local data directory: "
+            "set data_dir (or ENCORE_DATA_DIR), or evaluation.downstream: none"
+        )
+    frame = evaluate_downstream(
+        model,
+        tokenizer,
+        directory,
+        tasks=evaluation.get("downstream_tasks") or TASKS,
+        n_tests=evaluation.get("downstream_tests", 100),
+        shots=evaluation.get("downstream_shots", 4),
+    )
     rows = []
     for row in frame.itertuples():
         metric = "average.f1" if (row.task, row.metric) == ("average", "f1_x100") else f"{row.task}.{row.metric}"

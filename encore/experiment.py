@@ -25,19 +25,31 @@ from encore.covariance import load_or_compute_projector, load_or_compute_statist
 from encore.editors import make_editor
 from encore.hparams import Hyperparameters
 from encore.models import load_model
+from encore.progress import clock, log
 from encore.sequential import EditorState, edit_batch, ledger_rows
 from encore.snapshots import apply_snapshot, load_snapshot, save_snapshot
 
 
 def code_version() -> dict:
     """Package version and, inside a git checkout, the commit and whether the tree is dirty."""
-    version = {"encore": encore.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-               "python": platform.python_version()}
+    version = {
+        "encore": encore.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
     root = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         version.update(git_commit=commit, git_dirty=bool(dirty))
     except (OSError, subprocess.CalledProcessError):
         pass
@@ -85,24 +97,42 @@ def load_covariances(statistics_manifest: Path, layers: list[int], projector_thr
     return covariances, (projectors if projector_threshold is not None else None)
 
 
-def compute_statistics(model_name: str, layers: list[int], hparams: Hyperparameters, data_dir, resources: Path,
-                       output: Path) -> dict:
+def compute_statistics(
+    model_name: str, layers: list[int], hparams: Hyperparameters, data_dir, resources: Path, output: Path
+) -> dict:
     """C0 for every layer (cached, content-addressed) and a manifest pointing at the cache files."""
     loaded = load_model(model_name, cache_dir=resources / "models")
     corpus = datasets.resolve_data_file("wikipedia", data_dir, resources / "data")
     started = time.perf_counter()
     paths = load_or_compute_statistics(
-        loaded.model, loaded.tokenizer, loaded.identity, layers,
+        loaded.model,
+        loaded.tokenizer,
+        loaded.identity,
+        layers,
         documents_loader=lambda: list(datasets.iter_corpus_texts(corpus.path)),
-        corpus_sha256=corpus.sha256, n_samples=hparams.mom2_n_samples, max_length=hparams.mom2_max_length,
-        cache_dir=resources / "statistics", dtype=hparams.mom2_dtype,
+        corpus_sha256=corpus.sha256,
+        n_samples=hparams.mom2_n_samples,
+        max_length=hparams.mom2_max_length,
+        cache_dir=resources / "statistics",
+        dtype=hparams.mom2_dtype,
     )
     manifest = {
         "model": loaded.identity,
         "corpus": {"path": str(corpus.path), "sha256": corpus.sha256, "source": corpus.source},
-        "layers": {str(layer): {"path": str(path), "key": statistics_key(
-            loaded.identity, layer, corpus.sha256, hparams.mom2_n_samples, hparams.mom2_max_length, hparams.mom2_dtype)}
-            for layer, path in paths.items()},
+        "layers": {
+            str(layer): {
+                "path": str(path),
+                "key": statistics_key(
+                    loaded.identity,
+                    layer,
+                    corpus.sha256,
+                    hparams.mom2_n_samples,
+                    hparams.mom2_max_length,
+                    hparams.mom2_dtype,
+                ),
+            }
+            for layer, path in paths.items()
+        },
         "seconds": round(time.perf_counter() - started, 2),
         "code": code_version(),
     }
@@ -111,46 +141,84 @@ def compute_statistics(model_name: str, layers: list[int], hparams: Hyperparamet
     return manifest
 
 
-def run_edit_segment(*, model_name: str, method: str, variant: str, hparams: Hyperparameters, dataset: str,
-                     data_dir, resources: Path, order_sample: str, num_edits: int, batch_size: int, n_batches: int,
-                     seed: int, statistics_manifest: Path, previous: Path | None, output: Path, experiment: str) -> Path:
+def run_edit_segment(
+    *,
+    model_name: str,
+    method: str,
+    variant: str,
+    hparams: Hyperparameters,
+    dataset: str,
+    data_dir,
+    resources: Path,
+    order_sample: str,
+    num_edits: int,
+    batch_size: int,
+    n_batches: int,
+    seed: int,
+    statistics_manifest: Path,
+    previous: Path | None,
+    output: Path,
+    experiment: str,
+) -> Path:
     """Continue sequential editing from ``previous`` (or the unedited model) for ``n_batches`` batches."""
     layers = sorted(hparams.layers)
     loaded = load_model(model_name, cache_dir=resources / "models")
     model, tokenizer = loaded.model, loaded.tokenizer
     records, provenance = load_requests(dataset, data_dir, resources / "data", order_sample, num_edits)
     if len(records) < num_edits:
-        raise ValueError(f"only {len(records)} {dataset} requests are available but num_edits = {num_edits}; lower num_edits")
+        raise ValueError(
+            f"only {len(records)} {dataset} requests are available but num_edits = {num_edits}; lower num_edits"
+        )
     norm_rows = []
     if previous is None:
         torch.manual_seed(seed)
-        templates = generate_context_templates(model, tokenizer, seed, hparams.context_seed_words,
-                                               hparams.context_template_length)
+        templates = generate_context_templates(
+            model, tokenizer, seed, hparams.context_seed_words, hparams.context_template_length
+        )
         state = EditorState.initial(templates, layers, read_weight(model, layers[0]).shape[1])
-        norm_rows += [{"edits": 0, "batch": 0, "layer": layer, "frobenius_norm": float(read_weight(model, layer).double().norm())}
-                      for layer in layers]
+        norm_rows += [
+            {"edits": 0, "batch": 0, "layer": layer, "frobenius_norm": float(read_weight(model, layer).double().norm())}
+            for layer in layers
+        ]
     else:
         snapshot = load_snapshot(previous, expected_model=loaded.identity, expected_layers=layers)
         apply_snapshot(model, snapshot)
         state = snapshot.state
         if snapshot.manifest["case_ids"] != [record.case_id for record in records[: state.edits_done]]:
-            raise ValueError(f"{previous}: its edited case ids differ from the current edit order (data or order changed); "
-                             "rerun from the first segment")
+            raise ValueError(
+                f"{previous}: its edited case ids differ from the current edit order (data or order changed); "
+                "rerun from the first segment"
+            )
     editor = make_editor(hparams)
     covariances, projectors = load_covariances(
-        statistics_manifest, layers, hparams.nullspace_threshold if editor.needs_projector else None)
+        statistics_manifest, layers, hparams.nullspace_threshold if editor.needs_projector else None
+    )
 
-    ledger = []
-    for _ in range(n_batches):
+    ledger, started, first_edit = [], time.perf_counter(), state.edits_done
+    total_batches = -(-num_edits // batch_size)
+    log(f"{method}/{variant}: segment of {n_batches} batches from edit {state.edits_done} of {num_edits}")
+    for k in range(n_batches):
         batch = records[state.edits_done : state.edits_done + batch_size]
         if not batch:
             break
         first_position, batch_index = state.edits_done, state.batches_done
         result = edit_batch(model, tokenizer, batch, hparams, editor, state, covariances, projectors)
         ledger += ledger_rows(batch, result, batch_index, first_position)
-        norm_rows += [{"edits": state.edits_done, "batch": batch_index + 1, "layer": layer, "frobenius_norm": value}
-                      for layer, value in result["norms"].items()]
-        print(f"batch {batch_index + 1}: {state.edits_done} edits, " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()), flush=True)
+        norm_rows += [
+            {"edits": state.edits_done, "batch": batch_index + 1, "layer": layer, "frobenius_norm": value}
+            for layer, value in result["norms"].items()
+        ]
+        per_edit = (time.perf_counter() - started) / (state.edits_done - first_edit)
+        segment_left = min(first_edit + n_batches * batch_size, num_edits) - state.edits_done
+        iterations = result["targets"].iterations
+        log(
+            f"batch {k + 1} of {n_batches} in this segment ({batch_index + 1} of {total_batches} in the run): "
+            f"{state.edits_done}/{num_edits} edits, mean iterations {sum(iterations) / len(iterations):.1f}, "
+            f"{per_edit:.2f} s/edit ("
+            + ", ".join(f"{name} {value:.1f} s" for name, value in result["timings"].items())
+            + f"), ETA segment {clock(per_edit * segment_left)}, "
+            f"run {clock(per_edit * (num_edits - state.edits_done))}"
+        )
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -158,18 +226,37 @@ def run_edit_segment(*, model_name: str, method: str, variant: str, hparams: Hyp
     pd.DataFrame([{**run, **row} for row in ledger]).to_csv(output / "ledger.csv", index=False)
     pd.DataFrame([{**run, **row} for row in norm_rows]).to_csv(output / "norms.csv", index=False)
     manifest = {
-        "experiment": experiment, "model": loaded.identity, "model_name": model_name, "method": method, "variant": variant,
-        "hparams": hparams.as_dict(), "seed": seed, "batch_size": batch_size, "data": provenance,
+        "experiment": experiment,
+        "model": loaded.identity,
+        "model_name": model_name,
+        "method": method,
+        "variant": variant,
+        "hparams": hparams.as_dict(),
+        "seed": seed,
+        "batch_size": batch_size,
+        "data": provenance,
         "case_ids": [record.case_id for record in records[: state.edits_done]],
         "statistics": json.loads(Path(statistics_manifest).read_text())["layers"],
-        "previous_snapshot": str(previous) if previous else None, "code": code_version(),
+        "previous_snapshot": str(previous) if previous else None,
+        "code": code_version(),
     }
     return save_snapshot(output, model, state, layers, manifest, extra_files=("ledger.csv", "norms.csv"))
 
 
-def evaluate_snapshot(*, model_name: str, snapshot: Path | None, dataset: str, data_dir, resources: Path,
-                      output: Path, evaluation: dict, experiment: str, order_sample: str = "0",
-                      num_edits: int | None = None, seed: int = 0) -> pd.DataFrame:
+def evaluate_snapshot(
+    *,
+    model_name: str,
+    snapshot: Path | None,
+    dataset: str,
+    data_dir,
+    resources: Path,
+    output: Path,
+    evaluation: dict,
+    experiment: str,
+    order_sample: str = "0",
+    num_edits: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """All metrics of a snapshot (or of the unedited model when ``snapshot`` is None) from files alone.
 
     ``evaluation`` (config key): generation / downstream / analysis = "none" | "final" | "all" (at which
@@ -188,29 +275,65 @@ def evaluate_snapshot(*, model_name: str, snapshot: Path | None, dataset: str, d
         manifest = json.loads((Path(snapshot) / "manifest.json").read_text())
         restored = load_snapshot(snapshot, expected_model=loaded.identity, expected_layers=manifest["layers"])
         apply_snapshot(model, restored)
-        everything, _ = load_requests(dataset, data_dir, resources / "data", manifest["data"]["order_file"]["sample"], None)
+        everything, _ = load_requests(
+            dataset, data_dir, resources / "data", manifest["data"]["order_file"]["sample"], None
+        )
         by_id = {record.case_id: record for record in everything}
         records = [by_id[case_id] for case_id in manifest["case_ids"]]
         subset, final = "edited-so-far", manifest["edits_done"] == num_edits
-        labels = {"method": manifest["method"], "variant": manifest["variant"],
-                  "order": manifest["data"]["order_file"]["sample"], "edits": manifest["edits_done"]}
+        labels = {
+            "method": manifest["method"],
+            "variant": manifest["variant"],
+            "order": manifest["data"]["order_file"]["sample"],
+            "edits": manifest["edits_done"],
+        }
 
     started = time.perf_counter()
-    rows = ev.editing_rows(model, tokenizer, dataset, records, subset)
-    if snapshot is None and dataset == "counterfact":
-        rows += ev.known_fact_rows(model, tokenizer, records, subset)
-    if snapshot is not None and final:
-        rows += ev.editing_rows(model, tokenizer, dataset, ev.authors_subset(records), "authors-20pct")
     wanted = {"all": True, "final": final, "none": False}
+    parts = [
+        (
+            f"editing metrics on {len(records)} {subset} facts",
+            lambda: ev.editing_rows(model, tokenizer, dataset, records, subset),
+        )
+    ]
+    if snapshot is None and dataset == "counterfact":
+        parts.append(
+            ("Table 1 probabilities of known facts", lambda: ev.known_fact_rows(model, tokenizer, records, subset))
+        )
+    if snapshot is not None and final:
+        parts.append(
+            (
+                "editing metrics on the authors' 20% subset",
+                lambda: ev.editing_rows(model, tokenizer, dataset, ev.authors_subset(records), "authors-20pct"),
+            )
+        )
     if wanted[evaluation.get("generation", "final")] and dataset == "counterfact":
-        rows += ev.generation_rows(model, tokenizer, records, subset, evaluation.get("generation_records"), seed)
+        parts.append(
+            (
+                "generation entropy",
+                lambda: ev.generation_rows(
+                    model, tokenizer, records, subset, evaluation.get("generation_records"), seed
+                ),
+            )
+        )
     if wanted[evaluation.get("downstream", "final")]:
-        rows += ev.downstream_rows(model, tokenizer, data_dir, evaluation)
+        parts.append(("downstream tasks", lambda: ev.downstream_rows(model, tokenizer, data_dir, evaluation)))
     if wanted[evaluation.get("analysis", "all")]:
         from encore.analysis import analysis_rows
 
         prompts = [r.rewrite_prompt for r in records[: evaluation.get("analysis_records", 100)]]
-        rows += analysis_rows(model, tokenizer, prompts, f"{dataset}-{subset}-rewrite-prompts")
+        parts.append(
+            (
+                "norm and activation analyses",
+                lambda: analysis_rows(model, tokenizer, prompts, f"{dataset}-{subset}-rewrite-prompts"),
+            )
+        )
+    rows = []
+    for number, (name, compute) in enumerate(parts, start=1):
+        log(f"evaluation part {number}/{len(parts)}: {name}")
+        part_started = time.perf_counter()
+        rows += compute()
+        log(f"evaluation part {number}/{len(parts)}: {name} done in {time.perf_counter() - part_started:.1f} s")
     rows.append({"metric": "evaluation_seconds", "value": time.perf_counter() - started, "protocol": "timing"})
     table = ev.to_frame(rows, experiment=experiment, model=model_name, dataset=dataset, **labels)
     Path(output).parent.mkdir(parents=True, exist_ok=True)

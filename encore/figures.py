@@ -38,9 +38,11 @@ SHARE_FIGURES = [
     ("fig08-10_activation_share_editors", [("alphaedit", "plain"), ("emmet", "plain"), ("memit", "plain")]),
     ("fig11-13_activation_share_norm_constraint", [("memit", "plain"), ("memit", "nc"), ("memit", "mpes_nc")]),
 ]
-SHARE_CAPTION = ("share of each sub-layer in the residual stream per layer: ||x|| / (||h|| + ||a|| + ||m||) for the block "
-                 "input h, attention contribution a and MLP contribution m, averaged over tokens and the rewrite prompts "
-                 "of the evaluated facts (definition of algorithms.md §9; the paper gives no code); edited layers in red.")
+SHARE_CAPTION = (
+    "share of each sub-layer in the residual stream per layer: ||x|| / (||h|| + ||a|| + ||m||) for the block "
+    "input h, attention contribution a and MLP contribution m, averaged over tokens and the rewrite prompts "
+    "of the evaluated facts (definition of algorithms.md §9; the paper gives no code); edited layers in red."
+)
 
 
 def _save(figure, stem: Path) -> list[str]:
@@ -87,7 +89,9 @@ def norm_growth(norms: pd.DataFrame, out: Path, index: Index, runs=None, name="f
             axis.plot(rows["edits"], rows["frobenius_norm"], marker="o", markersize=2, label=f"layer {layer}")
         axis.set(title=label(method, variant), xlabel="number of edits", ylabel=r"$\|W_\ell\|_F$ (edited layer)")
         axis.legend(fontsize=7)
-    caption = "Frobenius norm of each edited MLP down-projection after every batch of edits (one line per edited layer)."
+    caption = (
+        "Frobenius norm of each edited MLP down-projection after every batch of edits (one line per edited layer)."
+    )
     _record(index, name, _save(figure, out / name), caption, missing)
 
 
@@ -113,7 +117,9 @@ def layer_norms(metrics: pd.DataFrame, edited_layers: dict, out: Path, index: In
         present, missing = _present(norms[norms["method"] != "unedited"], runs)
         base = norms[norms["method"] == "unedited"]
         if not present or base.empty:
-            why = "analysis rows (evaluation.analysis: final or all)" if norms.empty else f"the runs {', '.join(missing)}"
+            why = (
+                "analysis rows (evaluation.analysis: final or all)" if norms.empty else f"the runs {', '.join(missing)}"
+            )
             index.missing.append((name, f"needs {why} and the unedited model's analysis"))
             continue
         base_mean = base.groupby("layer", as_index=False)["value"].mean()  # over orderings, once per figure
@@ -128,8 +134,10 @@ def layer_norms(metrics: pd.DataFrame, edited_layers: dict, out: Path, index: In
                 axis.axvspan(layer - 0.4, layer + 0.4, color="red", alpha=0.12)
             axis.set(title=label(method, variant), xlabel="layer", ylabel=r"$\|W_{down}\|_F$")
             axis.legend(fontsize=7)
-        caption = ("Frobenius norm of the MLP down-projection of every layer: unedited model vs the middle and the last "
-                   "snapshot; edited layers shaded red.")
+        caption = (
+            "Frobenius norm of the MLP down-projection of every layer: unedited model vs the middle and the last "
+            "snapshot; edited layers shaded red."
+        )
         _record(index, name, _save(figure, out / name), caption, missing)
 
 
@@ -140,10 +148,13 @@ def activation_shares(metrics: pd.DataFrame, edited_layers: dict, out: Path, ind
         present, missing = _present(shares[shares["method"] != "unedited"], runs)
         base = shares[shares["method"] == "unedited"]
         if not present or base.empty:
-            index.missing.append((name, "needs analysis rows of the unedited model and of " + ", ".join(f"{m}/{v}" for m, v in runs)))
+            index.missing.append(
+                (name, "needs analysis rows of the unedited model and of " + ", ".join(f"{m}/{v}" for m, v in runs))
+            )
             continue
-        panels = [("unedited", "unedited", None)] + [(m, v, max(shares[(shares["method"] == m) & (shares["variant"] == v)]["edits"]))
-                                                      for m, v in present]
+        panels = [("unedited", "unedited", None)] + [
+            (m, v, max(shares[(shares["method"] == m) & (shares["variant"] == v)]["edits"])) for m, v in present
+        ]
         figure, axes = _panels(len(panels))
         for axis, (method, variant, edits) in zip(axes, panels):
             rows = shares[(shares["method"] == method) & (shares["variant"] == variant)]
@@ -154,8 +165,12 @@ def activation_shares(metrics: pd.DataFrame, edited_layers: dict, out: Path, ind
             for component, color in zip(COMPONENTS, ("#bbbbbb", "#4c72b0", "#dd8452")):
                 axis.bar(table.index, table[component], bottom=bottom, color=color, label=component, width=0.85)
                 bottom = bottom + table[component]
-            axis.set(title="unedited" if edits is None else f"{label(method, variant)}, {edits} edits",
-                     xlabel="layer", ylabel="share of activation norm", ylim=(0, 1))
+            axis.set(
+                title="unedited" if edits is None else f"{label(method, variant)}, {edits} edits",
+                xlabel="layer",
+                ylabel="share of activation norm",
+                ylim=(0, 1),
+            )
             axis.set_xticks(list(table.index))
             axis.set_xticklabels([str(layer) for layer in table.index], fontsize=6)
             edited = set(edited_layers.get((method, variant), []))
@@ -169,7 +184,9 @@ def activation_shares(metrics: pd.DataFrame, edited_layers: dict, out: Path, ind
 
 
 def _downstream(metrics: pd.DataFrame) -> pd.DataFrame:
-    rows = metrics[metrics["protocol"].str.startswith(DOWNSTREAM_PROTOCOL) & metrics["metric"].str.endswith(".f1")].copy()
+    rows = metrics[
+        metrics["protocol"].str.startswith(DOWNSTREAM_PROTOCOL) & metrics["metric"].str.endswith(".f1")
+    ].copy()
     rows["task"] = rows["metric"].str.split(".").str[0]
     rows.loc[rows["task"] != "average", "value"] *= 100.0  # per-task F1 in percent, like the average
     return rows
@@ -189,23 +206,34 @@ def downstream_average(metrics: pd.DataFrame, out: Path, index: Index) -> None:
     rows = rows[rows["task"] == "average"]
     edited = rows[rows["method"] != "unedited"]
     for name, groups, caption in [
-        ("fig03_downstream_mpes", [[(m, "plain"), (m, "mpes")] for m in ("memit", "alphaedit", "emmet")],
-         "Average downstream F1 (SST2, MRPC, CoLA, RTE, NLI, MMLU; generation protocol) vs edits, with and without MPES."),
-        ("fig06_downstream_encore", [ENCORE_FAMILY], "Average downstream F1 vs edits: MEMIT, MEMIT+MPES, MEMIT+NC, ENCORE."),
+        (
+            "fig03_downstream_mpes",
+            [[(m, "plain"), (m, "mpes")] for m in ("memit", "alphaedit", "emmet")],
+            "Average downstream F1 (SST2, MRPC, CoLA, RTE, NLI, MMLU; generation protocol) vs edits, with and without MPES.",
+        ),
+        (
+            "fig06_downstream_encore",
+            [ENCORE_FAMILY],
+            "Average downstream F1 vs edits: MEMIT, MEMIT+MPES, MEMIT+NC, ENCORE.",
+        ),
     ]:
         wanted = [run for group in groups for run in group]
         present, missing = _present(edited, wanted)
         panels = [[run for run in group if run in present] for group in groups]
         panels = [group for group in panels if group]
         if not panels:
-            index.missing.append((name, "needs downstream results (evaluation.downstream: all) of " + ", ".join(missing)))
+            index.missing.append(
+                (name, "needs downstream results (evaluation.downstream: all) of " + ", ".join(missing))
+            )
             continue
         figure, axes = _panels(len(panels))
         for axis, group in zip(axes, panels):
             for method, variant in group:
                 line = _with_unedited(rows, method, variant)
                 axis.plot(line["edits"], line["value"], marker="o", markersize=3, label=label(method, variant))
-            axis.set(title=", ".join(label(*run) for run in group), xlabel="number of edits", ylabel="average F1 (x100)")
+            axis.set(
+                title=", ".join(label(*run) for run in group), xlabel="number of edits", ylabel="average F1 (x100)"
+            )
             axis.legend(fontsize=7)
         _record(index, name, _save(figure, out / name), caption, missing)
 
@@ -218,7 +246,9 @@ def downstream_per_task(metrics: pd.DataFrame, out: Path, index: Index, dataset:
     for name, runs, title in PER_TASK_FIGURES:
         present, missing = _present(edited, runs)
         if not present:
-            index.missing.append((name, "needs downstream results (evaluation.downstream: all) of " + ", ".join(missing)))
+            index.missing.append(
+                (name, "needs downstream results (evaluation.downstream: all) of " + ", ".join(missing))
+            )
             continue
         figure, axes = _panels(len(present))
         for axis, (method, variant) in zip(axes, present):
@@ -237,18 +267,32 @@ def schematic(out: Path, index: Index) -> None:
     """Fig. 2: locate-then-edit in two steps, drawn as boxes and arrows."""
     figure, axis = plt.subplots(figsize=(9, 2.6))
     axis.set_axis_off()
-    boxes = [(0.02, "edit request\n(subject, relation,\nnew object)"),
-             (0.27, "step 1: gradient descent\non the target activation\nz = h + δ (NLL + KL, clamp;\nMPES stops it early)"),
-             (0.56, "step 2: least-squares update\nΔ = R Kᵀ (λ_p C₀ + S_P + K Kᵀ\n + λ_n I)⁻¹ of the MLP\ndown-projection"),
-             (0.83, "edited model\nW ← W + Δ\n(norm constraint\nbounds ‖Δ‖_F)")]
+    boxes = [
+        (0.02, "edit request\n(subject, relation,\nnew object)"),
+        (0.27, "step 1: gradient descent\non the target activation\nz = h + δ (NLL + KL, clamp;\nMPES stops it early)"),
+        (0.56, "step 2: least-squares update\nΔ = R Kᵀ (λ_p C₀ + S_P + K Kᵀ\n + λ_n I)⁻¹ of the MLP\ndown-projection"),
+        (0.83, "edited model\nW ← W + Δ\n(norm constraint\nbounds ‖Δ‖_F)"),
+    ]
     for x, text in boxes:
-        axis.text(x + 0.07, 0.5, text, ha="center", va="center", fontsize=8.5,
-                  bbox={"boxstyle": "round,pad=0.5", "facecolor": "#eef2f8", "edgecolor": "#4c72b0"})
+        axis.text(
+            x + 0.07,
+            0.5,
+            text,
+            ha="center",
+            va="center",
+            fontsize=8.5,
+            bbox={"boxstyle": "round,pad=0.5", "facecolor": "#eef2f8", "edgecolor": "#4c72b0"},
+        )
     for start, end in ((0.17, 0.24), (0.445, 0.515), (0.73, 0.82)):
         axis.annotate("", xy=(end, 0.5), xytext=(start, 0.5), arrowprops={"arrowstyle": "->", "lw": 1.5})
     files = _save(figure, out / "fig02_schematic")
-    index.made.append((", ".join(files), "Locate-then-edit as two steps: target activations by gradient descent, then a "
-                                         "least-squares update of the second MLP matrix (schematic, no data)."))
+    index.made.append(
+        (
+            ", ".join(files),
+            "Locate-then-edit as two steps: target activations by gradient descent, then a "
+            "least-squares update of the second MLP matrix (schematic, no data).",
+        )
+    )
 
 
 def all_figures(results: Path, out: Path, index: Index) -> None:

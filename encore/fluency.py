@@ -31,6 +31,7 @@ from collections import Counter
 import pandas as pd
 import torch
 
+from encore.progress import Progress
 from encore.tokens import encode, pad_id
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+")
@@ -87,13 +88,19 @@ def sample_token_ids(model, tokenizer, prompts, seeds, max_length=100, top_k=5, 
         raise ValueError("a prompt has no tokens: nothing to continue")
     result: list[list[int]] = [list(ids) for ids in items]
     order = sorted(range(len(items)), key=lambda i: len(items[i]))
+    progress = Progress(len(order), "generation (top-k sampling)", "prompts")
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
+        progress.update(len(chunk))
         steps = max(max_length - len(items[i]) for i in chunk)
         if steps <= 0:
             continue
-        uniforms = torch.stack([torch.rand(max(max_length, 1), generator=torch.Generator().manual_seed(seeds[i]),
-                                           dtype=torch.float64) for i in chunk])  # fixed length: same stream
+        uniforms = torch.stack(
+            [
+                torch.rand(max(max_length, 1), generator=torch.Generator().manual_seed(seeds[i]), dtype=torch.float64)
+                for i in chunk
+            ]
+        )  # fixed length: same stream
         width = max(len(items[i]) for i in chunk)
         ids = torch.full((len(chunk), width), pad_id(tokenizer), dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -115,6 +122,7 @@ def sample_token_ids(model, tokenizer, prompts, seeds, max_length=100, top_k=5, 
         generated = torch.cat(new_tokens, dim=1).cpu().tolist()
         for row, i in enumerate(chunk):
             result[i] += generated[row][: max(0, max_length - len(items[i]))]
+    progress.close()
     return result
 
 

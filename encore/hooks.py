@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import torch
 
@@ -20,8 +20,10 @@ def record_inputs(modules: dict[int, torch.nn.Module]):
     seen: dict[int, torch.Tensor] = {}
     handles = []
     for key, module in modules.items():
+
         def hook(_module, args, key=key):
             seen[key] = args[0]
+
         handles.append(module.register_forward_pre_hook(hook))
     try:
         yield seen
@@ -33,6 +35,7 @@ def record_inputs(modules: dict[int, torch.nn.Module]):
 @contextmanager
 def edit_output(module: torch.nn.Module, edit: Callable[[torch.Tensor], torch.Tensor]):
     """Replace the module's (hidden-state) output by edit(output)."""
+
     def hook(_module, _args, output):
         return replace_block_output(output, edit(block_output_tensor(output)))
 
@@ -46,6 +49,7 @@ def edit_output(module: torch.nn.Module, edit: Callable[[torch.Tensor], torch.Te
 @contextmanager
 def stop_after(module: torch.nn.Module):
     """Abort the forward pass right after ``module`` ran (catch StopForward around the call)."""
+
     def hook(_module, _args, _output):
         raise StopForward
 

@@ -43,7 +43,7 @@ class Hyperparameters:
     source: str = ""
 
     @classmethod
-    def from_dict(cls, values: dict, origin: str = "hyperparameters") -> "Hyperparameters":
+    def from_dict(cls, values: dict, origin: str = "hyperparameters") -> Hyperparameters:
         schema = yaml.safe_load(SCHEMA_PATH.read_text())
         validator = jsonschema.Draft202012Validator(schema)
         errors = sorted(validator.iter_errors(values), key=lambda e: list(e.path))
@@ -54,7 +54,7 @@ class Hyperparameters:
         return cls(**{k: v for k, v in values.items()})
 
     @classmethod
-    def from_yaml(cls, path: str | Path, variant: str = "plain") -> "Hyperparameters":
+    def from_yaml(cls, path: str | Path, variant: str = "plain") -> Hyperparameters:
         values = yaml.safe_load(Path(path).read_text()) or {}
         if "inherit" in values:  # e.g. a dataset-specific file that only changes the variants
             parent = yaml.safe_load((Path(path).parent / values.pop("inherit")).read_text()) or {}
@@ -67,7 +67,7 @@ class Hyperparameters:
             values = {**values, **variants[variant]}
         return cls.from_dict(values, origin=f"{path} (variant {variant})")
 
-    def with_overrides(self, **overrides) -> "Hyperparameters":
+    def with_overrides(self, **overrides) -> Hyperparameters:
         return Hyperparameters.from_dict({**asdict(self), **overrides}, origin="overrides")
 
     def target_settings(self) -> TargetSettings:

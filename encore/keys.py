@@ -32,10 +32,14 @@ class _Chunks:
 
     def __init__(self, model, tokenizer, sequences, positions, first: int, chunk_size: int):
         self.model, self.first = model, first
-        self.chunks = [pad_right(sequences[start : start + chunk_size], pad_id(tokenizer), model.device)
-                       for start in range(0, len(sequences), chunk_size)]
-        self.positions = [torch.tensor(positions[start : start + chunk_size], device=model.device)
-                          for start in range(0, len(sequences), chunk_size)]
+        self.chunks = [
+            pad_right(sequences[start : start + chunk_size], pad_id(tokenizer), model.device)
+            for start in range(0, len(sequences), chunk_size)
+        ]
+        self.positions = [
+            torch.tensor(positions[start : start + chunk_size], device=model.device)
+            for start in range(0, len(sequences), chunk_size)
+        ]
         self.inputs = [self._block_input(batch) for batch in self.chunks] if first > 0 else None
 
     @torch.no_grad()
@@ -85,8 +89,15 @@ class BatchKeys:
     Blocks below ``first_layer`` (the lowest edited layer) run once, here; each call runs only the blocks
     from ``first_layer`` up to the one it reads. Exact as long as no block below ``first_layer`` changes."""
 
-    def __init__(self, model, tokenizer, records: list[EditRecord], context_templates: list[list[str]],
-                 first_layer: int = 0, chunk_size: int = 128):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        records: list[EditRecord],
+        context_templates: list[list[str]],
+        first_layer: int = 0,
+        chunk_size: int = 128,
+    ):
         self.model, self.groups = model, [len(group) for group in context_templates]
         flat = [template for group in context_templates for template in group]
         self.n = len(records)
@@ -147,6 +158,8 @@ def compute_keys(
     return BatchKeys(model, tokenizer, records, context_templates, 0, chunk_size).keys(layer)
 
 
-def compute_subject_hidden(model, tokenizer, records: list[EditRecord], layer: int, chunk_size: int = 128) -> torch.Tensor:
+def compute_subject_hidden(
+    model, tokenizer, records: list[EditRecord], layer: int, chunk_size: int = 128
+) -> torch.Tensor:
     """Output of block ``layer`` at the last subject token of each bare prompt: (n_records, d_model)."""
     return BatchKeys(model, tokenizer, records, [["{}"]], 0, chunk_size).subject_hidden(layer)

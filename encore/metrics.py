@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from scipy.stats import hmean
 
+from encore.progress import Progress
 from encore.tokens import answer_token_ids, encode, pad_id, pad_right
 
 
@@ -37,7 +38,9 @@ def _log_probs(model, hidden: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def answer_nll(model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 64) -> torch.Tensor:
+def answer_nll(
+    model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 64, description: str | None = None
+) -> torch.Tensor:
     """Mean per-token NLL of each answer after its prompt: -(1/m) Σ_j log p(a_j | prompt, a_<j).
 
     The sequence is encode(prompt) + answer_token_ids(answer); the token a_j is predicted at
@@ -49,19 +52,20 @@ def answer_nll(model, tokenizer, prompts: list[str], answers: list[str], batch_s
     Works with any model exposing ``base_model(input_ids=, attention_mask=, use_cache=)`` returning
     ``.last_hidden_state``, ``get_output_embeddings()`` and ``config``.
     """
+
     def token_nll(hidden_rows, labels):
         return -_log_probs(model, hidden_rows).gather(1, labels[:, None])[:, 0]
 
-    return mean_answer_token_score(model, tokenizer, prompts, answers, token_nll, batch_size)
+    return mean_answer_token_score(model, tokenizer, prompts, answers, token_nll, batch_size, description)
 
 
 def mean_answer_token_score(model, tokenizer, prompts: list[str], answers: list[str], token_score,
-                            batch_size: int = 64) -> torch.Tensor:  # fmt: skip
+                            batch_size: int = 64, description: str | None = None) -> torch.Tensor:  # fmt: skip
     """Mean over each answer's tokens of ``token_score(hidden_rows, labels)`` (one value per scored
     position, computed from the final hidden states at the positions predicting the answer tokens).
 
     Teacher forced: input = encode(prompt) + answer_ids[:-1]; sequences sorted by length, right padded.
-    Returns a CPU tensor (len(prompts),) in input order.
+    Returns a CPU tensor (len(prompts),) in input order. ``description``: report progress under that name.
     """
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
@@ -74,6 +78,7 @@ def mean_answer_token_score(model, tokenizer, prompts: list[str], answers: list[
     device = next(model.parameters()).device
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1]))
     result: torch.Tensor | None = None
+    progress = Progress(len(order), description, "prompts") if description else None
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = pad_right([items[i][0] + items[i][1][:-1] for i in chunk], pad_id(tokenizer), device)
@@ -94,6 +99,10 @@ def mean_answer_token_score(model, tokenizer, prompts: list[str], answers: list[
         if result is None:
             result = torch.empty(len(items), dtype=scores.dtype)
         result[torch.tensor(chunk)] = (sums / counts).cpu()
+        if progress is not None:
+            progress.update(len(chunk))
+    if progress is not None:
+        progress.close()
     return result if result is not None else torch.empty(0)
 
 
@@ -121,7 +130,14 @@ def counterfact_record_scores(model, tokenizer, records, batch_size: int = 64) -
         true_answers += [record.target_true] * (len(prompts) - len(true_answers))
         groups.append(spans)
     n = len(prompts)
-    nll = answer_nll(model, tokenizer, prompts + prompts, new_answers + true_answers, batch_size=batch_size).tolist()
+    nll = answer_nll(
+        model,
+        tokenizer,
+        prompts + prompts,
+        new_answers + true_answers,
+        batch_size=batch_size,
+        description=f"CounterFact scoring of {len(records)} records",
+    ).tolist()
     nll_new, nll_true = nll[:n], nll[n:]
 
     rows = []

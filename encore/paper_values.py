@@ -60,27 +60,95 @@ TABLE5 = {
 
 # Tables 12-14, zsRE after 10,000 edits: ES, PS, NS
 ZSRE = {
-    ("emmet", "plain"): {"GPT2-XL": (39.71, 27.17, 9.78), "Llama2-7B": (75.42, 69.69, 33.89), "Llama3-8B": (96.97, 90.96, 45.26)},
-    ("emmet", "mpes"): {"GPT2-XL": (53.55, 39.42, 16.81), "Llama2-7B": (84.07, 76.9, 41.88), "Llama3-8B": (96.75, 91.31, 46.44)},
-    ("alphaedit", "plain"): {"GPT2-XL": (42.1, 33.61, 14.61), "Llama2-7B": (83.77, 77.12, 41.96), "Llama3-8B": (89.27, 82.19, 45.23)},
-    ("alphaedit", "mpes"): {"GPT2-XL": (54.99, 43.18, 18.4), "Llama2-7B": (83.8, 77.64, 41.97), "Llama3-8B": (93.54, 85.93, 47.32)},
-    ("memit", "plain"): {"GPT2-XL": (74.6, 61.77, 22.4), "Llama2-7B": (79.49, 74.29, 41.8), "Llama3-8B": (96.45, 90.3, 48.91)},
-    ("memit", "mpes"): {"GPT2-XL": (75.09, 61.58, 23.37), "Llama2-7B": (83.01, 77.45, 44.64), "Llama3-8B": (96.85, 90.76, 47.34)},
-    ("memit", "nc"): {"GPT2-XL": (74.51, 61.9, 23.39), "Llama2-7B": (88.73, 84.05, 47.98), "Llama3-8B": (90.4, 84.58, 49.09)},
-    ("memit", "mpes_nc"): {"GPT2-XL": (74.46, 61.79, 23.41), "Llama2-7B": (89.1, 84.28, 48.51), "Llama3-8B": (93.15, 86.19, 49.81)},
+    ("emmet", "plain"): {
+        "GPT2-XL": (39.71, 27.17, 9.78),
+        "Llama2-7B": (75.42, 69.69, 33.89),
+        "Llama3-8B": (96.97, 90.96, 45.26),
+    },
+    ("emmet", "mpes"): {
+        "GPT2-XL": (53.55, 39.42, 16.81),
+        "Llama2-7B": (84.07, 76.9, 41.88),
+        "Llama3-8B": (96.75, 91.31, 46.44),
+    },
+    ("alphaedit", "plain"): {
+        "GPT2-XL": (42.1, 33.61, 14.61),
+        "Llama2-7B": (83.77, 77.12, 41.96),
+        "Llama3-8B": (89.27, 82.19, 45.23),
+    },
+    ("alphaedit", "mpes"): {
+        "GPT2-XL": (54.99, 43.18, 18.4),
+        "Llama2-7B": (83.8, 77.64, 41.97),
+        "Llama3-8B": (93.54, 85.93, 47.32),
+    },
+    ("memit", "plain"): {
+        "GPT2-XL": (74.6, 61.77, 22.4),
+        "Llama2-7B": (79.49, 74.29, 41.8),
+        "Llama3-8B": (96.45, 90.3, 48.91),
+    },
+    ("memit", "mpes"): {
+        "GPT2-XL": (75.09, 61.58, 23.37),
+        "Llama2-7B": (83.01, 77.45, 44.64),
+        "Llama3-8B": (96.85, 90.76, 47.34),
+    },
+    ("memit", "nc"): {
+        "GPT2-XL": (74.51, 61.9, 23.39),
+        "Llama2-7B": (88.73, 84.05, 47.98),
+        "Llama3-8B": (90.4, 84.58, 49.09),
+    },
+    ("memit", "mpes_nc"): {
+        "GPT2-XL": (74.46, 61.79, 23.41),
+        "Llama2-7B": (89.1, 84.28, 48.51),
+        "Llama3-8B": (93.15, 86.19, 49.81),
+    },
 }
 
 # Tables 6-11: (lambda_p, lambda_n, MPES cut-off) per (dataset, method, variant, model); None = not used
 HYPERPARAMETERS = {
-    ("counterfact", "emmet", "mpes"): {"GPT2-XL": (10000, None, 1), "Llama2-7B": (15000, None, 0), "Llama3-8B": (15000, None, 0)},
-    ("counterfact", "alphaedit", "mpes"): {"GPT2-XL": (20000, None, 1), "Llama2-7B": (15000, None, 0), "Llama3-8B": (15000, None, 0)},
-    ("counterfact", "memit", "mpes"): {"GPT2-XL": (20000, None, 2), "Llama2-7B": (15000, None, 1), "Llama3-8B": (15000, None, 2)},
-    ("counterfact", "memit", "nc"): {"GPT2-XL": (20000, 10, None), "Llama2-7B": (15000, 10, None), "Llama3-8B": (15000, 20, None)},
-    ("counterfact", "memit", "mpes_nc"): {"GPT2-XL": (20000, 10, 3), "Llama2-7B": (15000, 10, 2), "Llama3-8B": (15000, 20, 1)},
-    ("zsre", "emmet", "mpes"): {"GPT2-XL": (10000, None, 1), "Llama2-7B": (15000, None, 1), "Llama3-8B": (15000, None, 2)},
-    ("zsre", "alphaedit", "mpes"): {"GPT2-XL": (20000, None, 1), "Llama2-7B": (15000, None, 1), "Llama3-8B": (15000, None, 3)},
-    ("zsre", "memit", "mpes"): {"GPT2-XL": (20000, None, 5), "Llama2-7B": (15000, None, 1), "Llama3-8B": (15000, None, 4)},
-    ("zsre", "memit", "nc"): {"GPT2-XL": (20000, 40, None), "Llama2-7B": (15000, 10, None), "Llama3-8B": (15000, 20, None)},
+    ("counterfact", "emmet", "mpes"): {
+        "GPT2-XL": (10000, None, 1),
+        "Llama2-7B": (15000, None, 0),
+        "Llama3-8B": (15000, None, 0),
+    },
+    ("counterfact", "alphaedit", "mpes"): {
+        "GPT2-XL": (20000, None, 1),
+        "Llama2-7B": (15000, None, 0),
+        "Llama3-8B": (15000, None, 0),
+    },
+    ("counterfact", "memit", "mpes"): {
+        "GPT2-XL": (20000, None, 2),
+        "Llama2-7B": (15000, None, 1),
+        "Llama3-8B": (15000, None, 2),
+    },
+    ("counterfact", "memit", "nc"): {
+        "GPT2-XL": (20000, 10, None),
+        "Llama2-7B": (15000, 10, None),
+        "Llama3-8B": (15000, 20, None),
+    },
+    ("counterfact", "memit", "mpes_nc"): {
+        "GPT2-XL": (20000, 10, 3),
+        "Llama2-7B": (15000, 10, 2),
+        "Llama3-8B": (15000, 20, 1),
+    },
+    ("zsre", "emmet", "mpes"): {
+        "GPT2-XL": (10000, None, 1),
+        "Llama2-7B": (15000, None, 1),
+        "Llama3-8B": (15000, None, 2),
+    },
+    ("zsre", "alphaedit", "mpes"): {
+        "GPT2-XL": (20000, None, 1),
+        "Llama2-7B": (15000, None, 1),
+        "Llama3-8B": (15000, None, 3),
+    },
+    ("zsre", "memit", "mpes"): {
+        "GPT2-XL": (20000, None, 5),
+        "Llama2-7B": (15000, None, 1),
+        "Llama3-8B": (15000, None, 4),
+    },
+    ("zsre", "memit", "nc"): {
+        "GPT2-XL": (20000, 40, None),
+        "Llama2-7B": (15000, 10, None),
+        "Llama3-8B": (15000, 20, None),
+    },
     ("zsre", "memit", "mpes_nc"): {"GPT2-XL": (20000, 40, 4), "Llama2-7B": (15000, 10, 2), "Llama3-8B": (15000, 10, 3)},
 }
 

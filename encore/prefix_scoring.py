@@ -71,8 +71,13 @@ class _Prefix:
         if self.cache is not None:
             cache = copy.deepcopy(self.cache)
             cache.batch_repeat_interleave(len(sequences))
-        output = self.model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                       position_ids=positions.to(device), past_key_values=cache, use_cache=True)
+        output = self.model.base_model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+            use_cache=True,
+        )
         return output.last_hidden_state[:, -1], output.past_key_values, mask.to(device), positions[:, -1].to(device) + 1
 
 
@@ -81,8 +86,9 @@ def _step(model, tokens: torch.Tensor, cache, mask: torch.Tensor, position: torc
     rows, k = tokens.shape
     mask = torch.cat([mask, torch.ones((rows, k), dtype=mask.dtype, device=mask.device)], dim=1)
     positions = position[:, None] + torch.arange(k, device=tokens.device)
-    output = model.base_model(input_ids=tokens, attention_mask=mask, position_ids=positions,
-                              past_key_values=cache, use_cache=True)
+    output = model.base_model(
+        input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+    )
     return output.last_hidden_state, mask
 
 
@@ -144,8 +150,16 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 @torch.no_grad()
-def score_with_shared_prefix(model, tokenizer, contexts: list[str], queries: list[str], stems: list[str],
-                             label_words: list[str], new_tokens: int, batch_size: int = 16) -> PrefixScores:
+def score_with_shared_prefix(
+    model,
+    tokenizer,
+    contexts: list[str],
+    queries: list[str],
+    stems: list[str],
+    label_words: list[str],
+    new_tokens: int,
+    batch_size: int = 16,
+) -> PrefixScores:
     """Greedy continuation of ``contexts[i] + queries[i]`` and NLL of each label word after
     ``contexts[i] + stems[i]`` (the stem is the query, or the query without a trailing space).
 

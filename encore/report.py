@@ -24,7 +24,14 @@ LABELS = {("memit", "plain"): "MEMIT", ("memit", "mpes"): "MEMIT+MPES", ("memit"
           ("emmet", "nc"): "EMMET+NC", ("emmet", "mpes_nc"): "EMMET+MPES+NC", ("alphaedit", "plain"): "AlphaEdit",
           ("alphaedit", "mpes"): "AlphaEdit+MPES", ("alphaedit", "nc"): "AlphaEdit+NC",
           ("alphaedit", "mpes_nc"): "AlphaEdit+MPES+NC"}  # fmt: skip
-BASE = [("memit", "plain"), ("memit", "mpes"), ("alphaedit", "plain"), ("alphaedit", "mpes"), ("emmet", "plain"), ("emmet", "mpes")]
+BASE = [
+    ("memit", "plain"),
+    ("memit", "mpes"),
+    ("alphaedit", "plain"),
+    ("alphaedit", "mpes"),
+    ("emmet", "plain"),
+    ("emmet", "mpes"),
+]
 ENCORE_FAMILY = [("memit", "plain"), ("memit", "mpes"), ("memit", "nc"), ("memit", "mpes_nc")]
 ALL_EIGHT = [("emmet", "plain"), ("emmet", "mpes"), ("alphaedit", "plain"), ("alphaedit", "mpes"), *ENCORE_FAMILY]
 
@@ -54,22 +61,38 @@ def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Pat
         key = (manifest["method"], manifest["variant"], manifest["data"]["order_file"]["sample"])
         if key not in runs or manifest["edits_done"] > runs[key]["edits"]:
             hp = manifest["hparams"]
-            runs[key] = {"method": key[0], "variant": key[1], "order": key[2], "edits": manifest["edits_done"],
-                         "model": manifest["model_name"],
-                         "layers": " ".join(map(str, hp["layers"])), "lambda_p": hp["mom2_update_weight"],
-                         "lambda_n": hp["norm_lambda"], "mpes": hp["mpes"], "mpes_rule": hp["mpes_rule"],
-                         "emmet_lambda": hp["emmet_lambda"], "nullspace_threshold": hp["nullspace_threshold"],
-                         "alphaedit_l2": hp["alphaedit_l2"], "v_num_grad_steps": hp["v_num_grad_steps"], "v_lr": hp["v_lr"],
-                         "clamp_norm_factor": hp["clamp_norm_factor"], "kl_factor": hp["kl_factor"],
-                         "mom2_n_samples": hp["mom2_n_samples"], "seed": manifest["seed"],
-                         "batch_size": manifest["batch_size"], "code": json.dumps(manifest.get("code"))}
+            runs[key] = {
+                "method": key[0],
+                "variant": key[1],
+                "order": key[2],
+                "edits": manifest["edits_done"],
+                "model": manifest["model_name"],
+                "layers": " ".join(map(str, hp["layers"])),
+                "lambda_p": hp["mom2_update_weight"],
+                "lambda_n": hp["norm_lambda"],
+                "mpes": hp["mpes"],
+                "mpes_rule": hp["mpes_rule"],
+                "emmet_lambda": hp["emmet_lambda"],
+                "nullspace_threshold": hp["nullspace_threshold"],
+                "alphaedit_l2": hp["alphaedit_l2"],
+                "v_num_grad_steps": hp["v_num_grad_steps"],
+                "v_lr": hp["v_lr"],
+                "clamp_norm_factor": hp["clamp_norm_factor"],
+                "kl_factor": hp["kl_factor"],
+                "mom2_n_samples": hp["mom2_n_samples"],
+                "seed": manifest["seed"],
+                "batch_size": manifest["batch_size"],
+                "code": json.dumps(manifest.get("code")),
+            }
     pd.DataFrame(list(runs.values())).to_csv(out_dir / "runs.csv", index=False)
 
 
 def summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, dataset, method, variant, edits): ES, PS, NS, S on the facts edited so far (the
     unedited model: the facts to be edited), GE x100, p_new and the average downstream F1 x100."""
-    main = metrics[metrics["protocol"].str.match(MAIN_PROTOCOL) & metrics["metric"].isin(EDITING_METRICS + ["n_records", "p_new"])]
+    main = metrics[
+        metrics["protocol"].str.match(MAIN_PROTOCOL) & metrics["metric"].isin(EDITING_METRICS + ["n_records", "p_new"])
+    ]
     extra = metrics[metrics["metric"].isin(["GE", "p_true_known", "n_known"])]
     for prefix, column in DOWNSTREAM_COLUMNS.items():
         rows = metrics[(metrics["metric"] == "average.f1") & metrics["protocol"].str.startswith(prefix)].copy()
@@ -78,19 +101,27 @@ def summary(metrics: pd.DataFrame) -> pd.DataFrame:
     keys = ["model", "dataset", "method", "variant", "order", "edits"]
     table = pd.concat([main, extra]).assign(order=lambda frame: frame["order"] if "order" in frame else 0)
     table = table.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
-    columns = [c for c in ["n_records", *EDITING_METRICS, "GE", *DOWNSTREAM_COLUMNS.values(), "p_new", "p_true_known", "n_known"]
-               if c in table.columns]
+    columns = [
+        c
+        for c in ["n_records", *EDITING_METRICS, "GE", *DOWNSTREAM_COLUMNS.values(), "p_new", "p_true_known", "n_known"]
+        if c in table.columns
+    ]
     table = table[keys + columns].sort_values(["method", "variant", "order", "edits"]).reset_index(drop=True)
     table["n_records"] = table["n_records"].astype(int)
     return table
 
 
-def editing_table(metric_files, csv_path: Path, markdown_path: Path, all_metrics_path: Path | None = None) -> pd.DataFrame:
-    """``summary`` of all metric files as CSV and Markdown; ``all_metrics_path`` receives every tidy row."""
+def editing_table(
+    metric_files, csv_path: Path, markdown_path: Path, all_metrics_path: Path | None = None, ledger_files=()
+) -> pd.DataFrame:
+    """``summary`` of all metric files as CSV and Markdown; ``all_metrics_path`` receives every tidy row.
+    With ``ledger_files``, each snapshot row also gets the run's editing cost up to it (``cost_to_snapshot``)."""
     tidy = read_csvs(metric_files)
     if all_metrics_path is not None:
         tidy.to_csv(all_metrics_path, index=False)
     table = summary(tidy).drop(columns=["p_new", "p_true_known", "n_known"], errors="ignore")
+    if ledger_files:
+        table = cost_to_snapshot(table, read_csvs(ledger_files))
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv_path, index=False)
     markdown_path.write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n")
@@ -111,8 +142,14 @@ def mean_and_interval(values) -> tuple[float, float | None, float | None]:
         return float("nan"), None, None
     if len(values) < 2:
         return values[0], None, None
-    result = bootstrap((values,), lambda sample, axis: sample.mean(axis=axis), confidence_level=0.95,
-                       n_resamples=2000, method="percentile", random_state=0)
+    result = bootstrap(
+        (values,),
+        lambda sample, axis: sample.mean(axis=axis),
+        confidence_level=0.95,
+        n_resamples=2000,
+        method="percentile",
+        random_state=0,
+    )
     return sum(values) / len(values), float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -124,6 +161,27 @@ def seconds_per_edit(ledger: pd.DataFrame) -> pd.DataFrame:
     result = totals.join(counts)
     result["s_per_edit"] = (result["targets_s"] + result["keys_s"] + result["solve_s"]) / result["edits"]
     return result.reset_index()
+
+
+def cost_to_snapshot(table: pd.DataFrame, ledger: pd.DataFrame) -> pd.DataFrame:
+    """Add ``iterations`` (mean target-optimisation forwards per edit) and ``s_per_edit`` (targets + keys +
+    solves, per edit) over the edits up to each row's snapshot; empty for the unedited model."""
+    ledger = ledger.assign(order=ledger["order"].astype(str))
+    iterations, seconds = [], []
+    for row in table.itertuples():
+        done = ledger[
+            (ledger["method"] == row.method)
+            & (ledger["variant"] == row.variant)
+            & (ledger["order"] == str(row.order))
+            & (ledger["position"] < row.edits)
+        ]
+        if done.empty:
+            iterations.append(float("nan")), seconds.append(float("nan"))
+            continue
+        per_batch = done.groupby("batch")[["targets_s", "keys_s", "solve_s"]].first().sum()
+        iterations.append(float(done["iterations"].mean()))
+        seconds.append(float(per_batch.sum()) / len(done))
+    return table.assign(iterations=iterations, s_per_edit=seconds)
 
 
 def _write(table: pd.DataFrame, stem: Path, caption: str) -> list[str]:
@@ -158,7 +216,9 @@ def _run_rows(final: pd.DataFrame, runs, columns, paper_lookup, model: str) -> t
             missing.append(f"{method}/{variant}")
             continue
         orderings = len(found)
-        source = f"this run, {int(found['edits'].max())} edits" + (f", mean of {orderings} orderings" if orderings > 1 else "")
+        source = f"this run, {int(found['edits'].max())} edits" + (
+            f", mean of {orderings} orderings" if orderings > 1 else ""
+        )
         row = {"method": label(method, variant), "source": source}
         for column in columns:
             mean, low, high = mean_and_interval(found[column]) if column in found else (None, None, None)
@@ -168,8 +228,13 @@ def _run_rows(final: pd.DataFrame, runs, columns, paper_lookup, model: str) -> t
         rows.append(row)
         reference = paper_lookup(method, variant, paper_name) if paper_name else None
         if reference is not None:
-            rows.append({"method": label(method, variant), "source": f"paper, {paper.PAPER_EDITS} edits",
-                         **dict(zip(columns, reference))})
+            rows.append(
+                {
+                    "method": label(method, variant),
+                    "source": f"paper, {paper.PAPER_EDITS} edits",
+                    **dict(zip(columns, reference)),
+                }
+            )
     return pd.DataFrame(rows), missing
 
 
@@ -183,7 +248,9 @@ class _Writer:
         if frame.empty:
             self.index.missing.append((name, f"needs the runs {', '.join(missing)} ({needs})"))
             return
-        files = _write(frame, self.out_dir / name, caption + (f" Runs not made: {', '.join(missing)}." if missing else ""))
+        files = _write(
+            frame, self.out_dir / name, caption + (f" Runs not made: {', '.join(missing)}." if missing else "")
+        )
         self.index.made.append((", ".join(files), caption))
 
 
@@ -203,14 +270,29 @@ def table1(final: pd.DataFrame, unedited: pd.DataFrame, timing: pd.DataFrame, pa
 
         name = label(method, "plain")
         plain_s, mpes_s = mean(times, "plain", "s_per_edit"), mean(times, "mpes", "s_per_edit")
-        rows.append({"method": name, "source": "this run", "original_fact_prob": p_known,
-                     "edited_prob": mean(results, "plain", "p_new"), "edited_prob_mpes": mean(results, "mpes", "p_new"),
-                     "s_per_edit": plain_s, "s_per_edit_mpes": mpes_s, "time_change_pct": 100 * (mpes_s / plain_s - 1)})
+        rows.append(
+            {
+                "method": name,
+                "source": "this run",
+                "original_fact_prob": p_known,
+                "edited_prob": mean(results, "plain", "p_new"),
+                "edited_prob_mpes": mean(results, "mpes", "p_new"),
+                "s_per_edit": plain_s,
+                "s_per_edit_mpes": mpes_s,
+                "time_change_pct": 100 * (mpes_s / plain_s - 1),
+            }
+        )
         if paper_name and (method, paper_name) in paper.TABLE1:
             values = paper.TABLE1[(method, paper_name)]
             columns = ["original_fact_prob", "edited_prob", "edited_prob_mpes", "s_per_edit", "s_per_edit_mpes"]
-            rows.append({"method": name, "source": "paper", **dict(zip(columns, values)),
-                         "time_change_pct": 100 * (values[4] / values[3] - 1)})
+            rows.append(
+                {
+                    "method": name,
+                    "source": "paper",
+                    **dict(zip(columns, values)),
+                    "time_change_pct": 100 * (values[4] / values[3] - 1),
+                }
+            )
     return pd.DataFrame(rows), missing
 
 
@@ -219,7 +301,15 @@ def phase_table(timing: pd.DataFrame) -> pd.DataFrame:
     phases = timing.assign(method=[label(m, v) for m, v in zip(timing["method"], timing["variant"])])
     for phase in ("targets_s", "keys_s", "solve_s"):
         phases[phase.replace("_s", "_s_per_edit")] = phases[phase] / phases["edits"]
-    columns = ["method", "edits", "iterations", "targets_s_per_edit", "keys_s_per_edit", "solve_s_per_edit", "s_per_edit"]
+    columns = [
+        "method",
+        "edits",
+        "iterations",
+        "targets_s_per_edit",
+        "keys_s_per_edit",
+        "solve_s_per_edit",
+        "s_per_edit",
+    ]
     return phases[columns].rename(columns={"iterations": "mean_iterations"})
 
 
@@ -227,26 +317,56 @@ def hyperparameter_table(runs: pd.DataFrame, dataset: str, paper_name: str | Non
     """Tables 6-11: the hyperparameters each run used, with the paper's where the model matches."""
     rows = []
     for run in runs.drop_duplicates(["method", "variant"]).itertuples():
-        rows.append({"method": label(run.method, run.variant), "source": "this run", "layers": run.layers,
-                     "lambda_p": run.lambda_p, "lambda_n": run.lambda_n, "mpes_cutoff": run.mpes,
-                     "mpes_rule": run.mpes_rule, "v_num_grad_steps": run.v_num_grad_steps, "v_lr": run.v_lr})
+        rows.append(
+            {
+                "method": label(run.method, run.variant),
+                "source": "this run",
+                "layers": run.layers,
+                "lambda_p": run.lambda_p,
+                "lambda_n": run.lambda_n,
+                "mpes_cutoff": run.mpes,
+                "mpes_rule": run.mpes_rule,
+                "v_num_grad_steps": run.v_num_grad_steps,
+                "v_lr": run.v_lr,
+            }
+        )
         reference = paper.HYPERPARAMETERS.get((dataset, run.method, run.variant), {}).get(paper_name)
         if reference:
-            rows.append({"method": rows[-1]["method"], "source": "paper",
-                         **dict(zip(["lambda_p", "lambda_n", "mpes_cutoff"], reference))})
+            rows.append(
+                {
+                    "method": rows[-1]["method"],
+                    "source": "paper",
+                    **dict(zip(["lambda_p", "lambda_n", "mpes_cutoff"], reference)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 COUNTERFACT_TABLES = [
-    ("table02_mpes", BASE, "Table 2: effect of MPES on each editor (CounterFact, last snapshot).",
-     lambda m, v, p: paper.COUNTERFACT.get((m, v, p))),
-    ("table03_encore", ENCORE_FAMILY, "Table 3: ENCORE vs MEMIT, MEMIT+MPES and MEMIT+NC (CounterFact).",
-     lambda m, v, p: paper.COUNTERFACT.get((m, v, p))),
-    ("table04_all_methods", ALL_EIGHT, "Table 4: all editors and variants (CounterFact; paper: GPT2-XL).",
-     lambda m, v, p: paper.COUNTERFACT.get((m, v, p)) if p == "GPT2-XL" else None),
-    ("table05_emmet_norm_constraint", [("emmet", "plain"), ("emmet", "nc")],
-     "Table 5: EMMET with the norm constraint (CounterFact; paper: Llama2-7B, NC tuned for editing).",
-     lambda m, v, p: paper.TABLE5.get((m, v, p))),
+    (
+        "table02_mpes",
+        BASE,
+        "Table 2: effect of MPES on each editor (CounterFact, last snapshot).",
+        lambda m, v, p: paper.COUNTERFACT.get((m, v, p)),
+    ),
+    (
+        "table03_encore",
+        ENCORE_FAMILY,
+        "Table 3: ENCORE vs MEMIT, MEMIT+MPES and MEMIT+NC (CounterFact).",
+        lambda m, v, p: paper.COUNTERFACT.get((m, v, p)),
+    ),
+    (
+        "table04_all_methods",
+        ALL_EIGHT,
+        "Table 4: all editors and variants (CounterFact; paper: GPT2-XL).",
+        lambda m, v, p: paper.COUNTERFACT.get((m, v, p)) if p == "GPT2-XL" else None,
+    ),
+    (
+        "table05_emmet_norm_constraint",
+        [("emmet", "plain"), ("emmet", "nc")],
+        "Table 5: EMMET with the norm constraint (CounterFact; paper: Llama2-7B, NC tuned for editing).",
+        lambda m, v, p: paper.TABLE5.get((m, v, p)),
+    ),
 ]
 
 
@@ -262,24 +382,46 @@ def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
 
     if dataset == "counterfact":
         frame, missing = table1(final, table[table["method"] == "unedited"], timing, paper_name)
-        write("table01_probability_and_time", frame, missing,
-              "Table 1: probability of the true facts the unedited model knows, of the edited facts after editing "
-              "(without / with MPES), and seconds per edit (targets + keys + solves).", "plain and mpes variants")
+        write(
+            "table01_probability_and_time",
+            frame,
+            missing,
+            "Table 1: probability of the true facts the unedited model knows, of the edited facts after editing "
+            "(without / with MPES), and seconds per edit (targets + keys + solves).",
+            "plain and mpes variants",
+        )
         for name, runs, caption, lookup in COUNTERFACT_TABLES:
             frame, missing = _run_rows(final, runs, ["ES", "PS", "NS", "S", "GE"], lookup, model)
             write(name, frame, missing, caption, "methods and variants in the config")
         index.missing.append(("table12-14_zsre", "needs an experiment with dataset: zsre"))
     else:
-        frame, missing = _run_rows(final, ALL_EIGHT, ["ES", "PS", "NS"], lambda m, v, p: paper.ZSRE.get((m, v), {}).get(p), model)
-        write("table12-14_zsre", frame, missing, "Tables 12-14: zsRE efficacy, paraphrase, specificity (token top-1).",
-              "methods and variants in the config")
+        frame, missing = _run_rows(
+            final, ALL_EIGHT, ["ES", "PS", "NS"], lambda m, v, p: paper.ZSRE.get((m, v), {}).get(p), model
+        )
+        write(
+            "table12-14_zsre",
+            frame,
+            missing,
+            "Tables 12-14: zsRE efficacy, paraphrase, specificity (token top-1).",
+            "methods and variants in the config",
+        )
         index.missing.append(("table01-05", "need an experiment with dataset: counterfact"))
-    write("table01b_time_per_phase", phase_table(timing), [],
-          "Table 1 (timing detail): seconds per edit of each phase (target optimisation, keys, per-layer solves) and "
-          "mean target-optimisation iterations, summed over all batches and orderings of each run.", "any run")
-    write("table06-11_hyperparameters", hyperparameter_table(pd.read_csv(results / "runs.csv"), dataset, paper_name), [],
-          "Tables 6-11: hyperparameters of each run (lambda_p preservation weight, lambda_n norm-constraint weight, "
-          "MPES cut-off +n).", "any run")
+    write(
+        "table01b_time_per_phase",
+        phase_table(timing),
+        [],
+        "Table 1 (timing detail): seconds per edit of each phase (target optimisation, keys, per-layer solves) and "
+        "mean target-optimisation iterations, summed over all batches and orderings of each run.",
+        "any run",
+    )
+    write(
+        "table06-11_hyperparameters",
+        hyperparameter_table(pd.read_csv(results / "runs.csv"), dataset, paper_name),
+        [],
+        "Tables 6-11: hyperparameters of each run (lambda_p preservation weight, lambda_n norm-constraint weight, "
+        "MPES cut-off +n).",
+        "any run",
+    )
 
 
 def build_paper_outputs(results: Path, tables_dir: Path, figures_dir: Path, index_path: Path, title: str) -> Index:

@@ -34,14 +34,20 @@ class EditorState:
     torch_rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
 
     @classmethod
-    def initial(cls, context_templates, layers, d_ff: int) -> "EditorState":
+    def initial(cls, context_templates, layers, d_ff: int) -> EditorState:
         zeros = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64) for layer in layers}
         return cls(context_templates=context_templates, previous_keys=zeros)
 
 
 def edit_batch(
-    model, tokenizer, records: list[EditRecord], hparams: Hyperparameters, editor: Editor,
-    state: EditorState, covariances: dict[int, torch.Tensor], projectors: dict[int, torch.Tensor] | None = None,
+    model,
+    tokenizer,
+    records: list[EditRecord],
+    hparams: Hyperparameters,
+    editor: Editor,
+    state: EditorState,
+    covariances: dict[int, torch.Tensor],
+    projectors: dict[int, torch.Tensor] | None = None,
     targets: TargetResult | None = None,
 ) -> dict:
     """Apply one batch of edits in place; return the batch's ledger (per-edit stats, timings, norms).
@@ -90,17 +96,19 @@ def ledger_rows(records: list[EditRecord], batch_result: dict, batch_index: int,
     """One row per edit: z-optimisation statistics plus the batch's phase timings."""
     targets, rows = batch_result["targets"], []
     for i, record in enumerate(records):
-        rows.append({
-            "case_id": record.case_id,
-            "batch": batch_index,
-            "position": first_position + i,
-            "iterations": targets.iterations[i],
-            "stop_reason": targets.stop_reason[i],
-            "target_probability": targets.target_probability[i],
-            "final_loss": targets.loss[i],
-            "delta_norm": float(targets.delta[i].norm()),
-            "z_norm": float(targets.z[i].norm()),
-            "h_norm": float(targets.h_init[i].norm()),
-            **batch_result["timings"],
-        })
+        rows.append(
+            {
+                "case_id": record.case_id,
+                "batch": batch_index,
+                "position": first_position + i,
+                "iterations": targets.iterations[i],
+                "stop_reason": targets.stop_reason[i],
+                "target_probability": targets.target_probability[i],
+                "final_loss": targets.loss[i],
+                "delta_norm": float(targets.delta[i].norm()),
+                "z_norm": float(targets.z[i].norm()),
+                "h_norm": float(targets.h_init[i].norm()),
+                **batch_result["timings"],
+            }
+        )
     return rows

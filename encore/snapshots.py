@@ -49,8 +49,9 @@ class Snapshot:
         return self.manifest["edits_done"]
 
 
-def save_snapshot(directory: Path, model, state: EditorState, layers: list[int], manifest: dict,
-                  extra_files: tuple[str, ...] = ()) -> Path:
+def save_snapshot(
+    directory: Path, model, state: EditorState, layers: list[int], manifest: dict, extra_files: tuple[str, ...] = ()
+) -> Path:
     """Write weights, state and (last) the manifest. ``extra_files`` already in ``directory`` get checksums too."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,9 @@ def save_snapshot(directory: Path, model, state: EditorState, layers: list[int],
     return directory / MANIFEST
 
 
-def load_snapshot(directory: Path, expected_model: dict | None = None, expected_layers: list[int] | None = None) -> Snapshot:
+def load_snapshot(
+    directory: Path, expected_model: dict | None = None, expected_layers: list[int] | None = None
+) -> Snapshot:
     """Read and verify a snapshot; fail with a one-line error on a checksum or identity mismatch."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
@@ -90,9 +93,13 @@ def load_snapshot(directory: Path, expected_model: dict | None = None, expected_
             raise SnapshotError(f"{path}: missing file listed in the snapshot manifest")
         actual = file_sha256(path)
         if actual != expected:
-            raise SnapshotError(f"{path}: checksum mismatch (expected {expected[:12]}.., got {actual[:12]}..); the snapshot is corrupted, rerun its segment")
+            raise SnapshotError(
+                f"{path}: checksum mismatch (expected {expected[:12]}.., got {actual[:12]}..); the snapshot is corrupted, rerun its segment"
+            )
     if expected_model is not None and manifest.get("model") != expected_model:
-        raise SnapshotError(f"{directory}: snapshot of model {manifest.get('model')} cannot be applied to {expected_model}")
+        raise SnapshotError(
+            f"{directory}: snapshot of model {manifest.get('model')} cannot be applied to {expected_model}"
+        )
     layers = [int(layer) for layer in manifest["layers"]]
     if expected_layers is not None and sorted(expected_layers) != sorted(layers):
         raise SnapshotError(f"{directory}: snapshot edits layers {layers}, expected {sorted(expected_layers)}")
@@ -113,5 +120,7 @@ def apply_snapshot(model, snapshot: Snapshot) -> None:
     """Overwrite the edited layers of an unedited model with the snapshot's weights."""
     for layer, weight in snapshot.weights.items():
         if tuple(read_weight(model, layer).shape) != tuple(weight.shape):
-            raise SnapshotError(f"{snapshot.directory}: layer {layer} has shape {tuple(weight.shape)}, model has {tuple(read_weight(model, layer).shape)}")
+            raise SnapshotError(
+                f"{snapshot.directory}: layer {layer} has shape {tuple(weight.shape)}, model has {tuple(read_weight(model, layer).shape)}"
+            )
         write_weight(model, layer, weight)

@@ -104,8 +104,9 @@ class FullSequences:
 
         cached = None if first else _pad_rows([self.lower_output[s] for s in micro], batch.input_ids.shape[1])
         with _delta_entry(self.model, self.block, self.layer, cached) as target, edit_output(target, add_delta):
-            hidden = self.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                           use_cache=False).last_hidden_state
+            hidden = self.model.base_model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+            ).last_hidden_state
         if first:
             for row, s in enumerate(micro):
                 self.lower_output[s] = recorded["h"][row, : len(s.ids)].clone()
@@ -162,8 +163,10 @@ class _PrefixKeyValues:
         self.keys, self.values = keys, values
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        return (torch.cat([self.keys[layer_idx], key_states], dim=2),
-                torch.cat([self.values[layer_idx], value_states], dim=2))
+        return (
+            torch.cat([self.keys[layer_idx], key_states], dim=2),
+            torch.cat([self.values[layer_idx], value_states], dim=2),
+        )
 
 
 def _allowed(prefix_lengths, suffix_lengths, prefix_width: int, suffix_width: int, window: int | None, device):
@@ -192,8 +195,10 @@ def attention_mask(model, prefix_lengths, suffix_lengths, prefix_width: int, suf
     config = model.config
     implementation = getattr(config, "_attn_implementation", "eager") or "eager"
     if implementation not in ("sdpa", "eager"):
-        raise ValueError(f"attn_implementation {implementation!r}: prefix reuse builds sdpa or eager masks; "
-                         "load the model with attn_implementation='sdpa' or set prefix_reuse: false")
+        raise ValueError(
+            f"attn_implementation {implementation!r}: prefix reuse builds sdpa or eager masks; "
+            "load the model with attn_implementation='sdpa' or set prefix_reuse: false"
+        )
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
 
     def build(window):
@@ -203,8 +208,10 @@ def attention_mask(model, prefix_lengths, suffix_lengths, prefix_width: int, suf
         return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
 
     if config.model_type in _MASK_PER_LAYER_TYPE:
-        return {kind: build(config.sliding_window if kind == "sliding_attention" else None)
-                for kind in set(config.layer_types)}
+        return {
+            kind: build(config.sliding_window if kind == "sliding_attention" else None)
+            for kind in set(config.layer_types)
+        }
     return build(getattr(config, "sliding_window", None) if config.model_type == "mistral" else None)
 
 
@@ -217,7 +224,9 @@ class PrefixReuse:
         self.upper = list(range(layer + 1, num_layers(model)))
         self.lower_output: dict[TargetSequence, torch.Tensor] = {}  # block-l* output at lookup..end-1, no delta
         self.prefix: dict[TargetSequence, tuple[torch.Tensor, torch.Tensor]] = {}  # (upper, heads, lookup, dim) x 2
-        self._assembled: dict[tuple, _PrefixKeyValues] = {}  # micro-batch -> its padded prefix, reused across iterations
+        self._assembled: dict[
+            tuple, _PrefixKeyValues
+        ] = {}  # micro-batch -> its padded prefix, reused across iterations
         self._used: dict[tuple, _PrefixKeyValues] = {}
 
     def microbatches(self, sequences, first: bool):
@@ -245,13 +254,20 @@ class PrefixReuse:
             return hidden
 
         with edit_output(self.block, record):
-            self.model.base_model(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions,
-                                  past_key_values=recorder, use_cache=False)
+            self.model.base_model(
+                input_ids=batch.input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=recorder,
+                use_cache=False,
+            )
         for row, s in enumerate(micro):
             self.lower_output[s] = recorded["h"][row, s.lookup : s.end].clone()
             if self.upper:  # nothing to record when l* is the last block
-                self.prefix[s] = tuple(torch.stack([store[layer][row, :, : s.lookup] for layer in self.upper])
-                                       for store in (recorder.keys, recorder.values))
+                self.prefix[s] = tuple(
+                    torch.stack([store[layer][row, :, : s.lookup] for layer in self.upper])
+                    for store in (recorder.keys, recorder.values)
+                )
         rows = torch.arange(len(micro), device=device)
         return recorded["h"][rows, torch.tensor([s.lookup for s in micro], device=device)]
 
@@ -286,8 +302,17 @@ class PrefixReuse:
             hidden[:, 0] = hidden[:, 0] + row_delta
             return hidden
 
-        with replay_blocks(self.model, self.layer, lower) as replay, edit_output(replay, add_delta), _grouped_query_sdpa(device):
-            hidden = self.model.base_model(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions,
-                                           past_key_values=cache, use_cache=False).last_hidden_state
+        with (
+            replay_blocks(self.model, self.layer, lower) as replay,
+            edit_output(replay, add_delta),
+            _grouped_query_sdpa(device),
+        ):
+            hidden = self.model.base_model(
+                input_ids=batch.input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=False,
+            ).last_hidden_state
         score_rows, score_cols = _scored_positions(micro, prefix_lengths)
         return hidden[score_rows, score_cols]

@@ -93,13 +93,21 @@ def optimise_targets(
     target_lengths = [len(s.labels) for s in sequences if s.prompt_index == 0]
     device, dtype = model.device, next(model.parameters()).dtype
     strategy = (PrefixReuse if settings.prefix_reuse else FullSequences)(
-        model, settings.layer, pad_id(tokenizer), settings.tokens_per_microbatch)
+        model, settings.layer, pad_id(tokenizer), settings.tokens_per_microbatch
+    )
     delta = torch.zeros(n, model.config.hidden_size, dtype=dtype, device=device)
     h_init, adam_m, adam_v = torch.zeros_like(delta), torch.zeros_like(delta), torch.zeros_like(delta)
     kl_reference: torch.Tensor | None = None  # (n, vocab): log q_0 of each request's KL prompt
     mpes_count = [0] * n
-    result = TargetResult(z=delta, delta=delta, h_init=h_init, iterations=[0] * n, stop_reason=[""] * n,
-                          target_probability=[0.0] * n, loss=[0.0] * n)
+    result = TargetResult(
+        z=delta,
+        delta=delta,
+        h_init=h_init,
+        iterations=[0] * n,
+        stop_reason=[""] * n,
+        target_probability=[0.0] * n,
+        loss=[0.0] * n,
+    )
     active = list(range(n))
 
     for iteration in range(settings.steps):
@@ -113,8 +121,9 @@ def optimise_targets(
             with torch.enable_grad():
                 hidden, h_lookup = strategy.forward(micro, iteration == 0, active_delta[owner])
                 log_probs = _log_softmax_head(model, hidden)
-                terms, stats = _loss_terms(micro, log_probs, kl_reference if iteration else None, settings.kl_factor,
-                                           n_templates, device)
+                terms, stats = _loss_terms(
+                    micro, log_probs, kl_reference if iteration else None, settings.kl_factor, n_templates, device
+                )
                 terms.backward()
             if h_lookup is not None:
                 for row, s in enumerate(micro):
@@ -139,8 +148,15 @@ def optimise_targets(
             positions = n_context * target_lengths[r]
             result.iterations[r], result.loss[r] = iteration + 1, loss
             result.target_probability[r] = float(torch.exp(-nll[r]).mean())
-            result.trace.append({"request": r, "iteration": iteration, "loss": loss,
-                                 "num_correct": int(correct[r]), "positions": positions})
+            result.trace.append(
+                {
+                    "request": r,
+                    "iteration": iteration,
+                    "loss": loss,
+                    "num_correct": int(correct[r]),
+                    "positions": positions,
+                }
+            )
             stop = None
             if settings.mpes is not None:
                 needed = positions if settings.mpes_rule == "all" else n_context
@@ -187,7 +203,9 @@ def _loss_terms(micro, log_probs, kl_reference, kl_factor: float, n_templates: i
     is_kl = torch.tensor([s.prompt_index < 0 for s in micro], device=device)
     rewrite_rows = (labels >= 0).nonzero()[:, 0]
     token_log_probs = log_probs[rewrite_rows, labels[rewrite_rows]]
-    sums = torch.zeros(len(micro), dtype=log_probs.dtype, device=device).index_add(0, sequence_of[rewrite_rows], token_log_probs)
+    sums = torch.zeros(len(micro), dtype=log_probs.dtype, device=device).index_add(
+        0, sequence_of[rewrite_rows], token_log_probs
+    )
     prompt_nll = -sums / torch.tensor(counts, dtype=log_probs.dtype, device=device)
     hits = (log_probs[rewrite_rows].argmax(dim=-1) == labels[rewrite_rows]).long()
     hit_counts = torch.zeros(len(micro), dtype=torch.long, device=device).index_add(0, sequence_of[rewrite_rows], hits)

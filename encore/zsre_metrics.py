@@ -33,6 +33,7 @@ def answer_token_accuracy(model, tokenizer, prompts: list[str], answers: list[st
     (len(prompts),) in input order. Sequences are sorted by length and right padded; the LM head is
     applied only at the scored positions (``model.base_model`` + ``get_output_embeddings()``; a logit
     soft-cap is monotonic and does not change the argmax)."""
+
     def token_correct(hidden_rows, labels):
         return (model.get_output_embeddings()(hidden_rows).argmax(dim=-1) == labels).double()
 

@@ -74,13 +74,16 @@ def _train_sentencepiece_style_tokenizer(directory: Path):
     special = ["<unk>", "<s>", "</s>"] + [f"<0x{byte:02X}>" for byte in range(256)]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-    tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(replacement="▁", prepend_scheme="first")])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.ByteFallback(), decoders.Metaspace(replacement="▁", prepend_scheme="first")]
+    )
     tokenizer.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=1200, special_tokens=special))
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
     )
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                      pad_token="</s>")
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
+    )
     wrapped.save_pretrained(directory)
     return AutoTokenizer.from_pretrained(directory)
 
@@ -129,7 +132,13 @@ def make_tiny_gpt2(vocab_size: int, seed: int = 0, layers: int = 4):
 
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=vocab_size, n_embd=64, n_layer=layers, n_head=4, n_positions=256, bos_token_id=0, eos_token_id=0,
+        vocab_size=vocab_size,
+        n_embd=64,
+        n_layer=layers,
+        n_head=4,
+        n_positions=256,
+        bos_token_id=0,
+        eos_token_id=0,
         initializer_range=0.2,
     )
     return GPT2LMHeadModel(config).eval().requires_grad_(False)

@@ -6,12 +6,17 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import REPO, _train_tokenizer, data_dir, make_tiny_llama
 
 TINY_HPARAMS = {
-    "editor": "memit", "layers": [1, 2], "v_num_grad_steps": 6, "v_lr": 1.0, "mom2_update_weight": 10.0,
-    "mom2_n_samples": 30, "mom2_max_length": 64, "clamp_norm_factor": 4.0,
+    "editor": "memit",
+    "layers": [1, 2],
+    "v_num_grad_steps": 6,
+    "v_lr": 1.0,
+    "mom2_update_weight": 10.0,
+    "mom2_n_samples": 30,
+    "mom2_max_length": 64,
+    "clamp_norm_factor": 4.0,
     "variants": {"mpes_nc": {"mpes": 0, "norm_lambda": 5.0}},
 }
 
@@ -28,14 +33,39 @@ def make_workdir(root: Path, model_dir: Path, resources: Path, **config) -> list
     hparams.mkdir(parents=True, exist_ok=True)
     (hparams / f"{model_dir.name}.yaml").write_text(yaml.safe_dump(TINY_HPARAMS))
     overlay = root / "tiny.yaml"
-    overlay.write_text(yaml.safe_dump({
-        "experiment": "tiny", "model": str(model_dir), "num_edits": 6, "batch_size": 2, "snapshot_every": 2,
-        "hparams_dir": str(root / "hparams"), "resources": str(resources), "threads": 1,
-        "evaluation": {"generation": "final", "generation_records": 3, "downstream": "final", "downstream_tests": 4,
-                       "downstream_tasks": ["sst2", "mmlu"]}, **config,
-    }))
-    return ["--snakefile", str(REPO / "Snakefile"), "--directory", str(root),
-            "--configfile", str(REPO / "config.yaml"), str(overlay), "--cores", "2"]
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "experiment": "tiny",
+                "model": str(model_dir),
+                "num_edits": 6,
+                "batch_size": 2,
+                "snapshot_every": 2,
+                "hparams_dir": str(root / "hparams"),
+                "resources": str(resources),
+                "threads": 1,
+                "evaluation": {
+                    "generation": "final",
+                    "generation_records": 3,
+                    "downstream": "final",
+                    "downstream_tests": 4,
+                    "downstream_tasks": ["sst2", "mmlu"],
+                },
+                **config,
+            }
+        )
+    )
+    return [
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(root),
+        "--configfile",
+        str(REPO / "config.yaml"),
+        str(overlay),
+        "--cores",
+        "2",
+    ]
 
 
 def snakemake_command(*args) -> tuple[list[str], dict]:

@@ -29,11 +29,16 @@ def _shares_from_sublayer_outputs(model, tokenizer, prompt):
     got, handles = {}, []
     for layer, block in enumerate(blocks):
         handles += [
-            block.register_forward_pre_hook(lambda m, a, k, layer=layer: got.__setitem__((layer, 0), k.get("hidden_states", a[0] if a else None)), with_kwargs=True),
+            block.register_forward_pre_hook(
+                lambda m, a, k, layer=layer: got.__setitem__((layer, 0), k.get("hidden_states", a[0] if a else None)),
+                with_kwargs=True,
+            ),
             model.get_submodule(arch.attention.format(layer)).register_forward_hook(
-                lambda m, a, out, layer=layer: got.__setitem__((layer, 1), block_output_tensor(out))),
+                lambda m, a, out, layer=layer: got.__setitem__((layer, 1), block_output_tensor(out))
+            ),
             model.get_submodule(arch.mlp.format(layer)).register_forward_hook(
-                lambda m, a, out, layer=layer: got.__setitem__((layer, 2), out)),
+                lambda m, a, out, layer=layer: got.__setitem__((layer, 2), out)
+            ),
         ]
     with torch.no_grad():
         model(input_ids=torch.tensor([encode(tokenizer, prompt)]))
@@ -70,5 +75,7 @@ def test_analysis_rows_name_layers_and_protocols(tiny_gpt2, tokenizer):
     metrics = {row["metric"] for row in rows}
     assert {"down_proj_norm.L00", "down_proj_norm.L03", "activation_share.L02.mlp"} <= metrics
     assert len(rows) == 4 + 4 * 3
-    assert {row["protocol"] for row in rows} == {"analysis/down-proj-frobenius/all-layers",
-                                                 "analysis/activation-norm-share/rewrite-prompts"}
+    assert {row["protocol"] for row in rows} == {
+        "analysis/down-proj-frobenius/all-layers",
+        "analysis/activation-norm-share/rewrite-prompts",
+    }

@@ -49,7 +49,9 @@ def _compute(model, tokenizer, tmp_path, calls, n_samples=4, layers=(1, 2)):
         return DOCUMENTS
 
     identity = {"source": "test", "name": "tiny"}
-    return load_or_compute_statistics(model, tokenizer, identity, list(layers), loader, "corpus-sha", n_samples, 16, tmp_path)
+    return load_or_compute_statistics(
+        model, tokenizer, identity, list(layers), loader, "corpus-sha", n_samples, 16, tmp_path
+    )
 
 
 def test_cache_hit_never_recomputes_and_changed_setting_never_reuses(tiny_llama, tokenizer, tmp_path):

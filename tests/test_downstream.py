@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import torch
 
-import encore.downstream as downstream
 from encore.downstream import (
     INVALID,
     PROTOCOL_GENERATE,
@@ -34,6 +33,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
 
 # (task, which pool item is rendered as a shot, expected shot, expected query of the first test item)
 EXPECTED = [
@@ -181,8 +181,10 @@ def test_evaluate_task_end_to_end_on_tiny_gpt2(tiny_gpt2, tokenizer, shared_data
 def test_evaluate_downstream_rows_and_average(tiny_gpt2, tokenizer, shared_data_dir):
     table = evaluate_downstream(tiny_gpt2, tokenizer, shared_data_dir, tasks=("sst2", "rte"), n_tests=2)
     assert list(table.columns) == ["task", "metric", "value", "protocol"]
-    for protocol, metrics in ((PROTOCOL_GENERATE, {"f1", "accuracy", "mcc", "invalid"}),
-                              (PROTOCOL_LOGLIK, {"f1", "accuracy"})):
+    for protocol, metrics in (
+        (PROTOCOL_GENERATE, {"f1", "accuracy", "mcc", "invalid"}),
+        (PROTOCOL_LOGLIK, {"f1", "accuracy"}),
+    ):
         rows = table[table.protocol == protocol]
         per_task = rows[rows.task != "average"]
         assert set(per_task.task) == {"sst2", "rte"} and set(per_task.metric) == metrics

@@ -13,7 +13,8 @@ def random_problem(d_ff=40, d_model=12, n=6, seed=0, low_rank=False):
     samples = torch.randn(d_ff, 3 * d_ff, generator=generator, dtype=torch.float64)
     if low_rank:  # a covariance with a genuine null space (rank 25 of 40)
         samples[:, :] = torch.randn(d_ff, 25, generator=generator, dtype=torch.float64) @ torch.randn(
-            25, 3 * d_ff, generator=generator, dtype=torch.float64)
+            25, 3 * d_ff, generator=generator, dtype=torch.float64
+        )
     covariance = samples @ samples.T / samples.shape[1]
     previous = torch.randn(d_ff, 15, generator=generator, dtype=torch.float64)
     keys = torch.randn(d_ff, n, generator=generator, dtype=torch.float64)
@@ -49,8 +50,11 @@ def test_memit_update_is_the_minimum_of_the_objective():
         assert objective(perturbed) > objective(delta)
 
 
-@pytest.mark.parametrize("make", [lambda lam: Editor(LAMBDA_P, lam), lambda lam: EMMET(LAMBDA_P, lam),
-                                  lambda lam: AlphaEdit(lam)], ids=["memit", "emmet", "alphaedit"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda lam: Editor(LAMBDA_P, lam), lambda lam: EMMET(LAMBDA_P, lam), lambda lam: AlphaEdit(lam)],
+    ids=["memit", "emmet", "alphaedit"],
+)
 def test_raising_norm_lambda_lowers_update_norm_monotonically(make):
     state, keys, residuals = random_problem(seed=4, low_rank=True)
     state.projector = null_space_projector(state.covariance, 0.02)

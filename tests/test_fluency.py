@@ -20,6 +20,7 @@ from encore.fluency import (
 )
 from encore.tokens import encode
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models run faster on one thread, and much faster when the machine is busy; restored afterwards."""
@@ -63,7 +64,18 @@ def test_word_tokens_like_nltk_word_tokenize():
         "He", "said", "``", "hello", "''", "(", "twice", ")", "?", "Yes", ".",
     ]  # fmt: skip
     assert word_tokens("I can't go; they'll see\nthe U.S. flag") == [
-        "I", "ca", "n't", "go", ";", "they", "'ll", "see", "the", "U.S", ".", "flag",
+        "I",
+        "ca",
+        "n't",
+        "go",
+        ";",
+        "they",
+        "'ll",
+        "see",
+        "the",
+        "U.S",
+        ".",
+        "flag",
     ]  # fmt: skip  (the abbreviation deviation: Punkt would keep "U.S.")
     assert word_tokens("") == []
 

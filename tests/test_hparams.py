@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from encore.hparams import Hyperparameters
 
 FILES = sorted((REPO / "hparams").glob("*/*.yaml"))

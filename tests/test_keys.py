@@ -8,7 +8,13 @@ from encore.keys import compute_keys, compute_subject_hidden
 from encore.tokens import answer_token_ids, encode, fill_subject, subject_last_index
 
 RECORDS = [
-    EditRecord(case_id=1, subject="Danielle Darrieux", prompt="The mother tongue of {} is", target_new="English", target_true="French"),
+    EditRecord(
+        case_id=1,
+        subject="Danielle Darrieux",
+        prompt="The mother tongue of {} is",
+        target_new="English",
+        target_true="French",
+    ),
     EditRecord(case_id=2, subject="Toko Yasuda", prompt="{} plays the", target_new="piano", target_true="guitar"),
 ]
 TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
@@ -62,7 +68,9 @@ def test_subject_hidden_is_block_output_of_the_bare_prompt(tiny_llama, tokenizer
         with torch.no_grad():
             states = tiny_llama(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
         # hidden_states[l + 1] is the output of block l
-        assert torch.allclose(hidden[row], states[3][0, subject_last_index(tokenizer, record.prompt, record.subject)], atol=1e-9)
+        assert torch.allclose(
+            hidden[row], states[3][0, subject_last_index(tokenizer, record.prompt, record.subject)], atol=1e-9
+        )
 
 
 def test_batch_keys_replaying_lower_blocks_equal_full_forwards_after_an_update(tiny_model, tokenizer):
@@ -75,7 +83,12 @@ def test_batch_keys_replaying_lower_blocks_equal_full_forwards_after_an_update(t
     batch_keys = BatchKeys(model, tokenizer, RECORDS, TEMPLATES, first_layer=1, chunk_size=3)
     write_weight(model, 1, read_weight(model, 1) * 1.5)  # an edit of the first edited layer
     for layer in (1, 2, 3):
-        torch.testing.assert_close(batch_keys.keys(layer), compute_keys(model, tokenizer, RECORDS, layer, TEMPLATES),
-                                   rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(batch_keys.subject_hidden(layer), compute_subject_hidden(model, tokenizer, RECORDS, layer),
-                                   rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            batch_keys.keys(layer), compute_keys(model, tokenizer, RECORDS, layer, TEMPLATES), rtol=1e-12, atol=1e-12
+        )
+        torch.testing.assert_close(
+            batch_keys.subject_hidden(layer),
+            compute_subject_hidden(model, tokenizer, RECORDS, layer),
+            rtol=1e-12,
+            atol=1e-12,
+        )

@@ -139,7 +139,7 @@ def test_scores_and_summary_on_a_constructed_case(monkeypatch):
     }  # fmt: skip
     calls = []
 
-    def fake_answer_nll(model, tokenizer, prompts, answers, batch_size=64):
+    def fake_answer_nll(model, tokenizer, prompts, answers, batch_size=64, description=None):
         calls.append(len(prompts))
         return torch.tensor([nll[(p, a)] for p, a in zip(prompts, answers)], dtype=torch.float64)
 
@@ -170,7 +170,9 @@ def test_scores_and_summary_on_a_constructed_case(monkeypatch):
 
 
 def frame(es, ps, ns):
-    return metrics.pd.DataFrame({"es": [es], "ps": [ps], "ns": [ns], "es_diff": [0.1], "ps_diff": [0.0], "ns_diff": [-0.1]})
+    return metrics.pd.DataFrame(
+        {"es": [es], "ps": [ps], "ns": [ns], "es_diff": [0.1], "ps_diff": [0.0], "ns_diff": [-0.1]}
+    )
 
 
 def test_score_is_zero_when_one_metric_is_zero():
@@ -196,6 +198,7 @@ def test_record_scores_on_a_real_model_agree_with_answer_nll(tiny_gpt2, bos_toke
         return answer_nll(model, bos_tokenizer, prompts, [answer] * len(prompts), batch_size=1)
 
     assert row["es"] == float(nll([rec.rewrite_prompt], "English")[0] < nll([rec.rewrite_prompt], "French")[0])
+
     def hit_rate(prompts, better, worse):
         return (nll(prompts, better) < nll(prompts, worse)).double().mean().item()
 
@@ -222,13 +225,19 @@ def test_sentencepiece_family_nll_is_exact_on_a_hand_computable_model(sp_tokeniz
     from conftest import make_tiny_llama
 
     assert all(encode(sp_tokenizer, p)[0] == sp_tokenizer.bos_token_id for p in PROMPTS)
-    table = torch.randn(len(sp_tokenizer), len(sp_tokenizer), generator=torch.Generator().manual_seed(1),
-                        dtype=torch.float64) * 3
+    table = (
+        torch.randn(
+            len(sp_tokenizer), len(sp_tokenizer), generator=torch.Generator().manual_seed(1), dtype=torch.float64
+        )
+        * 3
+    )
     got = answer_nll(BigramLM(table), sp_tokenizer, PROMPTS, ANSWERS, batch_size=2)
     for value, prompt, answer in zip(got.tolist(), PROMPTS, ANSWERS):
         expected = hand_nll(table, encode(sp_tokenizer, prompt)[-1], answer_token_ids(sp_tokenizer, answer))
         assert value == pytest.approx(expected, abs=1e-9)
     model = make_tiny_llama(len(sp_tokenizer))
     got = answer_nll(model, sp_tokenizer, PROMPTS, ANSWERS, batch_size=3)
-    expected = torch.tensor([direct_nll(model, sp_tokenizer, p, a) for p, a in zip(PROMPTS, ANSWERS)], dtype=torch.float64)
+    expected = torch.tensor(
+        [direct_nll(model, sp_tokenizer, p, a) for p, a in zip(PROMPTS, ANSWERS)], dtype=torch.float64
+    )
     torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)

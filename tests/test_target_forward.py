@@ -5,8 +5,8 @@ import gzip
 
 import pytest
 import torch
-
 from conftest import data_dir, make_tiny_gpt2, make_tiny_llama
+
 from encore.architecture import read_weight
 from encore.covariance import second_moments
 from encore.data import EditRecord
@@ -20,11 +20,23 @@ TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
 RECORDS = [
     EditRecord(case_id=1, subject="Toko Yasuda", prompt="{}", target_new="city", target_true="x"),
     EditRecord(case_id=2, subject="Danielle Darrieux", prompt="{}", target_new="the", target_true="x"),
-    EditRecord(case_id=3, subject="Danielle Darrieux", prompt="The mother tongue of {} is", target_new="English",
-               target_true="French"),
-    EditRecord(case_id=4, subject="Toko Yasuda", prompt="{} plays the", target_new="piano and the", target_true="guitar"),
-    EditRecord(case_id=5, subject="Autonomous University of Madrid", prompt="{} is located in the country of",
-               target_new="Sweden", target_true="Spain"),
+    EditRecord(
+        case_id=3,
+        subject="Danielle Darrieux",
+        prompt="The mother tongue of {} is",
+        target_new="English",
+        target_true="French",
+    ),
+    EditRecord(
+        case_id=4, subject="Toko Yasuda", prompt="{} plays the", target_new="piano and the", target_true="guitar"
+    ),
+    EditRecord(
+        case_id=5,
+        subject="Autonomous University of Madrid",
+        prompt="{} is located in the country of",
+        target_new="Sweden",
+        target_true="Spain",
+    ),
 ]
 
 
@@ -32,11 +44,23 @@ def make_tiny_gemma3(vocab_size: int, window: int, seed: int = 0):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(seed)
-    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
-                              sliding_window=window, layer_types=["sliding_attention", "full_attention"] * 2,
-                              initializer_range=0.2, bos_token_id=0, eos_token_id=0, pad_token_id=0,
-                              final_logit_softcapping=30.0)
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        sliding_window=window,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        initializer_range=0.2,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+        final_logit_softcapping=30.0,
+    )
     return Gemma3ForCausalLM(config).eval().requires_grad_(False)
 
 
@@ -56,10 +80,20 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("mpes", [None, 0, 2])
 def test_prefix_reuse_gives_the_whole_sequence_targets_and_stops(architecture, mpes, bos_tokenizer):
     model = MODELS[architecture](len(bos_tokenizer)).double()
-    settings = TargetSettings(layer=1, steps=12, lr=1.0, mpes=mpes, kl_factor=0.1, weight_decay=0.5, clamp_norm_factor=4.0,
-                              tokens_per_microbatch=48)  # several micro-batches, regrouped as requests finish
+    settings = TargetSettings(
+        layer=1,
+        steps=12,
+        lr=1.0,
+        mpes=mpes,
+        kl_factor=0.1,
+        weight_decay=0.5,
+        clamp_norm_factor=4.0,
+        tokens_per_microbatch=48,
+    )  # several micro-batches, regrouped as requests finish
     reused = optimise_targets(model, bos_tokenizer, RECORDS, settings, TEMPLATES)
-    whole = optimise_targets(model, bos_tokenizer, RECORDS, dataclasses.replace(settings, prefix_reuse=False), TEMPLATES)
+    whole = optimise_targets(
+        model, bos_tokenizer, RECORDS, dataclasses.replace(settings, prefix_reuse=False), TEMPLATES
+    )
     assert relative(reused.z, whole.z) <= 1e-5
     assert relative(reused.h_init, whole.h_init) <= 1e-12
     assert reused.iterations == whole.iterations and reused.stop_reason == whole.stop_reason
@@ -73,7 +107,9 @@ def test_prefix_reuse_with_the_last_block_as_target_layer(bos_tokenizer):
     model = make_tiny_llama(len(bos_tokenizer)).double()
     settings = TargetSettings(layer=3, steps=6, lr=1.0, mpes=0)
     reused = optimise_targets(model, bos_tokenizer, RECORDS, settings, TEMPLATES)
-    whole = optimise_targets(model, bos_tokenizer, RECORDS, dataclasses.replace(settings, prefix_reuse=False), TEMPLATES)
+    whole = optimise_targets(
+        model, bos_tokenizer, RECORDS, dataclasses.replace(settings, prefix_reuse=False), TEMPLATES
+    )
     assert relative(reused.z, whole.z) <= 1e-5 and reused.iterations == whole.iterations
 
 
@@ -83,20 +119,18 @@ def test_eager_attention_masks_give_the_same_targets(bos_tokenizer):
     model.config._attn_implementation = "eager"
     settings = TargetSettings(layer=1, steps=8, lr=1.0, mpes=0)
     reused = optimise_targets(model, bos_tokenizer, RECORDS, settings, TEMPLATES)
-    whole = optimise_targets(model, bos_tokenizer, RECORDS, dataclasses.replace(settings, prefix_reuse=False), TEMPLATES)
+    whole = optimise_targets(
+        model, bos_tokenizer, RECORDS, dataclasses.replace(settings, prefix_reuse=False), TEMPLATES
+    )
     assert relative(reused.z, whole.z) <= 1e-5 and reused.iterations == whole.iterations
 
 
 def test_mask_lets_each_query_see_its_prefix_and_earlier_suffix_within_the_window():
     allowed = _allowed([2, 0], [3, 1], prefix_width=2, suffix_width=3, window=3, device="cpu")[:, 0]
     # row 0: prefix positions 0, 1; suffix tokens at true positions 2, 3, 4; window 3 (q - k < 3)
-    expected_row0 = torch.tensor([[1, 1, 1, 0, 0],
-                                  [0, 1, 1, 1, 0],
-                                  [0, 0, 1, 1, 1]], dtype=torch.bool)
+    expected_row0 = torch.tensor([[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
     # row 1: no prefix, one suffix token; padding queries see the real token and themselves (no empty row)
-    expected_row1 = torch.tensor([[0, 0, 1, 0, 0],
-                                  [0, 0, 1, 1, 0],
-                                  [0, 0, 1, 0, 1]], dtype=torch.bool)
+    expected_row1 = torch.tensor([[0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 0, 1]], dtype=torch.bool)
     assert torch.equal(allowed[0], expected_row0) and torch.equal(allowed[1], expected_row1)
 
 
@@ -109,15 +143,25 @@ def test_prefix_reuse_gives_the_same_weight_update(architecture, editor, bos_tok
     layers = [1, 2]
     with gzip.open(data_dir() / "corpus" / "wikitext-2" / "wiki.valid.tokens.gz", "rt") as handle:
         documents = [line for line in handle.read().splitlines() if len(line) > 200][:30]
-    hparams = Hyperparameters(editor=editor, layers=layers, v_num_grad_steps=10, v_lr=1.0, mom2_update_weight=10.0,
-                              mom2_n_samples=30, clamp_norm_factor=4.0, mpes=1)
+    hparams = Hyperparameters(
+        editor=editor,
+        layers=layers,
+        v_num_grad_steps=10,
+        v_lr=1.0,
+        mom2_update_weight=10.0,
+        mom2_n_samples=30,
+        clamp_norm_factor=4.0,
+        mpes=1,
+    )
     updates = {}
     for prefix_reuse in (True, False):
         model = MODELS[architecture](len(bos_tokenizer)).double()
         covariances, _ = second_moments(model, bos_tokenizer, documents, layers, max_length=64)
         covariances = {layer: c.double() for layer, c in covariances.items()}
         # a projector onto the lower half of C0's spectrum (the default tau would keep nothing of these random keys)
-        projectors = {layer: null_space_projector(c, float(torch.linalg.eigvalsh(c).median())) for layer, c in covariances.items()}
+        projectors = {
+            layer: null_space_projector(c, float(torch.linalg.eigvalsh(c).median())) for layer, c in covariances.items()
+        }
         before = {layer: read_weight(model, layer).clone() for layer in layers}
         state = EditorState.initial(TEMPLATES, layers, before[1].shape[1])
         chosen = hparams.with_overrides(prefix_reuse=prefix_reuse)

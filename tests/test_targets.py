@@ -14,7 +14,13 @@ STEERABLE = [
     EditRecord(case_id=2, subject="Danielle Darrieux", prompt="{}", target_new="the", target_true="x"),
 ]
 ORDINARY = [
-    EditRecord(case_id=3, subject="Danielle Darrieux", prompt="The mother tongue of {} is", target_new="English", target_true="French"),
+    EditRecord(
+        case_id=3,
+        subject="Danielle Darrieux",
+        prompt="The mother tongue of {} is",
+        target_new="English",
+        target_true="French",
+    ),
     EditRecord(case_id=4, subject="Toko Yasuda", prompt="{} plays the", target_new="piano", target_true="guitar"),
 ]
 FAST = dict(layer=3, lr=1.5, clamp_norm_factor=10.0, weight_decay=0.0, kl_factor=0.0, loss_stop=0.0)
@@ -28,7 +34,9 @@ def qualifying_iterations(result, request):
 def test_batched_optimisation_equals_per_request_runs(tiny_llama, tokenizer, mpes):
     model = tiny_llama.double()
     records = STEERABLE + ORDINARY
-    settings = TargetSettings(layer=2, steps=12, lr=1.0, mpes=mpes, kl_factor=0.1, weight_decay=0.5, clamp_norm_factor=4.0)
+    settings = TargetSettings(
+        layer=2, steps=12, lr=1.0, mpes=mpes, kl_factor=0.1, weight_decay=0.5, clamp_norm_factor=4.0
+    )
     batched = optimise_targets(model, tokenizer, records, settings, TEMPLATES)
     for row, record in enumerate(records):
         alone = optimise_targets(model, tokenizer, [record], settings, TEMPLATES)
@@ -90,7 +98,9 @@ def test_v1_rule_stops_when_exactly_one_token_per_context_prompt_is_right(tiny_l
     assert free.trace[0]["positions"] == 2 * n_context  # a two-token target
     v1_qualifying = [t["iteration"] for t in free.trace if t["num_correct"] == n_context]
     assert v1_qualifying, "constructed case must reach num_correct == number of context prompts"
-    v1 = optimise_targets(model, tokenizer, [record], TargetSettings(steps=25, mpes=0, mpes_rule="v1", **FAST), TEMPLATES)
+    v1 = optimise_targets(
+        model, tokenizer, [record], TargetSettings(steps=25, mpes=0, mpes_rule="v1", **FAST), TEMPLATES
+    )
     assert v1.iterations[0] == v1_qualifying[0] + 1 and v1.stop_reason[0] == "mpes"
     all_rule = optimise_targets(model, tokenizer, [record], TargetSettings(steps=25, mpes=0, **FAST), TEMPLATES)
     all_qualifying = qualifying_iterations(free, 0)

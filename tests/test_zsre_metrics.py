@@ -11,6 +11,7 @@ from encore.data import EditRecord
 from encore.tokens import answer_token_ids, encode
 from encore.zsre_metrics import answer_token_accuracy, summarise_zsre, zsre_record_scores
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models run faster on one thread, and much faster when the machine is busy; restored afterwards."""
@@ -111,8 +112,9 @@ def test_records_and_summary_on_a_hand_made_model(request, tok_name):
         model.enable(encode(tok, prompt)[-1], answer_token_ids(tok, answer)[0])
 
     records = [
-        zsre_record(1, "{} is in", "S1", ["Where is S1? It is at", "S1 lies near", "S1 came from"],
-                    ["Q1: the city is"]),
+        zsre_record(
+            1, "{} is in", "S1", ["Where is S1? It is at", "S1 lies near", "S1 came from"], ["Q1: the city is"]
+        ),
         zsre_record(2, "{} sits by", "S2", [], ["Q2 answer of"]),
     ]
     scores = zsre_record_scores(model, tok, records, batch_size=2)

@@ -5,13 +5,16 @@ from snakemake.utils import validate
 
 from encore.hparams import Hyperparameters
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
 LOGS = f"logs/{EXPERIMENT}"
-ORDERS = config["order_sample"] if isinstance(config["order_sample"], list) else [config["order_sample"]]
+ORDERS = (
+    config["order_sample"]
+    if isinstance(config["order_sample"], list)
+    else [config["order_sample"]]
+)
 # one run = an editor, a variant (plain, mpes, nc, mpes_nc) and one of the authors' edit orderings
 RUN = "{method}/{variant}/order{order}"
 UNEDITED = f"{RESULTS}/unedited/order{{order}}/metrics.csv"
@@ -21,7 +24,10 @@ def hparams_path(method):
     """hparams/<METHOD>/<model>.<dataset>.yaml if present, else hparams/<METHOD>/<model>.yaml."""
     folder = Path(config["hparams_dir"]) / method.upper()
     model = Path(config["model"]).name
-    for path in (folder / f"{model}.{config['dataset']}.yaml", folder / f"{model}.yaml"):
+    for path in (
+        folder / f"{model}.{config['dataset']}.yaml",
+        folder / f"{model}.yaml",
+    ):
         if path.exists():
             return str(path)
     raise ValueError(
@@ -61,7 +67,9 @@ def experiment_runs():
     if isinstance(variants, dict):
         unknown = sorted(set(variants) - set(config["methods"]))
         if unknown:
-            raise ValueError(f"variants: {unknown} are not in methods {config['methods']}: list them in methods or remove them")
+            raise ValueError(
+                f"variants: {unknown} are not in methods {config['methods']}: list them in methods or remove them"
+            )
         return [(m, v) for m in config["methods"] for v in variants.get(m, ["plain"])]
     return [(m, v) for m in config["methods"] for v in variants]
 
@@ -99,5 +107,10 @@ def final_outputs():
     ]
 
 
-for _method, _variant in experiment_runs():  # fail early, with a clear message, on a missing file or variant
+for (
+    _method,
+    _variant,
+) in (
+    experiment_runs()
+):  # fail early, with a clear message, on a missing file or variant
     Hyperparameters.from_yaml(hparams_path(_method), _variant)

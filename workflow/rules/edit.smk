@@ -1,7 +1,13 @@
 # Sequential editing in segments: each segment continues from the previous snapshot, so a failed or
 # killed segment never destroys earlier snapshots (snakemake-notes.md §3).
 
-SNAPSHOT_FILES = ["manifest.json", "weights.safetensors", "state.safetensors", "ledger.csv", "norms.csv"]
+SNAPSHOT_FILES = [
+    "manifest.json",
+    "weights.safetensors",
+    "state.safetensors",
+    "ledger.csv",
+    "norms.csv",
+]
 
 
 rule edit_segment:
@@ -13,6 +19,12 @@ rule edit_segment:
         [f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/{name}" for name in SNAPSHOT_FILES],
     log:
         f"{LOGS}/{RUN}/edit_{{edits}}.log",
+    conda:
+        "../envs/encore.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=600,
     params:
         model=config["model"],
         dataset=config["dataset"],
@@ -24,11 +36,5 @@ rule edit_segment:
         n_batches=batches_in_segment,
         seed=config["seed"],
         experiment=EXPERIMENT,
-    threads: config["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=600,
-    conda:
-        "../envs/encore.yaml"
     script:
         "../scripts/edit_segment.py"

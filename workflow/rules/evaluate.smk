@@ -6,6 +6,12 @@ rule evaluate_unedited:
         UNEDITED,
     log:
         f"{LOGS}/unedited/order{{order}}/evaluate.log",
+    conda:
+        "../envs/encore.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         model=config["model"],
         dataset=config["dataset"],
@@ -16,12 +22,6 @@ rule evaluate_unedited:
         num_edits=config["num_edits"],
         seed=config["seed"],
         experiment=EXPERIMENT,
-    threads: config["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        "../envs/encore.yaml"
     script:
         "../scripts/evaluate_snapshot.py"
 
@@ -33,6 +33,12 @@ rule evaluate_snapshot:
         f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv",
     log:
         f"{LOGS}/{RUN}/evaluate_{{edits}}.log",
+    conda:
+        "../envs/encore.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         model=config["model"],
         dataset=config["dataset"],
@@ -43,11 +49,5 @@ rule evaluate_snapshot:
         num_edits=config["num_edits"],
         seed=config["seed"],
         experiment=EXPERIMENT,
-    threads: config["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        "../envs/encore.yaml"
     script:
         "../scripts/evaluate_snapshot.py"

@@ -11,18 +11,19 @@ rule report_tables:
     input:
         metrics=run_outputs(f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv")
         + unedited_outputs(),
+        ledgers=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/ledger.csv"),
     output:
         table=report(f"{RESULTS}/tables/editing_metrics.csv", category="Tables"),
         all_metrics=f"{RESULTS}/tables/all_metrics.csv",
         markdown=f"{RESULTS}/tables/editing_metrics.md",
     log:
         f"{LOGS}/report_tables.log",
+    conda:
+        "../envs/encore.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/encore.yaml"
     script:
         "../scripts/report_tables.py"
 
@@ -33,7 +34,9 @@ rule collect_results:
         + unedited_outputs(),
         norms=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/norms.csv"),
         ledgers=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/ledger.csv"),
-        manifests=run_outputs(f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/manifest.json"),
+        manifests=run_outputs(
+            f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/manifest.json"
+        ),
     output:
         metrics=f"{RESULTS}/collected/metrics.csv",
         norms=f"{RESULTS}/collected/norms.csv",
@@ -41,12 +44,12 @@ rule collect_results:
         runs=f"{RESULTS}/collected/runs.csv",
     log:
         f"{LOGS}/collect_results.log",
+    conda:
+        "../envs/encore.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/encore.yaml"
     script:
         "../scripts/collect_results.py"
 
@@ -72,11 +75,11 @@ rule paper_outputs:
         index=f"{RESULTS}/paper/index.md",
     log:
         f"{LOGS}/paper_outputs.log",
+    conda:
+        "../envs/encore.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/encore.yaml"
     script:
         "../scripts/paper_outputs.py"

@@ -8,15 +8,15 @@ rule statistics:
         f"{RESULTS}/statistics/{{method}}.json",
     log:
         f"{LOGS}/statistics/{{method}}.log",
-    params:
-        model=config["model"],
-        data_dir=config["data_dir"],
-        resources=config["resources"],
+    conda:
+        "../envs/encore.yaml"
     threads: config["threads"]
     resources:
         mem_mb=8000,
         runtime=120,
-    conda:
-        "../envs/encore.yaml"
+    params:
+        model=config["model"],
+        data_dir=config["data_dir"],
+        resources=config["resources"],
     script:
         "../scripts/statistics.py"

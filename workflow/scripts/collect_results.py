@@ -5,5 +5,10 @@ from _common import start
 from encore.report import collect
 
 start(snakemake)
-collect(snakemake.input.metrics, snakemake.input.norms, snakemake.input.ledgers, snakemake.input.manifests,
-        Path(snakemake.output.metrics).parent)
+collect(
+    snakemake.input.metrics,
+    snakemake.input.norms,
+    snakemake.input.ledgers,
+    snakemake.input.manifests,
+    Path(snakemake.output.metrics).parent,
+)

@@ -5,5 +5,10 @@ from _common import start
 from encore.report import build_paper_outputs
 
 start(snakemake)
-build_paper_outputs(Path(snakemake.input[0]).parent, Path(snakemake.output.tables), Path(snakemake.output.figures),
-                    Path(snakemake.output.index), title=f"Paper tables and figures: {snakemake.config['experiment']}")
+build_paper_outputs(
+    Path(snakemake.input[0]).parent,
+    Path(snakemake.output.tables),
+    Path(snakemake.output.figures),
+    Path(snakemake.output.index),
+    title=f"Paper tables and figures: {snakemake.config['experiment']}",
+)
