@@ -20,28 +20,25 @@ import pandas as pd
 
 from encore.data import EditRecord
 from encore.metrics import counterfact_record_scores, summarise_counterfact
-from encore.zsre_metrics import answer_token_accuracy, summarise_zsre, zsre_record_scores
+from encore.zsre_metrics import summarise_zsre, zsre_record_scores
 
 AUTHORS_FRACTION, AUTHORS_SEED = 0.2, 42
 
 
-def authors_subset(records: list[EditRecord]) -> list[EditRecord]:
+def authors_subset_of(records: list[EditRecord]) -> list[EditRecord]:
     """The reference's final evaluation set: a random 20% of the edited facts (Python random, seed 42)."""
     k = max(1, round(AUTHORS_FRACTION * len(records)))
     chosen = set(random.Random(AUTHORS_SEED).sample(range(len(records)), k))
     return [record for index, record in enumerate(records) if index in chosen]
 
 
-def _top1(model, tokenizer, prompts_and_answers: list[tuple[str, str]]) -> float:
-    if not prompts_and_answers:
-        return float("nan")
-    prompts, answers = zip(*prompts_and_answers)
-    accuracy = answer_token_accuracy(model, tokenizer, list(prompts), list(answers))
-    return 100.0 * float((accuracy == 1.0).double().mean())
+def _pooled_percent(hits: pd.Series, counts: pd.Series) -> float:
+    total = float(counts.sum())
+    return 100.0 * float(hits.sum()) / total if total else float("nan")
 
 
-def counterfact_rows(model, tokenizer, records: list[EditRecord], subset: str) -> list[dict]:
-    scores = counterfact_record_scores(model, tokenizer, records)
+def counterfact_rows(scores: pd.DataFrame, subset: str) -> list[dict]:
+    """Rows of the per-record ``counterfact_record_scores`` of the facts in ``subset``."""
     protocol = f"counterfact/{subset}/nll-comparison"
     rows = [
         {"metric": metric, "value": value, "protocol": protocol}
@@ -51,35 +48,27 @@ def counterfact_rows(model, tokenizer, records: list[EditRecord], subset: str) -
         {"metric": "p_new", "value": float(scores["p_new_rewrite"].mean()), "protocol": protocol},
         {"metric": "p_true", "value": float(scores["p_true_rewrite"].mean()), "protocol": protocol},
     ]
-    top1 = f"counterfact/{subset}/top1"
+    top1 = f"counterfact/{subset}/top1"  # percent of prompts (pooled) whose answer is the argmax at every token
     rows += [
-        {
-            "metric": "ES_top1",
-            "value": _top1(model, tokenizer, [(r.rewrite_prompt, r.target_new) for r in records]),
-            "protocol": top1,
-        },
+        {"metric": "ES_top1", "value": 100.0 * float(scores["es_top1"].mean()), "protocol": top1},
         {
             "metric": "PS_top1",
-            "value": _top1(model, tokenizer, [(p, r.target_new) for r in records for p in r.paraphrase_prompts]),
+            "value": _pooled_percent(scores["ps_top1_hits"], scores["n_paraphrase"]),
             "protocol": top1,
         },
         {
             "metric": "NS_top1",
-            "value": _top1(model, tokenizer, [(p, r.target_true) for r in records for p in r.neighborhood_prompts]),
+            "value": _pooled_percent(scores["ns_top1_hits"], scores["n_neighborhood"]),
             "protocol": top1,
         },
     ]
     return rows
 
 
-def known_fact_rows(model, tokenizer, records: list[EditRecord], subset: str) -> list[dict]:
+def known_fact_rows(scores: pd.DataFrame, subset: str) -> list[dict]:
     """Table 1, first column: the unedited model's probability of the true facts it knows
     (known = every token of target_true is the argmax after the rewrite prompt)."""
-    scores = counterfact_record_scores(model, tokenizer, records)
-    accuracy = answer_token_accuracy(
-        model, tokenizer, [r.rewrite_prompt for r in records], [r.target_true for r in records]
-    )
-    known = scores[(accuracy == 1.0).numpy()]
+    known = scores[scores["true_top1_rewrite"].astype(bool)]
     protocol = f"table1/{subset}/known-true-facts"
     return [
         {"metric": "p_true_known", "value": float(known["p_true_rewrite"].mean()), "protocol": protocol},
@@ -109,11 +98,31 @@ def generation_rows(
     ]
 
 
-def editing_rows(model, tokenizer, dataset: str, records: list[EditRecord], subset: str) -> list[dict]:
+def editing_rows(
+    model,
+    tokenizer,
+    dataset: str,
+    records: list[EditRecord],
+    subset: str,
+    unedited: bool = False,
+    authors_subset: bool = False,
+) -> list[dict]:
+    """Editing metrics of ``records`` (each prompt scored once); for CounterFact also Table 1's known-fact
+    probabilities (``unedited``) and the same metrics on the authors' seeded 20% (``authors_subset``)."""
     if dataset == "counterfact":
-        return counterfact_rows(model, tokenizer, records, subset)
+        scores = counterfact_record_scores(model, tokenizer, records)
+        rows = counterfact_rows(scores, subset)
+        if unedited:
+            rows += known_fact_rows(scores, subset)
+        if authors_subset:
+            chosen = {record.case_id for record in authors_subset_of(records)}
+            rows += counterfact_rows(scores[scores["case_id"].isin(chosen)], "authors-20pct")
+        return rows
     if dataset == "zsre":
-        return zsre_rows(model, tokenizer, records, subset)
+        rows = zsre_rows(model, tokenizer, records, subset)
+        if authors_subset:
+            rows += zsre_rows(model, tokenizer, authors_subset_of(records), "authors-20pct")
+        return rows
     raise ValueError(f"unknown dataset {dataset!r} (known: counterfact, zsre)")
 
 

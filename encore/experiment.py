@@ -292,21 +292,19 @@ def evaluate_snapshot(
     wanted = {"all": True, "final": final, "none": False}
     parts = [
         (
-            f"editing metrics on {len(records)} {subset} facts",
-            lambda: ev.editing_rows(model, tokenizer, dataset, records, subset),
+            f"editing metrics on {len(records)} {subset} facts"
+            + (" (+ the authors' 20% subset)" if snapshot is not None and final else ""),
+            lambda: ev.editing_rows(
+                model,
+                tokenizer,
+                dataset,
+                records,
+                subset,
+                unedited=snapshot is None,
+                authors_subset=snapshot is not None and final,
+            ),
         )
     ]
-    if snapshot is None and dataset == "counterfact":
-        parts.append(
-            ("Table 1 probabilities of known facts", lambda: ev.known_fact_rows(model, tokenizer, records, subset))
-        )
-    if snapshot is not None and final:
-        parts.append(
-            (
-                "editing metrics on the authors' 20% subset",
-                lambda: ev.editing_rows(model, tokenizer, dataset, ev.authors_subset(records), "authors-20pct"),
-            )
-        )
     if wanted[evaluation.get("generation", "final")] and dataset == "counterfact":
         parts.append(
             (

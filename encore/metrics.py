@@ -23,6 +23,8 @@ import pandas as pd
 import torch
 from scipy.stats import hmean
 
+from encore.architecture import ARCHITECTURES, num_layers
+from encore.prefix_attention import KeyValueRecorder, PrefixKeyValues, attention_mask, grouped_query_sdpa
 from encore.progress import Progress
 from encore.tokens import answer_token_ids, encode, pad_id, pad_right
 
@@ -59,51 +61,137 @@ def answer_nll(
     return mean_answer_token_score(model, tokenizer, prompts, answers, token_nll, batch_size, description)
 
 
+@torch.no_grad()
+def answer_nll_and_top1(
+    model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 64, description: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """From one pass: the mean per-token NLL of each answer (as ``answer_nll``) and whether every answer token
+    is the argmax of its position (teacher forced; a logit soft-cap is monotonic and keeps the argmax)."""
+
+    def nll_and_hit(hidden_rows, labels):
+        log_probs = _log_probs(model, hidden_rows)
+        nll = -log_probs.gather(1, labels[:, None])[:, 0]
+        return torch.stack([nll, (log_probs.argmax(dim=-1) == labels).to(nll.dtype)], dim=1)
+
+    scores = mean_answer_token_score(model, tokenizer, prompts, answers, nll_and_hit, batch_size, description)
+    if scores.numel() == 0:
+        return torch.empty(0), torch.empty(0, dtype=torch.bool)
+    return scores[:, 0], scores[:, 1] == 1.0
+
+
 def mean_answer_token_score(model, tokenizer, prompts: list[str], answers: list[str], token_score,
                             batch_size: int = 64, description: str | None = None) -> torch.Tensor:  # fmt: skip
     """Mean over each answer's tokens of ``token_score(hidden_rows, labels)`` (one value per scored
     position, computed from the final hidden states at the positions predicting the answer tokens).
 
-    Teacher forced: input = encode(prompt) + answer_ids[:-1]; sequences sorted by length, right padded.
-    Returns a CPU tensor (len(prompts),) in input order. ``description``: report progress under that name.
+    Teacher forced: the answer's tokens a_j are predicted after encode(prompt) + a_<j. Each distinct prompt
+    runs once, recording its keys/values (``batch_size`` prompts per forward, sorted by length); the last
+    prompt position scores every answer's first token, and answers of several tokens continue from the
+    recorded prompt with only their own tokens (encore.prefix_attention): the same numbers as one whole
+    forward per (prompt, answer), at about half the tokens for CounterFact's two candidates per prompt.
+    Returns a CPU tensor (len(prompts),) in input order, or (len(prompts), k) when ``token_score`` returns k
+    values per position. ``description``: report progress under that name.
     """
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-    items = []
-    for prompt, answer in zip(prompts, answers):
-        prompt_ids = encode(tokenizer, prompt)
-        if not prompt_ids:
-            raise ValueError(f"prompt {prompt!r} has no tokens: nothing predicts the first answer token")
-        items.append((prompt_ids, answer_token_ids(tokenizer, answer)))
-    device = next(model.parameters()).device
-    order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1]))
+    distinct: dict[str, int] = {}
+    prompt_ids, candidates = [], []  # per distinct prompt: its ids and [(pair index, answer ids)]
+    for pair, (prompt, answer) in enumerate(zip(prompts, answers)):
+        if prompt not in distinct:
+            ids = encode(tokenizer, prompt)
+            if not ids:
+                raise ValueError(f"prompt {prompt!r} has no tokens: nothing predicts the first answer token")
+            distinct[prompt] = len(prompt_ids)
+            prompt_ids.append(ids)
+            candidates.append([])
+        candidates[distinct[prompt]].append((pair, answer_token_ids(tokenizer, answer)))
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     result: torch.Tensor | None = None
-    progress = Progress(len(order), description, "prompts") if description else None
+    progress = Progress(len(prompts), description, "prompts") if description else None
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        batch = pad_right([items[i][0] + items[i][1][:-1] for i in chunk], pad_id(tokenizer), device)
-        hidden = model.base_model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-        ).last_hidden_state
-        rows, cols, labels = [], [], []
-        for row, i in enumerate(chunk):
-            prompt_ids, answer_ids = items[i]
-            for j, token in enumerate(answer_ids):
-                rows.append(row)
-                cols.append(len(prompt_ids) - 1 + j)
-                labels.append(token)
-        rows_t = torch.tensor(rows, device=device)
-        scores = token_score(hidden[rows_t, torch.tensor(cols, device=device)], torch.tensor(labels, device=device))
-        sums = torch.zeros(len(chunk), dtype=scores.dtype, device=device).index_add_(0, rows_t, scores)
-        counts = torch.tensor([len(items[i][1]) for i in chunk], dtype=scores.dtype, device=device)
+        scorer = _score_chunk if _supports_prefix_reuse(model) else _score_chunk_whole
+        pairs, hidden, labels = scorer(model, tokenizer, [prompt_ids[i] for i in chunk], [candidates[i] for i in chunk])
+        scores = token_score(hidden, labels)
+        owner = torch.repeat_interleave(torch.arange(len(pairs)), torch.tensor([len(ids) for _, ids in pairs]))
+        sums = torch.zeros((len(pairs), *scores.shape[1:]), dtype=scores.dtype).index_add_(0, owner, scores.cpu())
+        counts = torch.tensor([len(ids) for _, ids in pairs], dtype=scores.dtype).view(-1, *([1] * (scores.dim() - 1)))
         if result is None:
-            result = torch.empty(len(items), dtype=scores.dtype)
-        result[torch.tensor(chunk)] = (sums / counts).cpu()
+            result = torch.empty((len(prompts), *scores.shape[1:]), dtype=scores.dtype)
+        result[torch.tensor([pair for pair, _ in pairs])] = sums / counts
         if progress is not None:
-            progress.update(len(chunk))
+            progress.update(len(pairs))
     if progress is not None:
         progress.close()
     return result if result is not None else torch.empty(0)
+
+
+def _supports_prefix_reuse(model) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) in ARCHITECTURES
+
+
+def _score_chunk_whole(model, tokenizer, prompt_ids: list[list[int]], candidates: list[list[tuple[int, list[int]]]]):
+    """Like ``_score_chunk`` with one whole sequence per (prompt, answer): for any model exposing only
+    ``base_model(input_ids=, attention_mask=, use_cache=)`` returning ``.last_hidden_state``."""
+    device = next(model.parameters()).device
+    pairs = [(row, pair, ids) for row, group in enumerate(candidates) for pair, ids in group]
+    batch = pad_right([prompt_ids[row] + ids[:-1] for row, _, ids in pairs], pad_id(tokenizer), device)
+    hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    hidden = hidden.last_hidden_state
+    rows = [i for i, (_, _, ids) in enumerate(pairs) for _ in ids]
+    cols = [len(prompt_ids[row]) - 1 + j for row, _, ids in pairs for j in range(len(ids))]
+    labels = torch.tensor([token for _, _, ids in pairs for token in ids], device=device)
+    return [(pair, ids) for _, pair, ids in pairs], hidden[rows, cols], labels
+
+
+def _score_chunk(model, tokenizer, prompt_ids: list[list[int]], candidates: list[list[tuple[int, list[int]]]]):
+    """One forward of the prompts (recording keys/values), one of the multi-token answers' continuations.
+    Returns (pairs in scoring order, final hidden states at every scored position, the labels there);
+    each pair's answer tokens are consecutive."""
+    device = next(model.parameters()).device
+    lengths = [len(ids) for ids in prompt_ids]
+    batch = pad_right(prompt_ids, pad_id(tokenizer), device)
+    width = batch.input_ids.shape[1]
+    recorder = KeyValueRecorder(range(num_layers(model)))
+    with grouped_query_sdpa(device):
+        prompt_hidden = model.base_model(
+            input_ids=batch.input_ids,
+            attention_mask=attention_mask(model, [0] * len(lengths), lengths, 0, width),
+            position_ids=torch.arange(width, device=device).expand(len(lengths), -1),
+            past_key_values=recorder,
+            use_cache=False,
+        ).last_hidden_state
+    pairs = [(row, pair, ids) for row, group in enumerate(candidates) for pair, ids in group]
+    continued = [(row, ids) for row, _, ids in pairs if len(ids) > 1]
+    suffix_hidden = None
+    if continued:
+        owners = torch.tensor([row for row, _ in continued], device=device)
+        suffix_lengths = [len(ids) - 1 for _, ids in continued]
+        prefix_lengths = [lengths[row] for row, _ in continued]
+        suffix_width = max(suffix_lengths)
+        suffix = pad_right([ids[:-1] for _, ids in continued], pad_id(tokenizer), device)
+        layers = sorted(recorder.keys)
+        cache = PrefixKeyValues(
+            {layer: recorder.keys[layer][owners] for layer in layers},
+            {layer: recorder.values[layer][owners] for layer in layers},
+        )
+        positions = torch.tensor(prefix_lengths, device=device)[:, None] + torch.arange(suffix_width, device=device)
+        with grouped_query_sdpa(device):
+            suffix_hidden = model.base_model(
+                input_ids=suffix.input_ids,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=False,
+                attention_mask=attention_mask(model, prefix_lengths, suffix_lengths, width, suffix_width),
+            ).last_hidden_state
+    rows, labels, continuation = [], [], 0
+    for row, _, ids in pairs:
+        rows.append(prompt_hidden[row, lengths[row] - 1])  # predicts the first answer token
+        if len(ids) > 1:
+            rows.extend(suffix_hidden[continuation, : len(ids) - 1])
+            continuation += 1
+        labels.extend(ids)
+    return [(pair, ids) for _, pair, ids in pairs], torch.stack(rows), torch.tensor(labels, device=device)
 
 
 def _mean(values: list[float]) -> float:
@@ -111,13 +199,15 @@ def _mean(values: list[float]) -> float:
 
 
 def counterfact_record_scores(model, tokenizer, records, batch_size: int = 64) -> pd.DataFrame:
-    """Per-record CounterFact scores from one batched ``answer_nll`` pass over all prompts × {new, true}.
+    """Per-record CounterFact scores from one batched pass over all prompts × {new, true}.
 
     Columns (P = exp(-NLL); a record without paraphrase/neighborhood prompts gets NaN there):
       es = 1[NLL(rewrite, new) < NLL(rewrite, true)]       es_diff = P(rewrite, new) - P(rewrite, true)
       ps = mean_p 1[NLL(p, new) < NLL(p, true)]             ps_diff = mean_p P(p, new) - P(p, true)
       ns = mean_p 1[NLL(p, true) < NLL(p, new)]             ns_diff = mean_p P(p, true) - P(p, new)
       p_new_rewrite, p_true_rewrite = P(rewrite, new), P(rewrite, true)
+      es_top1, ps_top1_hits, ns_top1_hits: prompts whose answer (new; new; true) is the argmax at every token
+      n_paraphrase, n_neighborhood: prompt counts; true_top1_rewrite: the true answer is the argmax after the rewrite
     """
     prompts, new_answers, true_answers = [], [], []
     groups = []  # per record: prompt indices of (rewrite, paraphrases, neighborhood)
@@ -130,15 +220,16 @@ def counterfact_record_scores(model, tokenizer, records, batch_size: int = 64) -
         true_answers += [record.target_true] * (len(prompts) - len(true_answers))
         groups.append(spans)
     n = len(prompts)
-    nll = answer_nll(
+    nll, top1 = answer_nll_and_top1(
         model,
         tokenizer,
         prompts + prompts,
         new_answers + true_answers,
         batch_size=batch_size,
         description=f"CounterFact scoring of {len(records)} records",
-    ).tolist()
-    nll_new, nll_true = nll[:n], nll[n:]
+    )
+    nll_new, nll_true = nll[:n].tolist(), nll[n:].tolist()
+    top1_new, top1_true = top1[:n].tolist(), top1[n:].tolist()
 
     rows = []
     for record, (rewrite, paraphrases, neighborhood) in zip(records, groups):
@@ -153,8 +244,30 @@ def counterfact_record_scores(model, tokenizer, records, batch_size: int = 64) -
             "ns_diff": _mean([math.exp(-nll_true[i]) - math.exp(-nll_new[i]) for i in neighborhood]),
             "p_new_rewrite": math.exp(-nll_new[r]),
             "p_true_rewrite": math.exp(-nll_true[r]),
+            "es_top1": float(top1_new[r]),
+            "ps_top1_hits": sum(top1_new[i] for i in paraphrases),
+            "ns_top1_hits": sum(top1_true[i] for i in neighborhood),
+            "n_paraphrase": len(paraphrases),
+            "n_neighborhood": len(neighborhood),
+            "true_top1_rewrite": bool(top1_true[r]),
         })  # fmt: skip
-    columns = ["case_id", "es", "ps", "ns", "es_diff", "ps_diff", "ns_diff", "p_new_rewrite", "p_true_rewrite"]
+    columns = [
+        "case_id",
+        "es",
+        "ps",
+        "ns",
+        "es_diff",
+        "ps_diff",
+        "ns_diff",
+        "p_new_rewrite",
+        "p_true_rewrite",
+        "es_top1",
+        "ps_top1_hits",
+        "ns_top1_hits",
+        "n_paraphrase",
+        "n_neighborhood",
+        "true_top1_rewrite",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 

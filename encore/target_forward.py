@@ -20,7 +20,6 @@ Both give the same hidden states up to floating-point rounding (tests/test_targe
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,10 +27,8 @@ import torch
 
 from encore.architecture import architecture_of, num_layers
 from encore.hooks import edit_output, replay_blocks
+from encore.prefix_attention import KeyValueRecorder, PrefixKeyValues, attention_mask, grouped_query_sdpa
 from encore.tokens import pad_right
-
-# model types whose forward takes one mask per attention layer type ({"full_attention": .., "sliding_attention": ..})
-_MASK_PER_LAYER_TYPE = {"gemma2", "gemma3_text", "qwen2", "qwen3"}
 
 
 @dataclass(eq=False)
@@ -124,97 +121,6 @@ def _delta_entry(model, block, layer: int, cached: torch.Tensor | None):
         yield replay
 
 
-@contextmanager
-def _grouped_query_sdpa(device):
-    """On the CPU, let sdpa attend grouped key/value heads directly (enable_gqa) instead of copying them for
-    every query head (transformers only does so without a mask): ~40% less attention time, same result.
-    On CUDA a mask plus enable_gqa would fall back to the math kernel, so nothing changes there."""
-    name = "TRANSFORMERS_SDPA_FORCE_GQA"
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    previous = os.environ.get(name)
-    os.environ[name] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
-
-
-class _KeyValueRecorder:
-    """``past_key_values`` of a whole-sequence forward: keeps the keys/values of the chosen layers."""
-
-    def __init__(self, layers):
-        self.layers, self.keys, self.values = set(layers), {}, {}
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        if layer_idx in self.layers:
-            self.keys[layer_idx], self.values[layer_idx] = key_states.detach(), value_states.detach()
-        return key_states, value_states
-
-
-class _PrefixKeyValues:
-    """``past_key_values`` of a suffix forward: each layer attends to [recorded prefix ; suffix]."""
-
-    def __init__(self, keys: dict[int, torch.Tensor], values: dict[int, torch.Tensor]):
-        self.keys, self.values = keys, values
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        return (
-            torch.cat([self.keys[layer_idx], key_states], dim=2),
-            torch.cat([self.values[layer_idx], value_states], dim=2),
-        )
-
-
-def _allowed(prefix_lengths, suffix_lengths, prefix_width: int, suffix_width: int, window: int | None, device):
-    """(rows, 1, S, P + S) bool: query j of row i (true position p_i + j) may attend to key k.
-
-    Keys 0..P-1 are the row's prefix (valid below p_i), keys P..P+S-1 its suffix (causal, valid below s_i);
-    a sliding window keeps keys with q - k < window in true positions. Padding queries also see themselves,
-    so no row is empty (an all-masked row would give NaN)."""
-    p = torch.tensor(prefix_lengths, device=device)[:, None, None]
-    s = torch.tensor(suffix_lengths, device=device)[:, None, None]
-    query = torch.arange(suffix_width, device=device)[None, :, None]
-    prefix_key = torch.arange(prefix_width, device=device)[None, None, :]
-    suffix_key = torch.arange(suffix_width, device=device)[None, None, :]
-    prefix_ok = (prefix_key < p).expand(-1, suffix_width, -1)
-    suffix_ok = (suffix_key <= query) & (suffix_key < s)
-    if window is not None:
-        prefix_ok = prefix_ok & (p + query - prefix_key < window)
-        suffix_ok = suffix_ok & (query - suffix_key < window)
-    suffix_ok = suffix_ok | ((suffix_key == query) & (query >= s))
-    return torch.cat([prefix_ok, suffix_ok], dim=-1)[:, None]
-
-
-def attention_mask(model, prefix_lengths, suffix_lengths, prefix_width: int, suffix_width: int):
-    """The model's 4-D mask(s) for ``_allowed``: bool for sdpa, additive for eager; a dict per layer type
-    for models that take one (Gemma-2/3, Qwen-2/3)."""
-    config = model.config
-    implementation = getattr(config, "_attn_implementation", "eager") or "eager"
-    if implementation not in ("sdpa", "eager"):
-        raise ValueError(
-            f"attn_implementation {implementation!r}: prefix reuse builds sdpa or eager masks; "
-            "load the model with attn_implementation='sdpa' or set prefix_reuse: false"
-        )
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-
-    def build(window):
-        allowed = _allowed(prefix_lengths, suffix_lengths, prefix_width, suffix_width, window, device)
-        if implementation == "sdpa":
-            return allowed
-        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-
-    if config.model_type in _MASK_PER_LAYER_TYPE:
-        return {
-            kind: build(config.sliding_window if kind == "sliding_attention" else None)
-            for kind in set(config.layer_types)
-        }
-    return build(getattr(config, "sliding_window", None) if config.model_type == "mistral" else None)
-
-
 class PrefixReuse:
     """Whole sequences on the first iteration (recording prefix keys/values above l*), suffixes afterwards."""
 
@@ -224,10 +130,8 @@ class PrefixReuse:
         self.upper = list(range(layer + 1, num_layers(model)))
         self.lower_output: dict[TargetSequence, torch.Tensor] = {}  # block-l* output at lookup..end-1, no delta
         self.prefix: dict[TargetSequence, tuple[torch.Tensor, torch.Tensor]] = {}  # (upper, heads, lookup, dim) x 2
-        self._assembled: dict[
-            tuple, _PrefixKeyValues
-        ] = {}  # micro-batch -> its padded prefix, reused across iterations
-        self._used: dict[tuple, _PrefixKeyValues] = {}
+        self._assembled: dict[tuple, PrefixKeyValues] = {}  # micro-batch -> its padded prefix, reused across iterations
+        self._used: dict[tuple, PrefixKeyValues] = {}
 
     def microbatches(self, sequences, first: bool):
         """Grouped by suffix (then prefix) length; the previous iteration's padded prefixes stay cached."""
@@ -247,7 +151,7 @@ class PrefixReuse:
         batch = pad_right([s.ids[: s.end] for s in micro], self.padding, device)
         positions = torch.arange(width, device=device).expand(len(micro), -1)
         mask = attention_mask(self.model, [0] * len(micro), ends, 0, width)
-        recorder, recorded = _KeyValueRecorder(self.upper), {}
+        recorder, recorded = KeyValueRecorder(self.upper), {}
 
         def record(hidden):
             recorded["h"] = hidden
@@ -271,7 +175,7 @@ class PrefixReuse:
         rows = torch.arange(len(micro), device=device)
         return recorded["h"][rows, torch.tensor([s.lookup for s in micro], device=device)]
 
-    def _prefix_cache(self, micro, prefix_width: int) -> _PrefixKeyValues:
+    def _prefix_cache(self, micro, prefix_width: int) -> PrefixKeyValues:
         """The micro-batch's prefix keys/values per upper layer, (rows, heads, P, dim), zero-padded (masked);
         reused while the same sequences form a micro-batch."""
         key = tuple(id(s) for s in micro)
@@ -282,7 +186,7 @@ class PrefixReuse:
                 for index, layer in enumerate(self.upper):  # (rows, P, heads, upper, dim) -> (rows, heads, P, dim)
                     keys[layer] = stacked[0][:, :, :, index].transpose(1, 2).contiguous()
                     values[layer] = stacked[1][:, :, :, index].transpose(1, 2).contiguous()
-            self._assembled[key] = _PrefixKeyValues(keys, values)
+            self._assembled[key] = PrefixKeyValues(keys, values)
         self._used[key] = self._assembled[key]
         return self._assembled[key]
 
@@ -305,7 +209,7 @@ class PrefixReuse:
         with (
             replay_blocks(self.model, self.layer, lower) as replay,
             edit_output(replay, add_delta),
-            _grouped_query_sdpa(device),
+            grouped_query_sdpa(device),
         ):
             hidden = self.model.base_model(
                 input_ids=batch.input_ids,

@@ -139,11 +139,14 @@ def test_scores_and_summary_on_a_constructed_case(monkeypatch):
     }  # fmt: skip
     calls = []
 
-    def fake_answer_nll(model, tokenizer, prompts, answers, batch_size=64, description=None):
-        calls.append(len(prompts))
-        return torch.tensor([nll[(p, a)] for p, a in zip(prompts, answers)], dtype=torch.float64)
+    top1 = {("S1 rewrite", "true"), ("p1a", "new"), ("n1a", "true"), ("n2a", "true"), ("n2b", "true")}
 
-    monkeypatch.setattr(metrics, "answer_nll", fake_answer_nll)
+    def fake_answer_nll_and_top1(model, tokenizer, prompts, answers, batch_size=64, description=None):
+        calls.append(len(prompts))
+        values = torch.tensor([nll[(p, a)] for p, a in zip(prompts, answers)], dtype=torch.float64)
+        return values, torch.tensor([(p, a) in top1 for p, a in zip(prompts, answers)])
+
+    monkeypatch.setattr(metrics, "answer_nll_and_top1", fake_answer_nll_and_top1)
     records = [record(1, ["p1a", "p1b"], ["n1a", "n1b"]), record(2, ["p2a", "p2b"], ["n2a", "n2b"])]
     scores = counterfact_record_scores(None, None, records)
     assert calls == [20]  # every prompt × {new, true} of every record in one call
@@ -159,6 +162,9 @@ def test_scores_and_summary_on_a_constructed_case(monkeypatch):
     assert scores["ns_diff"][1] == pytest.approx(ns_diff)
     assert scores["p_new_rewrite"][1] == pytest.approx(math.exp(-2.0))
     assert scores["p_true_rewrite"][0] == pytest.approx(math.exp(-1.0))
+    # top-1 counts from the same pass: new answers for rewrite/paraphrases, true answers for neighbours
+    assert scores["es_top1"].tolist() == [0.0, 0.0] and scores["ps_top1_hits"].tolist() == [1, 0]
+    assert scores["ns_top1_hits"].tolist() == [1, 2] and scores["true_top1_rewrite"].tolist() == [True, False]
 
     summary = summarise_counterfact(scores)
     assert (summary["ES"], summary["PS"], summary["NS"]) == (50.0, 75.0, 25.0)
@@ -241,3 +247,38 @@ def test_sentencepiece_family_nll_is_exact_on_a_hand_computable_model(sp_tokeniz
         [direct_nll(model, sp_tokenizer, p, a) for p, a in zip(PROMPTS, ANSWERS)], dtype=torch.float64
     )
     torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)
+
+
+def test_nll_and_top1_from_one_pass_equal_the_separate_scorers(tiny_gpt2, tokenizer):
+    from encore.metrics import answer_nll_and_top1
+    from encore.zsre_metrics import answer_token_accuracy
+
+    model = tiny_gpt2.double()
+    prompts = ["The capital of France is", "Paris is the capital of", "The mother tongue of Danielle Darrieux is"]
+    answers = ["Paris", "France and Italy", "French"]
+    nll, top1 = answer_nll_and_top1(model, tokenizer, prompts, answers, batch_size=2)
+    torch.testing.assert_close(nll, metrics.answer_nll(model, tokenizer, prompts, answers), rtol=1e-12, atol=1e-12)
+    assert top1.tolist() == (answer_token_accuracy(model, tokenizer, prompts, answers) == 1.0).tolist()
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2", "gemma3-window4"])
+def test_shared_prompt_scoring_equals_one_whole_forward_per_answer(architecture, bos_tokenizer):
+    """Each prompt runs once and multi-token answers continue from its recorded keys/values; the NLLs equal
+    a plain forward of prompt + answer for every (prompt, answer), sliding windows shorter than the prompts
+    included."""
+    from conftest import make_tiny_gpt2, make_tiny_llama
+    from test_target_forward import make_tiny_gemma3
+
+    makers = {"llama": make_tiny_llama, "gpt2": make_tiny_gpt2,
+              "gemma3-window4": lambda vocab: make_tiny_gemma3(vocab, window=4)}  # fmt: skip
+    model = makers[architecture](len(bos_tokenizer)).double()
+    prompts = ["The mother tongue of Danielle Darrieux is", "Toko Yasuda plays the", "Paris"] * 2
+    answers = ["French", "English and Italian", "piano", "guitar of the", "is a city", "London"]
+    got = metrics.answer_nll(model, bos_tokenizer, prompts, answers, batch_size=2)
+    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+        prompt_ids, answer_ids = encode(bos_tokenizer, prompt), answer_token_ids(bos_tokenizer, answer)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt_ids + answer_ids[:-1]])).logits[0].double()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        expected = -sum(log_probs[len(prompt_ids) - 1 + j, t] for j, t in enumerate(answer_ids)) / len(answer_ids)
+        assert float(got[i]) == pytest.approx(float(expected), rel=1e-9, abs=1e-9)

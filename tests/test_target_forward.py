@@ -12,8 +12,8 @@ from encore.covariance import second_moments
 from encore.data import EditRecord
 from encore.editors import make_editor
 from encore.hparams import Hyperparameters
+from encore.prefix_attention import _allowed
 from encore.sequential import EditorState, edit_batch
-from encore.target_forward import _allowed
 from encore.targets import TargetSettings, optimise_targets
 
 TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
