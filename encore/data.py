@@ -167,6 +167,17 @@ def resolve_data_file(
     return _download(entry, Path(cache_dir))
 
 
+def is_available(key: str, data_dir: str | Path | None = None, cache_dir: str | Path = "resources/data") -> bool:
+    """Whether ``resolve_data_file`` would find ``key`` without downloading (a local data directory is used
+    whenever one is set: a missing file there is reported by ``resolve_data_file``)."""
+    entry = REGISTRY[key]
+    if data_dir is not None or os.environ.get("ENCORE_DATA_DIR"):
+        return True
+    if entry.hub_file is not None:
+        return False
+    return (Path(cache_dir) / entry.key / Path(urllib.parse.urlparse(entry.url).path).name).is_file()
+
+
 def _download(entry: DataFile, cache_dir: Path) -> ResolvedFile:
     """Download entry.url into the cache (verify first, then rename atomically)."""
     dest = cache_dir / entry.key / Path(urllib.parse.urlparse(entry.url).path).name

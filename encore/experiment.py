@@ -83,6 +83,34 @@ def load_requests(dataset: str, data_dir, cache_dir, order_sample: str, limit: i
     return ordered, provenance
 
 
+def check_methods(methods: list[str], hparams_dir) -> None:
+    """Every method must be a known editor or have a hyperparameter folder of its own."""
+    from encore.editors import EDITORS
+
+    for method in methods:
+        if method not in EDITORS and not (Path(hparams_dir) / method.upper()).is_dir():
+            raise ValueError(
+                f"methods: unknown method {method!r}; known methods: {', '.join(sorted(EDITORS))} "
+                f"(a new editor needs an entry in encore.editors.EDITORS and {hparams_dir}/{method.upper()}/)"
+            )
+
+
+def check_edit_count(dataset: str, data_dir, cache_dir, order_sample: str, num_edits: int) -> int | None:
+    """Requests available in the ordering; a clear error when ``num_edits`` exceeds them. Returns None (no
+    check) when the data files would first have to be downloaded: the edit rule checks again."""
+    keys = {"counterfact": ("counterfact", "counterfact_order"), "zsre": ("zsre", "zsre_order")}[dataset]
+    if not all(datasets.is_available(key, data_dir, cache_dir) for key in keys):
+        return None
+    records, provenance = load_requests(dataset, data_dir, cache_dir, order_sample, None)
+    if num_edits > len(records):
+        raise ValueError(
+            f"num_edits: {num_edits} edits requested, but ordering {order_sample} of {dataset} has only {len(records)} "
+            f"requests among the {provenance['records_available']} records of {provenance['records_file']['path']}; "
+            f"lower num_edits to at most {len(records)}"
+        )
+    return len(records)
+
+
 def load_covariances(statistics_manifest: Path, layers: list[int], projector_threshold: float | None = None):
     """({layer: C0}, {layer: null-space projector} or None) from the statistics rule's manifest."""
     manifest = json.loads(Path(statistics_manifest).read_text())

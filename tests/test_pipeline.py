@@ -28,6 +28,20 @@ def test_bad_config_value_is_named_in_the_error(override, key):
     assert key in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("num_edits=999999", "ordering 0 of counterfact has only 4680 requests"),
+        ('methods=["rome"]', "unknown method 'rome'; known methods: alphaedit, emmet, memit"),
+    ],
+)
+def test_impossible_config_stops_before_any_job_with_the_fix(override, expected):
+    result = snakemake("-n", "--cores", "1", "--config", override, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and expected in output
+    assert len(output.splitlines()) < 30  # the cause, not thousands of missing-file lines
+
+
 def test_several_orderings_and_per_method_variants_expand_to_their_runs():
     result = snakemake(
         "-n",

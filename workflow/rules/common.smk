@@ -3,6 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from encore.experiment import check_edit_count, check_methods
 from encore.hparams import Hyperparameters
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -107,10 +108,16 @@ def final_outputs():
     ]
 
 
-for (
-    _method,
-    _variant,
-) in (
-    experiment_runs()
-):  # fail early, with a clear message, on a missing file or variant
+# Fail early, with a clear message, before any job runs: unknown methods, missing hyperparameter files or
+# variants, and more edits than the chosen ordering holds (checked when the data is local or already cached).
+check_methods(config["methods"], config["hparams_dir"])
+for _method, _variant in experiment_runs():
     Hyperparameters.from_yaml(hparams_path(_method), _variant)
+for _order in ORDERS:
+    check_edit_count(
+        config["dataset"],
+        config["data_dir"],
+        Path(config["resources"]) / "data",
+        _order,
+        config["num_edits"],
+    )
