@@ -25,6 +25,7 @@ from encore import data as datasets
 from encore.architecture import read_weight, write_weight
 from encore.context import generate_context_templates
 from encore.covariance import load_or_compute_statistics, load_statistic, statistics_key
+from encore.device import resolve_execution
 from encore.editors import make_editor
 from encore.experiment import load_requests
 from encore.hparams import Hyperparameters
@@ -64,6 +65,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", default=None, help="local data directory (default: $ENCORE_DATA_DIR or download)")
     parser.add_argument("--resources", default="resources")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     resources = Path(args.resources)
@@ -71,7 +73,8 @@ def main(argv=None) -> None:
     hparams = Hyperparameters.from_yaml(
         Path("hparams") / args.method.upper() / f"{Path(args.model).name}.yaml", args.variant
     )
-    loaded = load_model(args.model, cache_dir=resources / "models")
+    execution = resolve_execution(args.device)
+    loaded = load_model(args.model, cache_dir=resources / "models", device=execution.device)
     model, tokenizer = loaded.model, loaded.tokenizer
     records, _ = load_requests("counterfact", args.data_dir, resources / "data", "0", args.edits)
     templates = generate_context_templates(
@@ -152,7 +155,7 @@ def main(argv=None) -> None:
     original = {layer: read_weight(model, layer).clone() for layer in layers}
     deltas = {}
     for name in ("batched", "batched + prefix reuse"):
-        state = EditorState.initial(templates, layers, original[layers[0]].shape[1])
+        state = EditorState.initial(templates, layers, original[layers[0]].shape[1], device=execution.device)
         timings = edit_batch(
             model,
             tokenizer,

@@ -141,7 +141,7 @@ def load_or_compute_statistics(
         moments, count = second_moments(model, tokenizer, documents, missing, max_length, batch_size)
         for layer in missing:
             key = statistics_key(model_identity, layer, corpus_sha256, n_samples, max_length, dtype)
-            save_statistic(paths[layer], key, moments[layer].to(getattr(torch, dtype)), count)
+            save_statistic(paths[layer], key, moments[layer].to(getattr(torch, dtype)).cpu(), count)
     return paths
 
 

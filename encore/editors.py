@@ -63,7 +63,7 @@ class Editor:
 
     def update_state(self, state: LayerState, keys: torch.Tensor) -> None:
         """After the solve: S_P <- S_P + K K^T (pre-update keys of this batch)."""
-        state.previous_keys += keys @ keys.T
+        accumulate_keys(state.previous_keys, keys)
 
 
 class EMMET(Editor):
@@ -112,6 +112,12 @@ class AlphaEdit(Editor):
         system = projector @ accumulated @ projector
         system = system + (self.alpha + self.norm_lambda) * _identity(system.shape[0], system)
         return spd_solve(system, projector @ keys @ residuals.T).T
+
+
+def accumulate_keys(previous_keys: torch.Tensor, keys: torch.Tensor) -> None:
+    """S_P <- S_P + K K^T in place (K: d_ff x n, float64). The one definition used while editing and when a
+    snapshot's state is rebuilt from stored keys, so both give bitwise the same S_P on the same device."""
+    previous_keys += keys @ keys.T
 
 
 def null_space_projector(covariance: torch.Tensor, threshold: float) -> torch.Tensor:

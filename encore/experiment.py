@@ -22,6 +22,7 @@ from encore import data as datasets
 from encore.architecture import read_weight
 from encore.context import generate_context_templates
 from encore.covariance import load_or_compute_projector, load_or_compute_statistics, load_statistic, statistics_key
+from encore.device import resolve_execution, state_device
 from encore.editors import make_editor
 from encore.hparams import Hyperparameters
 from encore.models import load_model
@@ -38,6 +39,9 @@ def code_version() -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
+    from encore.environment import summary as environment_summary
+
+    version["environment"] = environment_summary()
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(
@@ -126,10 +130,17 @@ def load_covariances(statistics_manifest: Path, layers: list[int], projector_thr
 
 
 def compute_statistics(
-    model_name: str, layers: list[int], hparams: Hyperparameters, data_dir, resources: Path, output: Path
+    model_name: str,
+    layers: list[int],
+    hparams: Hyperparameters,
+    data_dir,
+    resources: Path,
+    output: Path,
+    execution: dict | None = None,
 ) -> dict:
     """C0 for every layer (cached, content-addressed) and a manifest pointing at the cache files."""
-    loaded = load_model(model_name, cache_dir=resources / "models")
+    run = resolve_execution(**(execution or {}))
+    loaded = load_model(model_name, cache_dir=resources / "models", device=run.device, dtype=run.torch_dtype)
     corpus = datasets.resolve_data_file("wikipedia", data_dir, resources / "data")
     started = time.perf_counter()
     paths = load_or_compute_statistics(
@@ -162,6 +173,7 @@ def compute_statistics(
             for layer, path in paths.items()
         },
         "seconds": round(time.perf_counter() - started, 2),
+        "execution": run.describe(),
         "code": code_version(),
     }
     Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -187,29 +199,36 @@ def run_edit_segment(
     previous: Path | None,
     output: Path,
     experiment: str,
+    execution: dict | None = None,
 ) -> Path:
     """Continue sequential editing from ``previous`` (or the unedited model) for ``n_batches`` batches."""
     layers = sorted(hparams.layers)
-    loaded = load_model(model_name, cache_dir=resources / "models")
+    run_on = resolve_execution(**(execution or {}))
+    loaded = load_model(model_name, cache_dir=resources / "models", device=run_on.device, dtype=run_on.torch_dtype)
     model, tokenizer = loaded.model, loaded.tokenizer
     records, provenance = load_requests(dataset, data_dir, resources / "data", order_sample, num_edits)
     if len(records) < num_edits:
         raise ValueError(
             f"only {len(records)} {dataset} requests are available but num_edits = {num_edits}; lower num_edits"
         )
+    editor = make_editor(hparams)
+    d_ff = read_weight(loaded.model, layers[0]).shape[1]
+    solves_on = state_device(run_on, d_ff, len(layers), editor.needs_projector)
     norm_rows = []
     if previous is None:
         torch.manual_seed(seed)
         templates = generate_context_templates(
             model, tokenizer, seed, hparams.context_seed_words, hparams.context_template_length
         )
-        state = EditorState.initial(templates, layers, read_weight(model, layers[0]).shape[1])
+        state = EditorState.initial(templates, layers, d_ff, device=solves_on)
         norm_rows += [
             {"edits": 0, "batch": 0, "layer": layer, "frobenius_norm": float(read_weight(model, layer).double().norm())}
             for layer in layers
         ]
     else:
-        snapshot = load_snapshot(previous, expected_model=loaded.identity, expected_layers=layers)
+        snapshot = load_snapshot(
+            previous, expected_model=loaded.identity, expected_layers=layers, state_device=solves_on
+        )
         apply_snapshot(model, snapshot)
         state = snapshot.state
         if snapshot.manifest["case_ids"] != [record.case_id for record in records[: state.edits_done]]:
@@ -217,10 +236,13 @@ def run_edit_segment(
                 f"{previous}: its edited case ids differ from the current edit order (data or order changed); "
                 "rerun from the first segment"
             )
-    editor = make_editor(hparams)
     covariances, projectors = load_covariances(
         statistics_manifest, layers, hparams.nullspace_threshold if editor.needs_projector else None
     )
+    if solves_on != "cpu":  # resident on the GPU in float64 for the whole segment
+        covariances = {layer: c.to(solves_on, torch.float64) for layer, c in covariances.items()}
+        projectors = projectors and {layer: p.to(solves_on, torch.float64) for layer, p in projectors.items()}
+    log(f"{method}/{variant}: model on {run_on.device} ({run_on.dtype}), float64 solves on {solves_on}")
 
     ledger, started, first_edit = [], time.perf_counter(), state.edits_done
     total_batches = -(-num_edits // batch_size)
@@ -265,10 +287,12 @@ def run_edit_segment(
         "data": provenance,
         "case_ids": [record.case_id for record in records[: state.edits_done]],
         "statistics": json.loads(Path(statistics_manifest).read_text())["layers"],
-        "previous_snapshot": str(previous) if previous else None,
+        "execution": {**run_on.describe(), "solves": solves_on},
         "code": code_version(),
     }
-    return save_snapshot(output, model, state, layers, manifest, extra_files=("ledger.csv", "norms.csv"))
+    return save_snapshot(
+        output, model, state, layers, manifest, extra_files=("ledger.csv", "norms.csv"), previous=previous
+    )
 
 
 def evaluate_snapshot(
@@ -284,8 +308,10 @@ def evaluate_snapshot(
     order_sample: str = "0",
     num_edits: int | None = None,
     seed: int = 0,
+    execution: dict | None = None,
 ) -> pd.DataFrame:
     """All metrics of a snapshot (or of the unedited model when ``snapshot`` is None) from files alone.
+    Next to ``output`` a ``.provenance.json`` records where and with which code each part was computed.
 
     ``evaluation`` (config key): generation / downstream / analysis = "none" | "final" | "all" (at which
     snapshots; the unedited model counts as final), generation_records, downstream_tasks,
@@ -293,7 +319,8 @@ def evaluate_snapshot(
     """
     from encore import evaluation as ev
 
-    loaded = load_model(model_name, cache_dir=resources / "models")
+    run_on = resolve_execution(**(execution or {}))
+    loaded = load_model(model_name, cache_dir=resources / "models", device=run_on.device, dtype=run_on.torch_dtype)
     model, tokenizer = loaded.model, loaded.tokenizer
     if snapshot is None:
         records, _ = load_requests(dataset, data_dir, resources / "data", order_sample, num_edits)
@@ -354,14 +381,24 @@ def evaluate_snapshot(
                 lambda: analysis_rows(model, tokenizer, prompts, f"{dataset}-{subset}-rewrite-prompts"),
             )
         )
-    rows = []
+    rows, seconds = [], {}
     for number, (name, compute) in enumerate(parts, start=1):
         log(f"evaluation part {number}/{len(parts)}: {name}")
         part_started = time.perf_counter()
         rows += compute()
-        log(f"evaluation part {number}/{len(parts)}: {name} done in {time.perf_counter() - part_started:.1f} s")
+        seconds[name] = round(time.perf_counter() - part_started, 2)
+        log(f"evaluation part {number}/{len(parts)}: {name} done in {seconds[name]:.1f} s")
     rows.append({"metric": "evaluation_seconds", "value": time.perf_counter() - started, "protocol": "timing"})
     table = ev.to_frame(rows, experiment=experiment, model=model_name, dataset=dataset, **labels)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
+    provenance = {
+        "snapshot": str(snapshot) if snapshot else None,
+        "model": loaded.identity,
+        "execution": run_on.describe(),
+        "evaluation": evaluation,
+        "seconds": seconds,
+        "code": code_version(),
+    }
+    Path(output).with_suffix(".provenance.json").write_text(json.dumps(provenance, indent=1))
     table.to_csv(output, index=False)
     return table

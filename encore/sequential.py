@@ -25,17 +25,21 @@ from encore.targets import TargetResult, optimise_targets
 
 @dataclass
 class EditorState:
-    """Everything the next batch depends on besides the weights."""
+    """Everything the next batch depends on besides the weights.
+
+    S_P lives (float64) on the device of the solves; a snapshot does not store it but the keys of its own
+    batches (``segment_keys``), from which S_P is rebuilt exactly (encore.snapshots)."""
 
     context_templates: list[list[str]]
     previous_keys: dict[int, torch.Tensor]  # S_P per layer, float64
     edits_done: int = 0  # position in the edit order
     batches_done: int = 0
     torch_rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
+    segment_keys: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # per layer: (n, d_ff) per batch, CPU
 
     @classmethod
-    def initial(cls, context_templates, layers, d_ff: int) -> EditorState:
-        zeros = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64) for layer in layers}
+    def initial(cls, context_templates, layers, d_ff: int, device="cpu") -> EditorState:
+        zeros = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64, device=device) for layer in layers}
         return cls(context_templates=context_templates, previous_keys=zeros)
 
 
@@ -68,20 +72,23 @@ def edit_batch(
     timings["keys_s"] += time.perf_counter() - started
     for rank, layer in enumerate(layers):
         started = time.perf_counter()
-        keys = batch_keys.keys(layer).double()
-        current = batch_keys.subject_hidden(z_layer).double()
+        raw_keys = batch_keys.keys(layer)
+        current = batch_keys.subject_hidden(z_layer)
+        state.segment_keys.setdefault(layer, []).append(raw_keys.detach().cpu())
         timings["keys_s"] += time.perf_counter() - started
 
         started = time.perf_counter()
-        residuals = (targets.z.double() - current) / (len(layers) - rank)
+        device = state.previous_keys[layer].device  # the solves run where S_P lives, in float64
+        keys = raw_keys.to(device).double()
+        residuals = (targets.z.to(device).double() - current.to(device).double()) / (len(layers) - rank)
         layer_state = LayerState(
-            covariance=covariances[layer].double(),
+            covariance=covariances[layer].to(device=device, dtype=torch.float64),
             previous_keys=state.previous_keys[layer],
-            projector=None if projectors is None else projectors[layer].double(),
+            projector=None if projectors is None else projectors[layer].to(device=device, dtype=torch.float64),
         )
         delta = editor.solve(layer_state, keys.T, residuals.T)
         weight = read_weight(model, layer)
-        write_weight(model, layer, weight + delta.to(weight.dtype))
+        write_weight(model, layer, weight + delta.to(device=weight.device, dtype=weight.dtype))
         editor.update_state(layer_state, keys.T)
         timings["solve_s"] += time.perf_counter() - started
 

@@ -126,7 +126,9 @@ def test_resumed_run_is_bitwise_identical_to_uninterrupted(tokenizer, covariance
     del first
 
     resumed = make_tiny_llama(len(tokenizer))  # unedited model + snapshot
-    snapshot = load_snapshot(tmp_path / "snap", expected_model={"name": "tiny"}, expected_layers=HPARAMS.layers)
+    snapshot = load_snapshot(
+        tmp_path / "snap", expected_model={"name": "tiny"}, expected_layers=HPARAMS.layers, state_device="cpu"
+    )
     apply_snapshot(resumed, snapshot)
     edit_batch(resumed, tokenizer, RECORDS[2:], HPARAMS, make_editor(HPARAMS), snapshot.state, covariances)
     for layer in HPARAMS.layers:

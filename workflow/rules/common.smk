@@ -16,6 +16,12 @@ ORDERS = (
     if isinstance(config["order_sample"], list)
     else [config["order_sample"]]
 )
+# where and in which precision models run (encore.device; checked by each job on its own machine)
+EXECUTION = {
+    "device": config["device"],
+    "dtype": config["dtype"],
+    "tf32": config["tf32"],
+}
 # one run = an editor, a variant (plain, mpes, nc, mpes_nc) and one of the authors' edit orderings
 RUN = "{method}/{variant}/order{order}"
 UNEDITED = f"{RESULTS}/unedited/order{{order}}/metrics.csv"

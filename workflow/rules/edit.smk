@@ -4,7 +4,7 @@
 SNAPSHOT_FILES = [
     "manifest.json",
     "weights.safetensors",
-    "state.safetensors",
+    "keys.safetensors",
     "ledger.csv",
     "norms.csv",
 ]
@@ -27,6 +27,7 @@ rule edit_segment:
         runtime=600,
     params:
         model=config["model"],
+        execution=EXECUTION,
         dataset=config["dataset"],
         data_dir=config["data_dir"],
         resources=config["resources"],

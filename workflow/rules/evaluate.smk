@@ -14,6 +14,7 @@ rule evaluate_unedited:
         runtime=120,
     params:
         model=config["model"],
+        execution=EXECUTION,
         dataset=config["dataset"],
         data_dir=config["data_dir"],
         resources=config["resources"],
@@ -41,6 +42,7 @@ rule evaluate_snapshot:
         runtime=120,
     params:
         model=config["model"],
+        execution=EXECUTION,
         dataset=config["dataset"],
         data_dir=config["data_dir"],
         resources=config["resources"],

@@ -16,6 +16,7 @@ rule statistics:
         runtime=120,
     params:
         model=config["model"],
+        execution=EXECUTION,
         data_dir=config["data_dir"],
         resources=config["resources"],
     script:

@@ -24,4 +24,5 @@ run_edit_segment(
     previous=Path(snakemake.input.previous).parent if snakemake.input.previous else None,
     output=Path(snakemake.output[0]).parent,
     experiment=params.experiment,
+    execution=params.execution,
 )

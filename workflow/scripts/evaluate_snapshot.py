@@ -19,4 +19,5 @@ evaluate_snapshot(
     order_sample=params.order_sample,
     num_edits=params.num_edits,
     seed=params.seed,
+    execution=params.execution,
 )

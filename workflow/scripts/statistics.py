@@ -14,4 +14,5 @@ compute_statistics(
     data_dir=snakemake.params.data_dir,
     resources=Path(snakemake.params.resources),
     output=Path(snakemake.output[0]),
+    execution=snakemake.params.execution,
 )

@@ -1,0 +1,78 @@
+"""Where and in which precision models run: the config keys ``device``, ``dtype`` and ``tf32``.
+
+device: auto (CUDA when available, else the CPU) | cpu | cuda | cuda:N. dtype: float32 (the reference's
+precision, the default) | bfloat16 | float16. tf32: let float32 matmuls use TF32 tensor cores (faster on
+Ampere and newer, ~1e-3 relative error per product; off by default). The editors' closed-form solves always
+run in float64, on the GPU when C0, S_P (and AlphaEdit's projector) fit in its free memory, else on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Execution:
+    device: str  # resolved: "cpu" or "cuda:N"
+    dtype: str
+    tf32: bool = False
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def describe(self) -> dict:
+        """What a result records about where it was computed."""
+        record = {"device": self.device, "dtype": self.dtype, "tf32": self.tf32, "torch": torch.__version__,
+                  "cpu_threads": torch.get_num_threads()}  # fmt: skip
+        if self.is_cuda:
+            record.update(
+                gpu_name=torch.cuda.get_device_name(self.device),
+                cuda=torch.version.cuda,
+                gpu_memory_gib=round(torch.cuda.get_device_properties(self.device).total_memory / 2**30, 1),
+            )
+        return record
+
+
+def resolve_execution(device: str = "auto", dtype: str = "float32", tf32: bool = False) -> Execution:
+    """Check the settings against this machine and apply ``tf32``; one-line errors name the config key."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise ValueError(f"device: {device!r} is not auto, cpu, cuda or cuda:N")
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device: {device!r} requested but CUDA is not available here (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda}); set device: auto or cpu"
+            )
+        if int(index) >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+        device = f"cuda:{index}"
+    elif device != "cpu":
+        raise ValueError(f"device: {device!r} is not auto, cpu, cuda or cuda:N")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return Execution(device=device, dtype=dtype, tf32=tf32)
+
+
+def state_device(execution: Execution, d_ff: int, n_layers: int, with_projector: bool, margin: float = 0.8) -> str:
+    """Device of the float64 editor state and solves: the GPU if C0, S_P (and P) of every edited layer plus a
+    solve's working set (three d_ff x d_ff float64 matrices) fit in ``margin`` of its free memory, else the CPU."""
+    if not execution.is_cuda:
+        return "cpu"
+    matrix = d_ff * d_ff * 8
+    needed = n_layers * matrix * (3 if with_projector else 2) + 3 * matrix
+    free, _ = torch.cuda.mem_get_info(execution.device)
+    return execution.device if needed <= margin * free else "cpu"
