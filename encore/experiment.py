@@ -315,7 +315,8 @@ def evaluate_snapshot(
 
     ``evaluation`` (config key): generation / downstream / analysis = "none" | "final" | "all" (at which
     snapshots; the unedited model counts as final), generation_records, downstream_tasks,
-    downstream_tests, downstream_shots, analysis_records.
+    downstream_tests, downstream_shots, analysis_records; edited_facts = "all" (every snapshot scores every
+    fact edited so far) | "final" (earlier snapshots score the authors' seeded 20% of them).
     """
     from encore import evaluation as ev
 
@@ -345,16 +346,19 @@ def evaluate_snapshot(
 
     started = time.perf_counter()
     wanted = {"all": True, "final": final, "none": False}
+    scored, scored_subset = records, subset
+    if snapshot is not None and not final and evaluation.get("edited_facts", "all") == "final":
+        scored, scored_subset = ev.authors_subset_of(records), "authors-20pct"  # before the last snapshot
     parts = [
         (
-            f"editing metrics on {len(records)} {subset} facts"
+            f"editing metrics on {len(scored)} {scored_subset} facts"
             + (" (+ the authors' 20% subset)" if snapshot is not None and final else ""),
             lambda: ev.editing_rows(
                 model,
                 tokenizer,
                 dataset,
-                records,
-                subset,
+                scored,
+                scored_subset,
                 unedited=snapshot is None,
                 authors_subset=snapshot is not None and final,
             ),

@@ -174,3 +174,22 @@ def test_results_without_analysis_or_downstream_rows_name_what_is_missing(tmp_pa
     assert "evaluation.analysis" in missing["fig04_layer_norms"]
     assert "unedited model" in missing["fig05_activation_share"]
     assert not (tmp_path / "figures" / "fig05_activation_share.png").exists()
+
+
+def test_summary_uses_the_authors_subset_where_a_snapshot_scored_only_that():
+    import pandas as pd
+
+    from encore.report import summary
+
+    def rows(edits, protocol, es):
+        base = {"model": "m", "dataset": "counterfact", "method": "memit", "variant": "plain", "order": 0, "edits": edits}
+        values = {"ES": es, "PS": 50.0, "NS": 60.0, "S": 55.0, "n_records": edits}
+        return [{**base, "metric": k, "value": v, "protocol": protocol} for k, v in values.items()]
+
+    tidy = pd.DataFrame(
+        rows(500, "counterfact/authors-20pct/nll-comparison", 90.0)
+        + rows(1000, "counterfact/edited-so-far/nll-comparison", 80.0)
+        + rows(1000, "counterfact/authors-20pct/nll-comparison", 70.0)
+    )
+    table = summary(tidy)
+    assert table[["edits", "facts", "ES"]].values.tolist() == [[500, "authors-20pct", 90.0], [1000, "all", 80.0]]
