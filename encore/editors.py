@@ -26,6 +26,7 @@ def spd_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """matrix^{-1} rhs for a symmetric positive-definite matrix (Cholesky; LU if it is not PD)."""
     factor, info = torch.linalg.cholesky_ex(matrix)
     if int(info) == 0:
+        del matrix
         return torch.cholesky_solve(rhs, factor)
     return torch.linalg.solve(matrix, rhs)
 
@@ -50,15 +51,18 @@ class Editor:
         self.norm_lambda = norm_lambda
 
     def preservation(self, state: LayerState) -> torch.Tensor:
-        """lambda_p C0 + lambda_n I + S_P (what every update must not disturb)."""
-        matrix = self.mom2_update_weight * state.covariance + state.previous_keys
+        """lambda_p C0 + lambda_n I + S_P (what every update must not disturb), a new float64 matrix built in
+        place (one d_ff x d_ff allocation: 1.6 GB at Llama-3-8B's d_ff)."""
+        matrix = state.covariance.to(torch.float64, copy=True).mul_(self.mom2_update_weight)
+        matrix += state.previous_keys
         if self.norm_lambda:
-            matrix = matrix + self.norm_lambda * _identity(matrix.shape[0], matrix)
+            matrix.diagonal().add_(self.norm_lambda)
         return matrix
 
     def solve(self, state: LayerState, keys: torch.Tensor, residuals: torch.Tensor) -> torch.Tensor:
         """Delta (d_model x d_ff) from keys K (d_ff x n) and residuals R (d_model x n), float64."""
-        solved_keys = spd_solve(self.preservation(state) + keys @ keys.T, keys)  # A^{-1} K
+        # A = lambda_p C0 + lambda_n I + S_P + K K^T, passed on without another reference (freed once factored)
+        solved_keys = spd_solve(self.preservation(state).addmm_(keys, keys.T), keys)  # A^{-1} K
         return residuals @ solved_keys.T  # R K^T A^{-1}  (A symmetric)
 
     def update_state(self, state: LayerState, keys: torch.Tensor) -> None:
@@ -108,10 +112,13 @@ class AlphaEdit(Editor):
 
     def solve(self, state, keys, residuals):
         projector = state.projector
-        accumulated = state.previous_keys + keys @ keys.T
-        system = projector @ accumulated @ projector
-        system = system + (self.alpha + self.norm_lambda) * _identity(system.shape[0], system)
-        return spd_solve(system, projector @ keys @ residuals.T).T
+        accumulated = state.previous_keys.addmm(keys, keys.T)  # S = S_P + K K^T
+        half = projector @ accumulated
+        del accumulated
+        system = half @ projector
+        del half
+        system.diagonal().add_(self.alpha + self.norm_lambda)
+        return spd_solve(system, projector @ (keys @ residuals.T)).T
 
 
 def accumulate_keys(previous_keys: torch.Tensor, keys: torch.Tensor) -> None:

@@ -82,7 +82,7 @@ def edit_batch(
         keys = raw_keys.to(device).double()
         residuals = (targets.z.to(device).double() - current.to(device).double()) / (len(layers) - rank)
         layer_state = LayerState(
-            covariance=covariances[layer].to(device=device, dtype=torch.float64),
+            covariance=covariances[layer].to(device),  # float32 C0: the editor builds its float64 system from it
             previous_keys=state.previous_keys[layer],
             projector=None if projectors is None else projectors[layer].to(device=device, dtype=torch.float64),
         )

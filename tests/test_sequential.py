@@ -62,7 +62,7 @@ class RecordingEditor(Editor):
         self.calls.append(
             {
                 "previous": state.previous_keys.clone(),
-                "preservation": self.mom2_update_weight * state.covariance,
+                "preservation": self.mom2_update_weight * state.covariance.double(),
                 "keys": keys.clone(),
                 "residuals": residuals.clone(),
                 "delta": delta,
