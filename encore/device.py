@@ -67,12 +67,16 @@ def resolve_execution(device: str = "auto", dtype: str = "float32", tf32: bool =
     return Execution(device=device, dtype=dtype, tf32=tf32)
 
 
-def state_device(execution: Execution, d_ff: int, n_layers: int, with_projector: bool, margin: float = 0.8) -> str:
-    """Device of the float64 editor state and solves: the GPU if C0, S_P (and P) of every edited layer plus a
-    solve's working set (three d_ff x d_ff float64 matrices) fit in ``margin`` of its free memory, else the CPU."""
+def state_fits(d_ff: int, n_layers: int, with_projector: bool, free_bytes: float, share: float = 0.5) -> bool:
+    """Whether C0, S_P (and P) of every edited layer in float64 plus a solve's working set (three d_ff x d_ff
+    matrices) fit in ``share`` of the free GPU memory; the rest is left to target optimisation."""
+    matrix = d_ff * d_ff * 8
+    return n_layers * matrix * (3 if with_projector else 2) + 3 * matrix <= share * free_bytes
+
+
+def state_device(execution: Execution, d_ff: int, n_layers: int, with_projector: bool) -> str:
+    """Device of the float64 editor state and solves: the GPU when ``state_fits`` its free memory, else the CPU."""
     if not execution.is_cuda:
         return "cpu"
-    matrix = d_ff * d_ff * 8
-    needed = n_layers * matrix * (3 if with_projector else 2) + 3 * matrix
     free, _ = torch.cuda.mem_get_info(execution.device)
-    return execution.device if needed <= margin * free else "cpu"
+    return execution.device if state_fits(d_ff, n_layers, with_projector, free) else "cpu"

@@ -49,12 +49,13 @@ def test_models_load_in_the_requested_dtype(tmp_path, tokenizer):
 
 
 def test_state_placement_counts_every_float64_matrix(monkeypatch):
-    """C0 and S_P (and P) per layer plus three working matrices must fit in 80% of the free GPU memory."""
+    """C0 and S_P (and P) per layer plus three working matrices must fit in half the free GPU memory (the other
+    half is left to target optimisation's activations)."""
     gib = 2**30
     execution = Execution(device="cuda:0", dtype="float32")
     matrix = 14336**2 * 8  # 1.64 GB
     needed_memit, needed_alphaedit = (5 * 2 + 3) * matrix, (5 * 3 + 3) * matrix
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(needed_memit / 0.8) + gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(needed_memit / 0.5) + gib, 80 * gib))
     assert state_device(execution, 14336, 5, with_projector=False) == "cuda:0"
     assert state_device(execution, 14336, 5, with_projector=True) == "cpu"  # 18 matrices do not fit
     assert needed_alphaedit > needed_memit

@@ -182,7 +182,14 @@ def test_summary_uses_the_authors_subset_where_a_snapshot_scored_only_that():
     from encore.report import summary
 
     def rows(edits, protocol, es):
-        base = {"model": "m", "dataset": "counterfact", "method": "memit", "variant": "plain", "order": 0, "edits": edits}
+        base = {
+            "model": "m",
+            "dataset": "counterfact",
+            "method": "memit",
+            "variant": "plain",
+            "order": 0,
+            "edits": edits,
+        }
         values = {"ES": es, "PS": 50.0, "NS": 60.0, "S": 55.0, "n_records": edits}
         return [{**base, "metric": k, "value": v, "protocol": protocol} for k, v in values.items()]
 

@@ -5,6 +5,7 @@ from snakemake.utils import validate
 
 from encore.experiment import check_edit_count, check_methods
 from encore.hparams import Hyperparameters
+from encore.plan import rule_resources
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -22,6 +23,21 @@ EXECUTION = {
     "dtype": config["dtype"],
     "tf32": config["tf32"],
 }
+# Per-rule memory and run time from the experiment's plan (python -m encore.plan): sized for the GPU named by
+# plan_gpu unless the models run on the CPU. Raised with each retry.
+PLANNED = rule_resources(
+    config, "cpu" if config["device"] == "cpu" else config["plan_gpu"]
+)
+
+
+def planned_mem_mb(rule):
+    return lambda wildcards, attempt: attempt * PLANNED[rule]["mem_mb"]
+
+
+def planned_runtime(rule):
+    return lambda wildcards, attempt: attempt * PLANNED[rule]["runtime"]
+
+
 # one run = an editor, a variant (plain, mpes, nc, mpes_nc) and one of the authors' edit orderings
 RUN = "{method}/{variant}/order{order}"
 UNEDITED = f"{RESULTS}/unedited/order{{order}}/metrics.csv"

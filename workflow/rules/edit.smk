@@ -23,8 +23,9 @@ rule edit_segment:
         "../envs/encore.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=8000,
-        runtime=600,
+        mem_mb=planned_mem_mb("edit_segment"),
+        runtime=planned_runtime("edit_segment"),
+        gpu_mem_mb=PLANNED["edit_segment"]["gpu_mem_mb"],
     params:
         model=config["model"],
         execution=EXECUTION,

@@ -10,8 +10,9 @@ rule evaluate_unedited:
         "../envs/encore.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=planned_mem_mb("evaluate_unedited"),
+        runtime=planned_runtime("evaluate_unedited"),
+        gpu_mem_mb=PLANNED["evaluate_unedited"]["gpu_mem_mb"],
     params:
         model=config["model"],
         execution=EXECUTION,
@@ -38,8 +39,9 @@ rule evaluate_snapshot:
         "../envs/encore.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=planned_mem_mb("evaluate_snapshot"),
+        runtime=planned_runtime("evaluate_snapshot"),
+        gpu_mem_mb=PLANNED["evaluate_snapshot"]["gpu_mem_mb"],
     params:
         model=config["model"],
         execution=EXECUTION,

@@ -12,8 +12,9 @@ rule statistics:
         "../envs/encore.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=planned_mem_mb("statistics"),
+        runtime=planned_runtime("statistics"),
+        gpu_mem_mb=PLANNED["statistics"]["gpu_mem_mb"],
     params:
         model=config["model"],
         execution=EXECUTION,

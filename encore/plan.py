@@ -1,0 +1,436 @@
+"""A plan of an experiment before it runs: per rule and in all, peak host and GPU memory, disk written, time.
+
+    python -m encore.plan --configfile configs/paper/llama3-8b-counterfact.yaml [--gpu h100]
+
+The prediction is a cost model, not a profile: FLOPs and bytes are counted from the model's shape, the
+hyperparameters and token counts measured on the data (CounterFact, order 0, SmolLM2 tokenizer), and
+turned into seconds with effective rates. The CPU rates were measured on the reference machine (2 cores);
+the GPU rates are nominal peak x an assumed efficiency until measured (``RATES``, ``RATE_SOURCE``).
+``rule_resources`` gives Snakemake's per-rule mem_mb / runtime / GPU memory from the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from encore.device import state_fits
+from encore.targets import default_tokens_per_microbatch
+
+# ------------------------------------------------------------------------------------------------ shapes
+
+
+@dataclass(frozen=True)
+class Shape:
+    n_layers: int
+    d_model: int
+    d_ff: int
+    n_heads: int
+    n_kv_heads: int
+    vocab: int
+    tied_head: bool
+    gated_mlp: bool = True  # Llama family: gate, up, down; GPT-2: fc, proj
+
+    @property
+    def block_params(self) -> int:
+        kv_dim = self.d_model * self.n_kv_heads // self.n_heads
+        attention = 2 * self.d_model * self.d_model + 2 * self.d_model * kv_dim
+        return attention + (3 if self.gated_mlp else 2) * self.d_model * self.d_ff
+
+    @property
+    def params(self) -> int:
+        return self.n_layers * self.block_params + self.vocab * self.d_model * (1 if self.tied_head else 2)
+
+    @property
+    def kv_dim(self) -> int:
+        return self.d_model * self.n_kv_heads // self.n_heads
+
+
+KNOWN_SHAPES = {
+    "gpt2-xl": Shape(48, 1600, 6400, 25, 25, 50257, True, gated_mlp=False),
+    "meta-llama/Llama-2-7b-hf": Shape(32, 4096, 11008, 32, 32, 32000, False),
+    "meta-llama/Meta-Llama-3-8B": Shape(32, 4096, 14336, 32, 8, 128256, False),
+    "smollm2-135m": Shape(30, 576, 1536, 9, 3, 49152, True),
+    "gemma3-270m": Shape(18, 640, 2048, 4, 1, 262144, True),
+    "qwen2.5-coder-1.5b": Shape(28, 1536, 8960, 12, 2, 151936, False),
+}
+
+
+def model_shape(name: str) -> Shape:
+    """A known model by name (or its last path component), or a local directory's config.json."""
+    if name in KNOWN_SHAPES:
+        return KNOWN_SHAPES[name]
+    for known, shape in KNOWN_SHAPES.items():
+        if Path(name).name == Path(known).name:
+            return shape
+    config_file = Path(name) / "config.json"
+    if not config_file.is_file():
+        raise ValueError(
+            f"model: no shape known for {name!r}; add it to encore.plan.KNOWN_SHAPES or point at a "
+            "local directory with a config.json"
+        )
+    c = json.loads(config_file.read_text())
+    c = c.get("text_config", c)
+    heads = c.get("num_attention_heads", c.get("n_head"))
+    d_model = c.get("hidden_size", c.get("n_embd"))
+    return Shape(n_layers=c.get("num_hidden_layers", c.get("n_layer")), d_model=d_model,
+                 d_ff=c.get("intermediate_size") or c.get("n_inner") or 4 * d_model, n_heads=heads,
+                 n_kv_heads=c.get("num_key_value_heads", heads), vocab=c["vocab_size"],
+                 tied_head=c.get("tie_word_embeddings", True), gated_mlp=c.get("model_type") != "gpt2")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- workload and rates
+
+# Token counts per request / fact, measured on CounterFact (order 0, first 100-300 requests, SmolLM2 tokenizer,
+# context templates of 10 tokens): target optimisation's 7 sequences, their suffixes from the last subject token,
+# scored positions; keys' 6 template prompts + the bare prompt; evaluation's 13 prompts with both answers.
+TOKENS = {"whole": 108.0, "suffix": 27.9, "scored": 8.0, "key_prompts": 84.0, "bare": 9.0, "eval_per_fact": 139.0,
+          "downstream_item": 120.0, "generation_per_record": 10 * 100.0, "analysis_prompt": 12.0}  # fmt: skip
+MPES_ITERATIONS = 9.5  # mean forwards before the MPES criterion first holds (SmolLM2, +0: 9.9, +1: 10.5, +2: 11.5)
+BUDGET_FRACTION = 0.97  # without MPES, 85% of requests run to the step budget (measured 19.25-19.6 of 20)
+
+# Effective rates (FLOP/s, bytes/s). cpu: measured on the reference machine (2 cores, AVX-512, 2026-11-29);
+# GPUs: nominal dense peak x efficiency 0.4 (matmuls of a few hundred rows), not yet measured.
+RATES = {
+    "cpu": {"float32": 1.0e11, "bfloat16": 2.0e11, "float16": 1.0e11, "tf32": 1.0e11, "float64": 3.0e10,
+            "cholesky": 1.8e10, "eigh": 5.0e9, "load": 1.0e9, "gpu_memory": 0},
+    "a100": {"float32": 0.4 * 19.5e12, "tf32": 0.4 * 156e12, "bfloat16": 0.4 * 312e12, "float16": 0.4 * 312e12,
+             "float64": 0.4 * 19.5e12, "cholesky": 0.2 * 19.5e12, "eigh": 0.05 * 19.5e12, "load": 2.0e9,
+             "gpu_memory": 80 * 2**30},
+    "h100": {"float32": 0.4 * 67e12, "tf32": 0.4 * 495e12, "bfloat16": 0.4 * 989e12, "float16": 0.4 * 989e12,
+             "float64": 0.4 * 67e12, "cholesky": 0.2 * 67e12, "eigh": 0.05 * 67e12, "load": 2.0e9,
+             "gpu_memory": 80 * 2**30},
+    "h200": {"float32": 0.4 * 67e12, "tf32": 0.4 * 495e12, "bfloat16": 0.4 * 989e12, "float16": 0.4 * 989e12,
+             "float64": 0.4 * 67e12, "cholesky": 0.2 * 67e12, "eigh": 0.05 * 67e12, "load": 2.0e9,
+             "gpu_memory": 141 * 2**30},
+}  # fmt: skip
+RATE_SOURCE = {"cpu": "measured (2 cores)", "a100": "assumed", "h100": "assumed", "h200": "assumed"}
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+PYTHON_BASELINE = 0.6 * 2**30  # interpreter + torch + transformers + pandas, measured RSS before a model loads
+ACTIVATION_FLOATS = 12  # floats saved per token and d_model (+ 4 per d_ff) per block for the backward pass
+
+
+def _mean_document_tokens(max_length: int) -> float:
+    """Wikipedia sample: articles average ~900 tokens; the truncation at max_length caps them."""
+    return min(max_length, 900.0) if max_length < 900 else 900.0
+
+
+@dataclass
+class Cost:
+    rule: str
+    jobs: int
+    seconds: float  # per job
+    host_bytes: float  # peak RSS per job
+    gpu_bytes: float  # peak device memory per job (0 on the CPU)
+    disk_bytes: float  # written per job
+
+    def row(self) -> dict:
+        """Per job: time, peak host and GPU memory, disk; and the rule's totals over its jobs."""
+        gib = 2**30
+        return {"rule": self.rule, "jobs": self.jobs, "time per job": _duration(self.seconds),
+                "peak host GiB": round(self.host_bytes / gib, 2), "peak GPU GiB": round(self.gpu_bytes / gib, 2),
+                "disk GiB per job": round(self.disk_bytes / gib, 3), "total time": _duration(self.seconds * self.jobs),
+                "total disk GiB": round(self.disk_bytes * self.jobs / gib, 2)}  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ----------------------------------------------------------------------------------- the cost model
+
+
+class Planner:
+    def __init__(self, config: dict, hparams_by_run: dict[tuple[str, str], dict], device: str = "cpu"):
+        self.config, self.runs, self.device = config, hparams_by_run, device
+        self.shape = model_shape(config["model"])
+        self.dtype = config.get("dtype", "float32")
+        self.rates = RATES[device]
+        precision = "tf32" if (config.get("tf32") and self.dtype == "float32" and device != "cpu") else self.dtype
+        self.rate = self.rates[precision]
+        self.weight_bytes = self.shape.params * BYTES[self.dtype]
+        self.on_gpu = device != "cpu"
+
+    # -- pieces
+    def _load_seconds(self) -> float:
+        return self.weight_bytes / self.rates["load"] + 5.0
+
+    def _block_flops(self, tokens: float, blocks: float, backward: bool = False) -> float:
+        return tokens * blocks * 2 * self.shape.block_params * (2 if backward else 1)
+
+    def _head_flops(self, positions: float, backward: bool = False) -> float:
+        return positions * 2 * self.shape.vocab * self.shape.d_model * (2 if backward else 1)
+
+    def iterations(self, hp: dict) -> float:
+        steps = hp["v_num_grad_steps"]
+        if hp.get("mpes") is None:
+            return BUDGET_FRACTION * steps
+        return min(steps, MPES_ITERATIONS + hp["mpes"])
+
+    def _resident(self, host: float, gpu: float, nbytes: float) -> tuple[float, float]:
+        return (host, gpu + nbytes) if self.on_gpu else (host + nbytes, gpu)
+
+    # -- rules
+    def statistics(self, hp: dict) -> Cost:
+        layers, s = sorted(hp["layers"]), self.shape
+        tokens = hp["mom2_n_samples"] * _mean_document_tokens(hp["mom2_max_length"])
+        flops = self._block_flops(tokens, max(layers) + 1)
+        accumulate = tokens * 2 * s.d_ff**2 * len(layers)
+        seconds = self._load_seconds() + flops / self.rate + accumulate / self.rates["float32"]
+        if hp["editor"] == "alphaedit":
+            seconds += len(layers) * 9 * s.d_ff**3 / self.rates["eigh"]
+        sums = len(layers) * s.d_ff**2 * 4
+        batch = 8 * hp["mom2_max_length"] * (s.d_model * 6 + s.d_ff * (len(layers) + 2)) * BYTES[self.dtype]
+        host, gpu = self._resident(
+            PYTHON_BASELINE + (0 if self.on_gpu else self.weight_bytes),
+            0.0,
+            sums + batch + (self.weight_bytes if self.on_gpu else 0),
+        )
+        if self.on_gpu:
+            host += self.weight_bytes  # loaded on the host first
+        projector = len(layers) * s.d_ff**2 * 4 if hp["editor"] == "alphaedit" else 0
+        if hp["editor"] == "alphaedit":  # eigh of C0 in float64 on the host: matrix, eigenvectors, workspace
+            host += 3 * s.d_ff**2 * 8
+        return Cost("statistics", 1, seconds, host, gpu, sums + projector)
+
+    def edit_batch_seconds(self, hp: dict, n: int) -> dict:
+        layers, s = sorted(hp["layers"]), self.shape
+        z_layer, upper = max(layers), s.n_layers - max(layers) - 1
+        first = self._block_flops(n * TOKENS["whole"], s.n_layers)
+        per_iteration = (
+            self._block_flops(n * TOKENS["suffix"], upper, backward=True)
+            + self._head_flops(n * TOKENS["scored"], backward=True)
+            + self._block_flops(n * TOKENS["suffix"], upper)
+        )
+        targets = (first + self.iterations(hp) * per_iteration) / self.rate
+        lowest = layers[0]
+        keys = self._block_flops(n * (TOKENS["key_prompts"] + TOKENS["bare"]), lowest)
+        for layer in layers:
+            keys += self._block_flops(n * TOKENS["key_prompts"], layer - lowest + 1)
+            keys += self._block_flops(n * TOKENS["bare"], z_layer - lowest + 1)
+        d = s.d_ff
+        per_layer = 6 * d * d * n / self.rates["float64"] + (d**3 / 3) / self.rates["cholesky"]
+        if hp["editor"] == "alphaedit":
+            per_layer += 4 * d**3 / self.rates["float64"]
+        return {"targets": targets, "keys": keys / self.rate, "solves": len(layers) * per_layer}
+
+    def edit_segment(self, hp: dict, batches: int, label: str, jobs: int) -> Cost:
+        n, layers, s = self.config["batch_size"], sorted(hp["layers"]), self.shape
+        phases = self.edit_batch_seconds(hp, n)
+        seconds = self._load_seconds() + batches * sum(phases.values())
+        d = s.d_ff
+        upper = s.n_layers - max(layers) - 1
+        prefix_cache = n * (TOKENS["whole"] - TOKENS["suffix"]) * upper * 2 * s.kv_dim * BYTES[self.dtype]
+        budget = default_tokens_per_microbatch("cuda" if self.on_gpu else "cpu")
+        activations = budget * upper * (ACTIVATION_FLOATS * s.d_model + 4 * s.d_ff) * BYTES[self.dtype]
+        logits = n * TOKENS["scored"] * s.vocab * 4 * 3 / max(1.0, n * TOKENS["suffix"] / budget)
+        covariance = len(layers) * d * d * 4  # float32, resident on the host
+        state = len(layers) * d * d * 8  # S_P, float64
+        projector = len(layers) * d * d * (4 if not self.on_gpu else 8) if hp["editor"] == "alphaedit" else 0
+        working = 2 * d * d * 8 + (2 * d * d * 8 if hp["editor"] == "alphaedit" else 0)  # system + factor (+ P S)
+        host = PYTHON_BASELINE + covariance + (0 if self.on_gpu else self.weight_bytes)
+        gpu = 0.0
+        state_on_gpu = self.on_gpu and state_fits(
+            d, len(layers), bool(projector), self.rates["gpu_memory"] - self.weight_bytes
+        )
+        if self.on_gpu:
+            gpu = self.weight_bytes + prefix_cache + activations + logits
+            if state_on_gpu:
+                gpu += state + len(layers) * d * d * 8 + (projector if projector else 0) + working
+            else:
+                host += state + projector + working
+        else:
+            host += prefix_cache + activations + logits + state + projector + working
+        if self.on_gpu:  # the weights pass through host memory while loading, before the state is built
+            host = max(host, PYTHON_BASELINE + covariance + self.weight_bytes)
+        edits = min(batches * n, self.config["num_edits"])
+        disk = (
+            len(layers) * s.d_model * d * BYTES[self.dtype] + len(layers) * edits * d * BYTES[self.dtype] + edits * 400
+        )
+        return Cost(label, jobs, seconds, host, gpu, disk)
+
+    def evaluation(self, facts: float, parts: dict, label: str, jobs: int) -> Cost:
+        ev, s = self.config.get("evaluation", {}), self.shape
+        flops = self._block_flops(facts * TOKENS["eval_per_fact"], s.n_layers) + self._head_flops(facts * 13 * 2 * 1.5)
+        if parts.get("downstream"):
+            items = len(ev.get("downstream_tasks") or range(6)) * (ev.get("downstream_tests") or 300)
+            flops += self._block_flops(items * TOKENS["downstream_item"], s.n_layers) + self._head_flops(items * 6)
+        if parts.get("generation"):
+            records = ev.get("generation_records") or facts
+            tokens = records * TOKENS["generation_per_record"]
+            flops += self._block_flops(tokens, s.n_layers) + self._head_flops(tokens)
+        if parts.get("analysis"):
+            flops += self._block_flops(ev.get("analysis_records", 100) * TOKENS["analysis_prompt"], s.n_layers)
+        seconds = self._load_seconds() + flops / self.rate
+        batch = 64 * 24 * (s.d_model * 4 + s.d_ff) * BYTES[self.dtype] + 64 * 3 * s.vocab * 4
+        host = PYTHON_BASELINE + self.weight_bytes + (0 if self.on_gpu else batch)  # on a GPU: the load peak
+        gpu = self.weight_bytes + batch if self.on_gpu else 0.0
+        return Cost(label, jobs, seconds, host, gpu, 2e5)
+
+    # -- the experiment
+    def plan(self) -> list[Cost]:
+        config, ev = self.config, self.config.get("evaluation", {})
+        orders = config["order_sample"] if isinstance(config["order_sample"], list) else [config["order_sample"]]
+        step = config["batch_size"] * config["snapshot_every"]
+        ends = list(range(step, config["num_edits"], step)) + [config["num_edits"]]
+        costs, seen_statistics = [], set()
+        for (method, variant), hp in self.runs.items():
+            key = (
+                tuple(sorted(hp["layers"])),
+                hp["mom2_n_samples"],
+                hp["mom2_max_length"],
+                hp["editor"] == "alphaedit",
+            )
+            if key not in seen_statistics:
+                seen_statistics.add(key)
+                costs.append(self.statistics(hp))
+            previous = 0
+            for end in ends:
+                batches = -(-(end - previous) // config["batch_size"])
+                costs.append(self.edit_segment(hp, batches, f"edit_segment {method}/{variant}", len(orders)))
+                previous = end
+            for end in ends:
+                final = end == config["num_edits"]
+                facts = end if (final or ev.get("edited_facts", "all") == "all") else 0.2 * end
+                if final:
+                    facts += 0.2 * end  # the authors' subset comes from the same scores: counted once more for safety
+                parts = {
+                    name: ev.get(name, default) == "all" or (final and ev.get(name, default) == "final")
+                    for name, default in (("generation", "final"), ("downstream", "final"), ("analysis", "all"))
+                }
+                costs.append(self.evaluation(facts, parts, f"evaluate_snapshot {method}/{variant}", len(orders)))
+        parts = {"generation": ev.get("generation", "final") != "none", "downstream": ev.get("downstream", "final") != "none",
+                 "analysis": ev.get("analysis", "all") != "none"}  # fmt: skip
+        costs.append(self.evaluation(config["num_edits"], parts, "evaluate_unedited", len(orders)))
+        return costs
+
+
+# ------------------------------------------------------------------------------------ config reading
+
+
+def load_config(configfiles: list[str], overrides: dict | None = None) -> dict:
+    """config.yaml, then each --configfile on top (top-level keys replace, as in Snakemake), then overrides."""
+    config: dict = {}
+    for path in ["config.yaml", *configfiles]:
+        if Path(path).exists():
+            config.update(yaml.safe_load(Path(path).read_text()) or {})
+    config.update(overrides or {})
+    return config
+
+
+def experiment_hparams(config: dict) -> dict[tuple[str, str], dict]:
+    from encore.hparams import Hyperparameters
+
+    variants = config["variants"]
+    pairs = ([(m, v) for m in config["methods"] for v in variants.get(m, ["plain"])] if isinstance(variants, dict)
+             else [(m, v) for m in config["methods"] for v in variants])  # fmt: skip
+    runs = {}
+    for method, variant in pairs:
+        folder = Path(config.get("hparams_dir", "hparams")) / method.upper()
+        model = Path(config["model"]).name
+        candidates = [folder / f"{model}.{config['dataset']}.yaml", folder / f"{model}.yaml"]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            raise ValueError(f"methods: no hyperparameters for {method!r} on {config['model']!r} in {folder}")
+        runs[(method, variant)] = Hyperparameters.from_yaml(path, variant).as_dict()
+    return runs
+
+
+def summarise(costs: list[Cost]) -> dict[str, Cost]:
+    """Per rule label: jobs summed, time and disk as the mean job, memory as the largest job."""
+    grouped: dict[str, list[Cost]] = {}
+    for cost in costs:
+        grouped.setdefault(cost.rule, []).append(cost)
+    result = {}
+    for rule, group in grouped.items():
+        jobs = sum(c.jobs for c in group)
+        result[rule] = Cost(
+            rule,
+            jobs,
+            sum(c.seconds * c.jobs for c in group) / jobs,
+            max(c.host_bytes for c in group),
+            max(c.gpu_bytes for c in group),
+            sum(c.disk_bytes * c.jobs for c in group) / jobs,
+        )
+    return result
+
+
+DEFAULT_RESOURCES = {"mem_mb": 16000, "runtime": 720, "gpu_mem_mb": 0}
+
+
+def rule_resources(config: dict, device: str) -> dict[str, dict]:
+    """Snakemake resources per rule for this config: mem_mb (peak host x 1.3), runtime in minutes (predicted
+    x 2 + 30), gpu_mem_mb (peak device memory); the worst job of each rule. A model of unknown shape gets
+    ``DEFAULT_RESOURCES``."""
+    try:
+        planner = Planner(config, experiment_hparams(config), device)
+    except ValueError:
+        return {
+            rule: dict(DEFAULT_RESOURCES)
+            for rule in ("statistics", "edit_segment", "evaluate_snapshot", "evaluate_unedited")
+        }
+    worst: dict[str, Cost] = {}
+    for cost in planner.plan():
+        rule = cost.rule.split()[0]
+        current = worst.get(rule)
+        if current is None:
+            worst[rule] = Cost(rule, 1, cost.seconds, cost.host_bytes, cost.gpu_bytes, cost.disk_bytes)
+        else:
+            current.seconds, current.host_bytes = (
+                max(current.seconds, cost.seconds),
+                max(current.host_bytes, cost.host_bytes),
+            )
+            current.gpu_bytes = max(current.gpu_bytes, cost.gpu_bytes)
+    return {rule: {"mem_mb": int(math.ceil(1.3 * c.host_bytes / 2**20 / 1000) * 1000),
+                   "runtime": int(2 * c.seconds / 60) + 30, "gpu_mem_mb": int(c.gpu_bytes / 2**20)}
+            for rule, c in worst.items()}  # fmt: skip
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configfile", action="append", default=[], help="config overlays, as for snakemake")
+    parser.add_argument("--gpu", choices=[k for k in RATES if k != "cpu"], help="plan for this GPU (default: the CPU "
+                        "unless the config says device: cuda)")  # fmt: skip
+    parser.add_argument("--json", help="also write the plan as JSON to this file")
+    args = parser.parse_args(argv)
+    config = load_config(args.configfile)
+    device = args.gpu or ("h100" if str(config.get("device", "auto")).startswith("cuda") else "cpu")
+    planner = Planner(config, experiment_hparams(config), device)
+    costs = planner.plan()
+    grouped = summarise(costs)
+    import pandas as pd
+
+    table = pd.DataFrame([g.row() for g in grouped.values()])
+    s = planner.shape
+    print(
+        f"plan: experiment {config['experiment']}, model {config['model']} ({s.params / 1e9:.2f} B parameters, "
+        f"{config.get('dtype', 'float32')}), {len(planner.runs)} runs x {config['num_edits']} edits, "
+        f"device {device} (rates {RATE_SOURCE[device]})"
+    )
+    print(table.to_string(index=False))
+    total_seconds = sum(c.seconds * c.jobs for c in costs)
+    edit_disk = sum(c.disk_bytes * c.jobs for c in costs if c.rule.startswith("edit_segment"))
+    print(
+        f"\nin all: {_duration(total_seconds)} of {'GPU' if device != 'cpu' else 'CPU'} time "
+        f"({total_seconds / 3600:.1f} {'GPU' if device != 'cpu' else 'CPU'}-hours), "
+        f"{sum(c.disk_bytes * c.jobs for c in costs) / 2**30:.1f} GiB written "
+        f"(snapshots {edit_disk / 2**30:.1f} GiB, per run {edit_disk / max(1, len(planner.runs)) / 2**30:.1f} GiB), "
+        f"peak host {max(c.host_bytes for c in costs) / 2**30:.1f} GiB, "
+        f"peak GPU {max(c.gpu_bytes for c in costs) / 2**30:.1f} GiB"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": device, "rows": table.to_dict("records"),
+                                               "total_seconds": total_seconds}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The experiment plan: shapes, the counted bytes, and the paper-scale targets it must meet."""
+
+import pytest
+
+from encore.plan import KNOWN_SHAPES, Planner, experiment_hparams, load_config, model_shape, summarise
+
+LLAMA3 = "configs/paper/llama3-8b-counterfact.yaml"
+
+
+def test_known_shapes_have_the_published_parameter_counts():
+    counts = {name: KNOWN_SHAPES[name].params / 1e9 for name in KNOWN_SHAPES}
+    assert counts["meta-llama/Meta-Llama-3-8B"] == pytest.approx(8.03, abs=0.01)
+    assert counts["meta-llama/Llama-2-7b-hf"] == pytest.approx(6.74, abs=0.01)
+    assert counts["gpt2-xl"] == pytest.approx(1.56, abs=0.01)
+    assert counts["smollm2-135m"] == pytest.approx(0.1345, abs=0.001)
+
+
+def test_local_model_directories_are_read_from_their_config(tmp_path, tokenizer):
+    from conftest import make_tiny_llama
+
+    make_tiny_llama(len(tokenizer)).save_pretrained(tmp_path)
+    shape = model_shape(str(tmp_path))
+    assert (shape.n_layers, shape.d_model, shape.d_ff, shape.n_kv_heads) == (4, 64, 96, 2)
+
+
+def test_snapshot_bytes_are_the_edited_weights_plus_the_segment_keys():
+    config = load_config([LLAMA3])
+    planner = Planner(config, experiment_hparams(config), "h100")
+    hp = planner.runs[("memit", "plain")]
+    cost = planner.edit_segment(hp, batches=10, label="edit", jobs=1)
+    layers, s = len(hp["layers"]), planner.shape
+    weights, keys = layers * s.d_model * s.d_ff * 4, layers * 1000 * s.d_ff * 4
+    assert cost.disk_bytes == pytest.approx(weights + keys + 1000 * 400)
+
+
+def test_a_llama3_paper_run_stays_within_20_gb_of_snapshots_and_80_gb_of_gpu():
+    config = load_config([LLAMA3])
+    planner = Planner(config, experiment_hparams(config), "h100")
+    costs = planner.plan()
+    per_run = {}
+    for cost in costs:
+        if cost.rule.startswith("edit_segment"):
+            per_run[cost.rule] = per_run.get(cost.rule, 0) + cost.disk_bytes * cost.jobs
+    assert max(per_run.values()) <= 20e9
+    assert max(c.gpu_bytes for c in costs) <= 80 * 2**30
+    grouped = summarise(costs)
+    assert grouped["edit_segment memit/mpes_nc"].seconds < grouped["edit_segment memit/plain"].seconds  # MPES
+
+
+def test_every_shipped_config_can_be_planned():
+    from pathlib import Path
+
+    for path in sorted(Path("configs").rglob("*.yaml")):
+        config = load_config([str(path)])
+        assert Planner(config, experiment_hparams(config), "cpu").plan(), path
