@@ -23,19 +23,19 @@ EXECUTION = {
     "dtype": config["dtype"],
     "tf32": config["tf32"],
 }
-# Per-rule memory and run time from the experiment's plan (python -m encore.plan): sized for the GPU named by
+# Memory and run time of each step from the experiment plan (encore.plan), sized for the GPU named by
 # plan_gpu unless the models run on the CPU. Raised with each retry.
 PLANNED = rule_resources(
     config, "cpu" if config["device"] == "cpu" else config["plan_gpu"]
 )
 
 
-def planned_mem_mb(rule):
-    return lambda wildcards, attempt: attempt * PLANNED[rule]["mem_mb"]
+def planned_mem_mb(step):
+    return lambda wildcards, attempt: attempt * PLANNED[step]["mem_mb"]
 
 
-def planned_runtime(rule):
-    return lambda wildcards, attempt: attempt * PLANNED[rule]["runtime"]
+def planned_runtime(step):
+    return lambda wildcards, attempt: attempt * PLANNED[step]["runtime"]
 
 
 # one run = an editor, a variant (plain, mpes, nc, mpes_nc) and one of the authors' edit orderings

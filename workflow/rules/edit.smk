@@ -19,6 +19,8 @@ rule edit_segment:
         [f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/{name}" for name in SNAPSHOT_FILES],
     log:
         f"{LOGS}/{RUN}/edit_{{edits}}.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/{RUN}/edit_{{edits}}.tsv"
     conda:
         "../envs/encore.yaml"
     threads: config["threads"]

@@ -6,6 +6,8 @@ rule evaluate_unedited:
         UNEDITED,
     log:
         f"{LOGS}/unedited/order{{order}}/evaluate.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/unedited/order{{order}}/evaluate.tsv"
     conda:
         "../envs/encore.yaml"
     threads: config["threads"]
@@ -35,6 +37,8 @@ rule evaluate_snapshot:
         f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv",
     log:
         f"{LOGS}/{RUN}/evaluate_{{edits}}.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/{RUN}/evaluate_{{edits}}.tsv"
     conda:
         "../envs/encore.yaml"
     threads: config["threads"]

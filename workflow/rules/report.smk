@@ -42,6 +42,7 @@ rule collect_results:
         norms=f"{RESULTS}/collected/norms.csv",
         ledger=f"{RESULTS}/collected/ledger.csv",
         runs=f"{RESULTS}/collected/runs.csv",
+        checksums=f"{RESULTS}/collected/sha256.json",
     log:
         f"{LOGS}/collect_results.log",
     conda:

@@ -8,6 +8,8 @@ rule statistics:
         f"{RESULTS}/statistics/{{method}}.json",
     log:
         f"{LOGS}/statistics/{{method}}.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/statistics/{{method}}.tsv"
     conda:
         "../envs/encore.yaml"
     threads: config["threads"]

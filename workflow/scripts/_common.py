@@ -1,11 +1,25 @@
-"""Shared start-up for the rule scripts: log redirection and thread count."""
+"""Shared start-up for the rule scripts: log redirection, thread count, and a one-line error on the console."""
 
+import errno
 import sys
+import traceback
+from pathlib import Path
 
 import torch
 
 
 def start(snakemake):
     log = open(snakemake.log[0], "w", buffering=1)
+    console = sys.stderr
     sys.stdout = sys.stderr = log
     torch.set_num_threads(snakemake.threads)
+
+    def report(kind, error, trace):
+        """The traceback goes to the log; the console (Snakemake's output) gets the error's first line."""
+        traceback.print_exception(kind, error, trace, file=log)
+        message = (str(error).strip().splitlines() or [kind.__name__])[0]
+        if getattr(error, "errno", None) == errno.ENOSPC:
+            message += f" (writing {getattr(error, 'filename', None) or Path(snakemake.output[0]).parent}); free space and rerun"
+        print(f"{snakemake.rule} failed: {kind.__name__}: {message}", file=console, flush=True)
+
+    sys.excepthook = report
