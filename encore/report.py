@@ -9,6 +9,7 @@ were made is not written; it is listed with the missing runs in the index instea
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -48,11 +49,21 @@ def read_csvs(paths) -> pd.DataFrame:
     return pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
 
 
+COLLECTED = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv")
+CHECKSUMS = "sha256.json"
+
+
 def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Path) -> None:
     """metrics.csv, norms.csv, ledger.csv and runs.csv (hyperparameters and provenance of each run's
-    last snapshot) in ``out_dir``: everything the tables and figures are made of."""
+    last snapshot) in ``out_dir``: everything the tables and figures are made of; then sha256.json, their
+    checksums, which ``verify_collected`` checks before they are used. Each snapshot's ledger and norms are
+    checked against its manifest first."""
+    from encore.snapshots import _read_manifest
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for path in manifest_files:
+        _read_manifest(Path(path).parent, names=["ledger.csv", "norms.csv"])
     read_csvs(metric_files).to_csv(out_dir / "metrics.csv", index=False)
     read_csvs(norm_files).to_csv(out_dir / "norms.csv", index=False)
     read_csvs(ledger_files).to_csv(out_dir / "ledger.csv", index=False)
@@ -86,6 +97,31 @@ def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Pat
                 "code": json.dumps(manifest.get("code")),
             }
     pd.DataFrame(list(runs.values())).to_csv(out_dir / "runs.csv", index=False)
+    checksums = {name: _sha256(out_dir / name) for name in COLLECTED}
+    (out_dir / CHECKSUMS).write_text(json.dumps(checksums, indent=1) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verify_collected(results: Path) -> None:
+    """Fail with a one-line error naming the file and the fix when a collected CSV differs from what
+    ``collect`` wrote (corrupted or edited since)."""
+    results = Path(results)
+    try:
+        checksums = json.loads((results / CHECKSUMS).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{results / CHECKSUMS}: unreadable ({type(error).__name__}); {_RECOLLECT}") from None
+    for name in COLLECTED:
+        path = results / name
+        if not path.is_file():
+            raise ValueError(f"{path}: missing; {_RECOLLECT}")
+        if _sha256(path) != checksums.get(name):
+            raise ValueError(f"{path}: checksum differs from {CHECKSUMS} (corrupted or edited); {_RECOLLECT}")
+
+
+_RECOLLECT = "delete it and rerun snakemake to collect the results again"
 
 
 def summary(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -439,6 +475,7 @@ def build_paper_outputs(results: Path, tables_dir: Path, figures_dir: Path, inde
     written and what is missing."""
     from encore.figures import all_figures
 
+    verify_collected(Path(results))
     index = Index()
     tables_dir.mkdir(parents=True, exist_ok=True)
     figures_dir.mkdir(parents=True, exist_ok=True)

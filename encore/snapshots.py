@@ -16,6 +16,7 @@ Format 1 snapshots (S_P stored in ``state.safetensors``) are still read.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -61,9 +62,23 @@ class Snapshot:
 
 
 def _write_atomically(path: Path, write) -> None:
+    """``write`` to a temporary name, then rename; a failed write (disk full, no permission) leaves nothing behind
+    and raises a one-line SnapshotError naming the file (the previous snapshots are never touched)."""
     temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    temporary.replace(path)
+    try:
+        write(temporary)
+        temporary.replace(path)
+    except Exception as error:  # OSError, or safetensors' SafetensorError wrapping one
+        temporary.unlink(missing_ok=True)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if isinstance(error, OSError) and error.strerror:
+            reason = error.strerror
+        full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in reason
+        fix = f"free space on the disk holding {path.parent}" if full else "fix that"
+        raise SnapshotError(
+            f"{path}: cannot write the snapshot ({reason}); {fix} and rerun: "
+            "the run resumes from the previous snapshot, which is intact"
+        ) from error
 
 
 def save_snapshot(
@@ -112,22 +127,22 @@ def _read_manifest(directory: Path, names: list[str] | None = None) -> dict:
     """The manifest, after checking the checksums of ``names`` (default: every listed file)."""
     manifest_path = directory / MANIFEST
     if not manifest_path.exists():
-        raise SnapshotError(f"{directory}: no {MANIFEST} (incomplete snapshot); rerun the segment that writes it")
+        raise SnapshotError(f"{directory}: no {MANIFEST} (incomplete snapshot); delete {directory} and rerun")
     try:
         manifest = json.loads(manifest_path.read_text())
     except ValueError as error:
-        raise SnapshotError(f"{manifest_path}: not valid JSON ({error}); rerun the segment that writes it") from None
+        raise SnapshotError(f"{manifest_path}: not valid JSON ({error}); delete {directory} and rerun") from None
     for name, expected in manifest["files"].items():
         if names is not None and name not in names:
             continue
         path = directory / name
         if not path.exists():
-            raise SnapshotError(f"{path}: missing file listed in the snapshot manifest; rerun its segment")
+            raise SnapshotError(f"{path}: missing file listed in the snapshot manifest; delete {directory} and rerun")
         actual = file_sha256(path)
         if actual != expected:
             raise SnapshotError(
-                f"{path}: checksum mismatch (expected {expected[:12]}.., got {actual[:12]}..); "
-                "the snapshot is corrupted, rerun its segment"
+                f"{path}: checksum mismatch (expected {expected[:12]}.., got {actual[:12]}..); the snapshot is "
+                f"corrupted: delete {directory} and rerun (its segment is recomputed from the previous snapshot)"
             )
     return manifest
 

@@ -19,7 +19,8 @@ def start(snakemake):
         traceback.print_exception(kind, error, trace, file=log)
         message = (str(error).strip().splitlines() or [kind.__name__])[0]
         if getattr(error, "errno", None) == errno.ENOSPC:
-            message += f" (writing {getattr(error, 'filename', None) or Path(snakemake.output[0]).parent}); free space and rerun"
+            written = getattr(error, "filename", None) or Path(snakemake.output[0]).parent
+            message += f" (writing {written}); free space and rerun"
         print(f"{snakemake.rule} failed: {kind.__name__}: {message}", file=console, flush=True)
 
     sys.excepthook = report
