@@ -115,9 +115,22 @@ PYTHON_BASELINE = 0.6 * 2**30  # interpreter + torch + transformers + pandas, me
 ACTIVATION_FLOATS = 12  # floats saved per token and d_model (+ 4 per d_ff) per block for the backward pass
 
 
+# Mean tokens per corpus document after truncation at max_length: 1,000 documents sampled as the statistics rule
+# samples them (random.Random(1)) from the offline Wikipedia sample, SmolLM2 tokenizer (untruncated: mean 448,
+# median 247). Full Wikipedia dumps have longer articles: the statistics of paper runs can take up to ~2x longer.
+DOCUMENT_TOKENS = {128: 118.0, 256: 195.1, 512: 284.2, 1024: 367.5, 2048: 418.7, 4096: 439.9, 8192: 446.8}
+
+
 def _mean_document_tokens(max_length: int) -> float:
-    """Wikipedia sample: articles average ~900 tokens; the truncation at max_length caps them."""
-    return min(max_length, 900.0) if max_length < 900 else 900.0
+    """``DOCUMENT_TOKENS``, interpolated linearly in log(max_length)."""
+    points = sorted(DOCUMENT_TOKENS.items())
+    if max_length <= points[0][0]:
+        return min(max_length, points[0][1])
+    for (low, low_tokens), (high, high_tokens) in zip(points, points[1:]):
+        if max_length <= high:
+            weight = math.log(max_length / low) / math.log(high / low)
+            return low_tokens + weight * (high_tokens - low_tokens)
+    return points[-1][1]
 
 
 @dataclass
@@ -190,13 +203,16 @@ class Planner:
             seconds += len(layers) * 9 * s.d_ff**3 / self.rates["eigh"]
         sums = len(layers) * s.d_ff**2 * 4
         batch = 8 * hp["mom2_max_length"] * (s.d_model * 6 + s.d_ff * (len(layers) + 2)) * BYTES[self.dtype]
+        # the forward stops after the last edited block: weights above it (and the head) are never touched, so
+        # their memory-mapped safetensors pages are never read in
+        touched = (s.vocab * s.d_model + (max(layers) + 1) * s.block_params) * BYTES[self.dtype]
         host, gpu = self._resident(
-            PYTHON_BASELINE + (0 if self.on_gpu else self.weight_bytes),
+            PYTHON_BASELINE + (0 if self.on_gpu else touched),
             0.0,
             sums + batch + (self.weight_bytes if self.on_gpu else 0),
         )
         if self.on_gpu:
-            host += self.weight_bytes  # loaded on the host first
+            host = max(host, PYTHON_BASELINE + self.weight_bytes)  # loaded on the host first
         projector = len(layers) * s.d_ff**2 * 4 if hp["editor"] == "alphaedit" else 0
         if hp["editor"] == "alphaedit":  # eigh of C0 in float64 on the host: matrix, eigenvectors, workspace
             host += 3 * s.d_ff**2 * 8
