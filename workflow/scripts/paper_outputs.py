@@ -2,9 +2,10 @@ from pathlib import Path
 
 from _common import start
 
-from encore.report import build_paper_outputs
+from encore.report import build_paper_outputs, verify_collected
 
 start(snakemake)
+verify_collected(Path(snakemake.input[0]).parent)  # a corrupted or edited collected CSV is never used
 build_paper_outputs(
     Path(snakemake.input[0]).parent,
     Path(snakemake.output.tables),
