@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,10 +64,26 @@ class StatisticsCacheError(ValueError):
         self.path, self.problem = Path(path), problem
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def save_statistic(path: Path, key: dict, second_moment: torch.Tensor, count: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"key": json.dumps(key, sort_keys=True), "count": str(count), "sha256": tensor_sha256(second_moment)}
-    temporary = path.with_name(f"{path.stem}.tmp-{os.getpid()}")  # per process: parallel jobs may write one file
+    # per process (parallel jobs may write the same file); those a killed process of this host left are removed
+    prefix = f"{path.stem}.tmp-{socket.gethostname()}-"
+    for stale in path.parent.glob(f"{prefix}*"):
+        pid = stale.name[len(prefix) :]
+        if pid.isdigit() and not _running(int(pid)):
+            stale.unlink(missing_ok=True)
+    temporary = path.with_name(f"{prefix}{os.getpid()}")
     try:
         save_file({"second_moment": second_moment.contiguous()}, str(temporary), metadata=metadata)
         temporary.replace(path)
