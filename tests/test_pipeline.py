@@ -12,6 +12,8 @@ import pytest
 from pipeline_helpers import make_workdir, save_tiny_model, snakemake, snakemake_command
 from safetensors.torch import load_file
 
+from encore.snapshots import file_sha256
+
 
 def test_workflow_lints_clean():
     result = snakemake("--lint", check=False)
@@ -128,29 +130,35 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_to_bitwise_identical_weights(tiny_model, tmp_path):
     model_dir, resources = tiny_model
-    straight = make_workdir(tmp_path / "straight", model_dir, resources, snapshot_every=1)
+    quick = {"variants": ["plain"], "snapshot_every": 1, "evaluation": {"generation": "none", "downstream": "none"}}
+    straight = make_workdir(tmp_path / "straight", model_dir, resources, **quick)
     snakemake(*straight)
 
     killed_root = tmp_path / "killed"
-    killed = make_workdir(killed_root, model_dir, resources, snapshot_every=1)
+    killed = make_workdir(killed_root, model_dir, resources, **quick)
     snapshots = killed_root / "results" / "tiny" / "memit" / "plain" / "order0" / "snapshots"
+    second_segment_log = killed_root / "logs" / "tiny" / "memit" / "plain" / "order0" / "edit_00004.log"
     command, env = snakemake_command(*killed)
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    deadline = time.time() + 120
-    while not (snapshots / "edits_00002" / "manifest.json").exists() and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)  # the next segment is now loading or editing
-    os.killpg(process.pid, signal.SIGKILL)
+    # Snakemake records a job as finished (metadata written, "incomplete" marker removed) before it starts the
+    # jobs that need its outputs: once the second segment writes to its log, the first one is recorded complete.
+    deadline = time.time() + 300
+    while not (second_segment_log.exists() and second_segment_log.stat().st_size > 0):
+        assert process.poll() is None and time.time() < deadline, "the run ended before the second segment started"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the controller and its jobs: a crash of the whole run
     process.wait()
-    assert (snapshots / "edits_00002" / "manifest.json").exists()
-    assert not (snapshots / "edits_00006" / "manifest.json").exists()
-    first_snapshot = (snapshots / "edits_00002" / "weights.safetensors").stat().st_mtime_ns
+    assert not (snapshots / "edits_00006" / "manifest.json").exists()  # the last segment needs the second one
+    first = snapshots / "edits_00002"
+    checksums = {path.name: file_sha256(path) for path in sorted(first.iterdir())}
+    assert sorted(checksums) == ["keys.safetensors", "ledger.csv", "manifest.json", "norms.csv", "weights.safetensors"]
 
     snakemake(*killed, "--unlock")  # a killed controller leaves its lock (snakemake-notes.md §3)
     snakemake(*killed)  # rerun: resumes after the last complete snapshot
-    assert (snapshots / "edits_00002" / "weights.safetensors").stat().st_mtime_ns == first_snapshot
+    # the first segment was kept, not redone (its ledger has timings: a rerun would change its checksum)
+    assert {path.name: file_sha256(path) for path in sorted(first.iterdir())} == checksums
     final = load_file(str(snapshots / "edits_00006" / "weights.safetensors"))
     reference = load_file(
         str(
