@@ -15,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
-from encore.report import build_paper_outputs, editing_table
+from encore.report import build_paper_outputs, editing_table, verify_collected
 
 DATA_FILES = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv")
 
@@ -37,6 +37,7 @@ def regenerate(out: Path, title: str | None = None) -> list[Path]:
 
 
 def publish(collected: Path, out: Path, title: str | None = None) -> list[Path]:
+    verify_collected(collected)  # what is published is what collect_results wrote
     (Path(out) / "data").mkdir(parents=True, exist_ok=True)
     for name in DATA_FILES:
         shutil.copyfile(Path(collected) / name, Path(out) / "data" / name)
