@@ -94,18 +94,20 @@ TOKENS = {"whole": 108.0, "suffix": 27.9, "scored": 8.0, "key_prompts": 84.0, "b
 MPES_ITERATIONS = 9.5  # mean forwards before the MPES criterion first holds (SmolLM2, +0: 9.9, +1: 10.5, +2: 11.5)
 BUDGET_FRACTION = 0.97  # without MPES, 85% of requests run to the step budget (measured 19.25-19.6 of 20)
 
-# Effective rates (FLOP/s, bytes/s). cpu: measured on the reference machine (2 cores, AVX-512, 2026-11-29);
-# GPUs: nominal dense peak x efficiency 0.4 (matmuls of a few hundred rows), not yet measured.
+# Effective rates (FLOP/s, bytes/s). cpu: measured on the reference machine (2 cores, AVX-512, 2026-11-29):
+# target optimisation's small forward/backward micro-batches ~1.0e11 FLOP/s, no-grad inference in batches of 64
+# prompts ~1.4e11 (the scale check's evaluations at Llama-3-8B widths); GPUs: nominal dense peak x efficiency 0.4
+# (0.5 for inference), not yet measured.
 RATES = {
-    "cpu": {"float32": 1.0e11, "bfloat16": 2.0e11, "float16": 1.0e11, "tf32": 1.0e11, "float64": 3.0e10,
+    "cpu": {"inference": 1.4e11, "float32": 1.0e11, "bfloat16": 2.0e11, "float16": 1.0e11, "tf32": 1.0e11, "float64": 3.0e10,
             "cholesky": 1.8e10, "eigh": 5.0e9, "load": 1.0e9, "gpu_memory": 0},
-    "a100": {"float32": 0.4 * 19.5e12, "tf32": 0.4 * 156e12, "bfloat16": 0.4 * 312e12, "float16": 0.4 * 312e12,
+    "a100": {"inference": 0.5 * 19.5e12, "float32": 0.4 * 19.5e12, "tf32": 0.4 * 156e12, "bfloat16": 0.4 * 312e12, "float16": 0.4 * 312e12,
              "float64": 0.4 * 19.5e12, "cholesky": 0.2 * 19.5e12, "eigh": 0.05 * 19.5e12, "load": 2.0e9,
              "gpu_memory": 80 * 2**30},
-    "h100": {"float32": 0.4 * 67e12, "tf32": 0.4 * 495e12, "bfloat16": 0.4 * 989e12, "float16": 0.4 * 989e12,
+    "h100": {"inference": 0.5 * 67e12, "float32": 0.4 * 67e12, "tf32": 0.4 * 495e12, "bfloat16": 0.4 * 989e12, "float16": 0.4 * 989e12,
              "float64": 0.4 * 67e12, "cholesky": 0.2 * 67e12, "eigh": 0.05 * 67e12, "load": 2.0e9,
              "gpu_memory": 80 * 2**30},
-    "h200": {"float32": 0.4 * 67e12, "tf32": 0.4 * 495e12, "bfloat16": 0.4 * 989e12, "float16": 0.4 * 989e12,
+    "h200": {"inference": 0.5 * 67e12, "float32": 0.4 * 67e12, "tf32": 0.4 * 495e12, "bfloat16": 0.4 * 989e12, "float16": 0.4 * 989e12,
              "float64": 0.4 * 67e12, "cholesky": 0.2 * 67e12, "eigh": 0.05 * 67e12, "load": 2.0e9,
              "gpu_memory": 141 * 2**30},
 }  # fmt: skip
@@ -169,7 +171,8 @@ class Planner:
         self.dtype = config.get("dtype", "float32")
         self.rates = RATES[device]
         precision = "tf32" if (config.get("tf32") and self.dtype == "float32" and device != "cpu") else self.dtype
-        self.rate = self.rates[precision]
+        self.rate = self.rates[precision]  # target optimisation: small forward/backward micro-batches
+        self.inference_rate = self.rate * self.rates["inference"] / self.rates["float32"]  # no-grad batches
         self.weight_bytes = self.shape.params * BYTES[self.dtype]
         self.on_gpu = device != "cpu"
 
@@ -198,7 +201,7 @@ class Planner:
         tokens = hp["mom2_n_samples"] * _mean_document_tokens(hp["mom2_max_length"])
         flops = self._block_flops(tokens, max(layers) + 1)
         accumulate = tokens * 2 * s.d_ff**2 * len(layers)
-        seconds = self._load_seconds() + flops / self.rate + accumulate / self.rates["float32"]
+        seconds = self._load_seconds() + flops / self.inference_rate + accumulate / self.rates["float32"]
         if hp["editor"] == "alphaedit":
             seconds += len(layers) * 9 * s.d_ff**3 / self.rates["eigh"]
         sums = len(layers) * s.d_ff**2 * 4
@@ -286,7 +289,7 @@ class Planner:
             flops += self._block_flops(tokens, s.n_layers) + self._head_flops(tokens)
         if parts.get("analysis"):
             flops += self._block_flops(ev.get("analysis_records", 100) * TOKENS["analysis_prompt"], s.n_layers)
-        seconds = self._load_seconds() + flops / self.rate
+        seconds = self._load_seconds() + flops / self.inference_rate
         batch = 64 * 24 * (s.d_model * 4 + s.d_ff) * BYTES[self.dtype] + 64 * 3 * s.vocab * 4
         host = PYTHON_BASELINE + self.weight_bytes + (0 if self.on_gpu else batch)  # on a GPU: the load peak
         gpu = self.weight_bytes + batch if self.on_gpu else 0.0
