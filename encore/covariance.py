@@ -194,8 +194,9 @@ def load_or_compute_statistics(
     return paths
 
 
-def load_or_compute_projector(statistic_path: Path, key: dict, threshold: float) -> torch.Tensor:
-    """AlphaEdit's null-space projector of a cached C0, cached next to it (same checksum scheme)."""
+def load_or_compute_projector(statistic_path: Path, key: dict, threshold: float, device="cpu") -> torch.Tensor:
+    """AlphaEdit's null-space projector of a cached C0, cached next to it (same checksum scheme). The float64
+    eigendecomposition runs on ``device`` (a GPU does d_ff = 14336 in seconds; two CPU cores take hours)."""
     from encore.editors import null_space_projector
 
     projector_key = {**key, "derived": "null_space_projector", "threshold": threshold}
@@ -203,6 +204,6 @@ def load_or_compute_projector(statistic_path: Path, key: dict, threshold: float)
     cached = _cached(path, projector_key)
     if cached is not None:
         return cached
-    projector = null_space_projector(load_statistic(Path(statistic_path), key), threshold).float()
+    projector = null_space_projector(load_statistic(Path(statistic_path), key).to(device), threshold).float().cpu()
     save_statistic(path, projector_key, projector, count=0)
     return projector

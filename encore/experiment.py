@@ -115,7 +115,9 @@ def check_edit_count(dataset: str, data_dir, cache_dir, order_sample: str, num_e
     return len(records)
 
 
-def load_covariances(statistics_manifest: Path, layers: list[int], projector_threshold: float | None = None):
+def load_covariances(
+    statistics_manifest: Path, layers: list[int], projector_threshold: float | None = None, device="cpu"
+):
     """({layer: C0}, {layer: null-space projector} or None) from the statistics rule's manifest."""
     manifest = json.loads(Path(statistics_manifest).read_text())
     covariances, projectors = {}, {}
@@ -125,7 +127,9 @@ def load_covariances(statistics_manifest: Path, layers: list[int], projector_thr
             raise ValueError(f"{statistics_manifest}: no statistics for layer {layer}; rerun the statistics rule")
         covariances[layer] = load_statistic(Path(entry["path"]), entry["key"])
         if projector_threshold is not None:
-            projectors[layer] = load_or_compute_projector(Path(entry["path"]), entry["key"], projector_threshold)
+            projectors[layer] = load_or_compute_projector(
+                Path(entry["path"]), entry["key"], projector_threshold, device
+            )
     return covariances, (projectors if projector_threshold is not None else None)
 
 
@@ -237,7 +241,7 @@ def run_edit_segment(
                 "rerun from the first segment"
             )
     covariances, projectors = load_covariances(
-        statistics_manifest, layers, hparams.nullspace_threshold if editor.needs_projector else None
+        statistics_manifest, layers, hparams.nullspace_threshold if editor.needs_projector else None, run_on.device
     )
     if solves_on != "cpu":  # resident on the GPU in float64 for the whole segment
         covariances = {layer: c.to(solves_on, torch.float64) for layer, c in covariances.items()}

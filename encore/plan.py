@@ -202,8 +202,6 @@ class Planner:
         flops = self._block_flops(tokens, max(layers) + 1)
         accumulate = tokens * 2 * s.d_ff**2 * len(layers)
         seconds = self._load_seconds() + flops / self.inference_rate + accumulate / self.rates["float32"]
-        if hp["editor"] == "alphaedit":
-            seconds += len(layers) * 9 * s.d_ff**3 / self.rates["eigh"]
         sums = len(layers) * s.d_ff**2 * 4
         batch = 8 * hp["mom2_max_length"] * (s.d_model * 6 + s.d_ff * (len(layers) + 2)) * BYTES[self.dtype]
         # the forward stops after the last edited block: weights above it (and the head) are never touched, so
@@ -216,10 +214,7 @@ class Planner:
         )
         if self.on_gpu:
             host = max(host, PYTHON_BASELINE + self.weight_bytes)  # loaded on the host first
-        projector = len(layers) * s.d_ff**2 * 4 if hp["editor"] == "alphaedit" else 0
-        if hp["editor"] == "alphaedit":  # eigh of C0 in float64 on the host: matrix, eigenvectors, workspace
-            host += 3 * s.d_ff**2 * 8
-        return Cost("statistics", 1, seconds, host, gpu, sums + projector)
+        return Cost("statistics", 1, seconds, host, gpu, sums)
 
     def edit_batch_seconds(self, hp: dict, n: int) -> dict:
         layers, s = sorted(hp["layers"]), self.shape
@@ -242,10 +237,13 @@ class Planner:
             per_layer += 4 * d**3 / self.rates["float64"]
         return {"targets": targets, "keys": keys / self.rate, "solves": len(layers) * per_layer}
 
-    def edit_segment(self, hp: dict, batches: int, label: str, jobs: int) -> Cost:
+    def edit_segment(self, hp: dict, batches: int, label: str, jobs: int, projectors: int = 0) -> Cost:
+        """One segment of ``batches`` batches; ``projectors``: AlphaEdit null-space projectors it computes first
+        (eigh of C0 in float64 on the host; cached next to the statistics for later segments and runs)."""
         n, layers, s = self.config["batch_size"], sorted(hp["layers"]), self.shape
         phases = self.edit_batch_seconds(hp, n)
         seconds = self._load_seconds() + batches * sum(phases.values())
+        seconds += projectors * 9 * s.d_ff**3 / self.rates["eigh"]
         d = s.d_ff
         upper = s.n_layers - max(layers) - 1
         prefix_cache = n * (TOKENS["whole"] - TOKENS["suffix"]) * upper * 2 * s.kv_dim * BYTES[self.dtype]
@@ -301,21 +299,22 @@ class Planner:
         orders = config["order_sample"] if isinstance(config["order_sample"], list) else [config["order_sample"]]
         step = config["batch_size"] * config["snapshot_every"]
         ends = list(range(step, config["num_edits"], step)) + [config["num_edits"]]
-        costs, seen_statistics = [], set()
+        costs, cached = [], set()  # C0 and projectors are cached per layer and setting
         for (method, variant), hp in self.runs.items():
-            key = (
-                tuple(sorted(hp["layers"])),
-                hp["mom2_n_samples"],
-                hp["mom2_max_length"],
-                hp["editor"] == "alphaedit",
-            )
-            if key not in seen_statistics:
-                seen_statistics.add(key)
-                costs.append(self.statistics(hp))
+            setting = (hp["mom2_n_samples"], hp["mom2_max_length"])
+            new = [layer for layer in hp["layers"] if (layer, *setting) not in cached]
+            if new:
+                costs.append(self.statistics({**hp, "layers": new}))
+                cached.update((layer, *setting) for layer in new)
+            projectors = 0
+            if hp["editor"] == "alphaedit":
+                projectors = sum((layer, *setting, hp["nullspace_threshold"]) not in cached for layer in hp["layers"])
+                cached.update((layer, *setting, hp["nullspace_threshold"]) for layer in hp["layers"])
             previous = 0
             for end in ends:
                 batches = -(-(end - previous) // config["batch_size"])
-                costs.append(self.edit_segment(hp, batches, f"edit_segment {method}/{variant}", len(orders)))
+                label = f"edit_segment {method}/{variant}"
+                costs.append(self.edit_segment(hp, batches, label, len(orders), projectors if previous == 0 else 0))
                 previous = end
             for end in ends:
                 final = end == config["num_edits"]
