@@ -12,7 +12,8 @@ rule statistics:
         f"benchmarks/{EXPERIMENT}/statistics/{{method}}.tsv"
     conda:
         "../envs/encore.yaml"
-    threads: config["threads"]
+    threads: config["statistics_threads"] or config["threads"]
+    priority: 10  # every edit waits for it: run it before the unedited evaluation
     resources:
         mem_mb=planned_mem_mb("statistics"),
         runtime=planned_runtime("statistics"),
