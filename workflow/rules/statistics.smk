@@ -10,10 +10,10 @@ rule statistics:
         f"{LOGS}/statistics/{{method}}.log",
     benchmark:
         f"benchmarks/{EXPERIMENT}/statistics/{{method}}.tsv"
+    priority: 10  # every edit waits for it: run it before the unedited evaluation
     conda:
         "../envs/encore.yaml"
     threads: config["statistics_threads"] or config["threads"]
-    priority: 10  # every edit waits for it: run it before the unedited evaluation
     resources:
         mem_mb=planned_mem_mb("statistics"),
         runtime=planned_runtime("statistics"),
