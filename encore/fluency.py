@@ -91,9 +91,9 @@ def sample_token_ids(model, tokenizer, prompts, seeds, max_length=100, top_k=5, 
     progress = Progress(len(order), "generation (top-k sampling)", "prompts")
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        progress.update(len(chunk))
         steps = max(max_length - len(items[i]) for i in chunk)
         if steps <= 0:
+            progress.update(len(chunk))
             continue
         uniforms = torch.stack(
             [
@@ -122,6 +122,7 @@ def sample_token_ids(model, tokenizer, prompts, seeds, max_length=100, top_k=5, 
         generated = torch.cat(new_tokens, dim=1).cpu().tolist()
         for row, i in enumerate(chunk):
             result[i] += generated[row][: max(0, max_length - len(items[i]))]
+        progress.update(len(chunk))
     progress.close()
     return result
 
