@@ -213,6 +213,7 @@ def _locked_versions(lock: Path) -> dict[str, str]:
 
 def run(args) -> dict:
     execution = resolve_execution(args.device, args.dtype, args.tf32)
+    torch.set_flush_denormal(True)  # as encore.models.load_model: denormal activations slow CPU matmuls ~30x
     tokenizer, records, documents = load_assets(Path(args.assets))
     records = records[: args.edits]
     print(f"GPU check on {json.dumps(execution.describe())}", flush=True)
