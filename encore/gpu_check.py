@@ -34,7 +34,6 @@ from encore.data import EditRecord
 from encore.device import resolve_execution, state_device
 from encore.editors import make_editor
 from encore.hparams import Hyperparameters
-from encore.keys import BatchKeys
 from encore.sequential import EditorState, edit_batch
 
 # Shapes of the paper's models (their Hugging Face configs) and a tiny one for the CPU; hparams: the file whose
@@ -70,7 +69,7 @@ def build_llama(shape: dict, vocab_size: int, device: str, dtype: torch.dtype, b
 
 
 def _edit_once(model, tokenizer, records, templates, hparams, covariances, state_on: str) -> dict:
-    """Edit one batch in place; the batch's targets, timings, keys of the last layer and Delta per layer."""
+    """Edit one batch, then restore the weights; the batch's ledger plus its raw keys and Delta per layer."""
     layers = sorted(hparams.layers)
     before = {layer: read_weight(model, layer).detach().clone() for layer in layers}
     state = EditorState.initial(templates, layers, before[layers[0]].shape[1], device=state_on)
@@ -78,7 +77,8 @@ def _edit_once(model, tokenizer, records, templates, hparams, covariances, state
     deltas = {layer: (read_weight(model, layer) - before[layer]).cpu() for layer in layers}
     for layer in layers:
         write_weight(model, layer, before[layer])
-    return {**out, "deltas": deltas}
+    keys = {layer: state.segment_keys[layer][0] for layer in layers}  # what edit_batch recorded for the snapshot
+    return {**out, "deltas": deltas, "keys": keys}
 
 
 def compare_devices(tokenizer, records, documents, device: str) -> dict:
@@ -90,8 +90,7 @@ def compare_devices(tokenizer, records, documents, device: str) -> dict:
     for where in ("cpu", device):  # on a CPU-only machine: the CPU twice (the path must be deterministic)
         model = build_llama(SHAPES["tiny"], len(tokenizer), where, torch.float64, blocks=4, initializer_range=0.2)
         covariances, _ = second_moments(model, tokenizer, documents, hparams.layers, max_length=64)
-        keys = BatchKeys(model, tokenizer, records, templates, first_layer=1).keys(2).cpu()
-        results.append({**_edit_once(model, tokenizer, records, templates, hparams, covariances, where), "keys": keys})
+        results.append(_edit_once(model, tokenizer, records, templates, hparams, covariances, where))
     cpu, other = results
 
     def relative(a, b):
@@ -99,7 +98,7 @@ def compare_devices(tokenizer, records, documents, device: str) -> dict:
 
     return {
         "z": relative(other["targets"].z, cpu["targets"].z),
-        "keys": relative(other["keys"], cpu["keys"]),
+        "keys": max(relative(other["keys"][layer], cpu["keys"][layer]) for layer in hparams.layers),
         "delta": max(relative(other["deltas"][layer], cpu["deltas"][layer]) for layer in hparams.layers),
         "same_stops": other["targets"].iterations == cpu["targets"].iterations
         and other["targets"].stop_reason == cpu["targets"].stop_reason,
@@ -120,9 +119,12 @@ def time_paper_shape(args, tokenizer, records, documents, execution) -> dict:
     model = build_llama(shape, len(tokenizer), execution.device, execution.torch_dtype, blocks=args.blocks)
     report = {"build_s": time.perf_counter() - started, "parameters": sum(p.numel() for p in model.parameters())}
     hparams_path = Path(args.hparams_dir) / "MEMIT" / f"{shape['hparams']}.yaml"
-    plain = Hyperparameters.from_yaml(hparams_path, "plain")
-    if args.steps is not None:
-        plain = dataclasses.replace(plain, v_num_grad_steps=args.steps)
+
+    def hparams_of(variant: str) -> Hyperparameters:
+        hparams = Hyperparameters.from_yaml(hparams_path, variant)
+        return hparams if args.steps is None else dataclasses.replace(hparams, v_num_grad_steps=args.steps)
+
+    plain = hparams_of("plain")
     layers = sorted(plain.layers)
     d_ff = shape["intermediate_size"]
 
@@ -134,9 +136,7 @@ def time_paper_shape(args, tokenizer, records, documents, execution) -> dict:
     report["solves_on"] = state_on
 
     for variant in ("plain", "mpes_nc"):
-        hparams = Hyperparameters.from_yaml(hparams_path, variant)
-        if args.steps is not None:
-            hparams = dataclasses.replace(hparams, v_num_grad_steps=args.steps)
+        hparams = hparams_of(variant)
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(execution.device)
@@ -176,6 +176,7 @@ def prepare(args) -> None:
     """Write the tokenizer, the first records of the authors' order, corpus documents and wheels to ``--assets``."""
     from transformers import AutoTokenizer
 
+    from encore.environment import locked_versions
     from encore.experiment import load_requests
     from encore.models import prepare_packaged_model
 
@@ -193,22 +194,13 @@ def prepare(args) -> None:
     documents = sample_documents(list(datasets.iter_corpus_texts(corpus.path)), args.documents)
     (assets / "documents.json").write_text(json.dumps(documents))
     if args.wheels:
-        locked = _locked_versions(Path("requirements.lock"))
+        locked = locked_versions()
         pins = [f"{name}=={locked[name]}" if name in locked else name for name in WHEELS]
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                         "--python-version", args.python_version, "--platform", "manylinux2014_x86_64",
                         "--dest", str(assets / "wheels"), *pins], check=True)  # fmt: skip
     size = sum(f.stat().st_size for f in assets.rglob("*") if f.is_file())
     print(f"{assets}: {len(records)} records, {len(documents)} documents, {size / 2**20:.1f} MiB")
-
-
-def _locked_versions(lock: Path) -> dict[str, str]:
-    versions = {}
-    for line in lock.read_text().splitlines() if lock.exists() else []:
-        name, separator, version = line.partition("==")
-        if separator and not line.startswith((" ", "#")):
-            versions[name.strip().lower()] = version.split()[0].rstrip("\\").strip()
-    return versions
 
 
 def run(args) -> dict:

@@ -55,6 +55,11 @@ def make_workdir(root: Path, model_dir: Path, resources: Path, **config) -> list
             }
         )
     )
+    return args_for(root)
+
+
+def args_for(root: Path) -> list[str]:
+    """The snakemake arguments for a run in a working directory written by ``make_workdir``."""
     return [
         "--snakefile",
         str(REPO / "Snakefile"),
@@ -62,7 +67,7 @@ def make_workdir(root: Path, model_dir: Path, resources: Path, **config) -> list
         str(root),
         "--configfile",
         str(REPO / "config.yaml"),
-        str(overlay),
+        str(root / "tiny.yaml"),
         "--cores",
         "2",
     ]

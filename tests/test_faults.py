@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, data_dir, make_tiny_llama
-from pipeline_helpers import make_workdir, save_tiny_model, snakemake, snakemake_command
+from conftest import data_dir, make_tiny_llama
+from pipeline_helpers import args_for, make_workdir, save_tiny_model, snakemake, snakemake_command
 
 from encore import data as datasets
 from encore import models
@@ -106,21 +106,6 @@ def hooks(tmp_path_factory):
     directory = tmp_path_factory.mktemp("hooks")
     (directory / "sitecustomize.py").write_text(SITECUSTOMIZE)
     return directory
-
-
-def args_for(root: Path) -> list[str]:
-    """make_workdir's snakemake arguments for an existing working directory."""
-    return [
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(root),
-        "--configfile",
-        str(REPO / "config.yaml"),
-        str(root / "tiny.yaml"),
-        "--cores",
-        "2",
-    ]
 
 
 def copy_of(reference: Path, root: Path) -> list[str]:
