@@ -6,6 +6,8 @@
 ``<out>/data/`` holds the four collected CSVs (metrics, norms, ledger, runs: text only, no tensors); the
 tables (Markdown and CSV) and figures (PNG) under ``<out>/tables`` and ``<out>/figures`` are made from them
 alone, with the same code as the pipeline's ``paper_outputs`` rule, so no model is needed to redraw them.
+``<out>/results.md`` puts each paper claim beside the study's numbers (``encore.claims``), followed by the
+hand-written ``<out>/notes.md``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
+from encore.claims import write_results
 from encore.report import build_paper_outputs, editing_table, verify_collected
 
 DATA_FILES = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv")
@@ -33,7 +36,8 @@ def regenerate(out: Path, title: str | None = None) -> list[Path]:
         extra.unlink()
     index = out / "index.md"
     index.write_text(re.sub(r", [\w.-]+\.(pdf|tex)\b", "", index.read_text()))
-    return sorted(p for p in out.rglob("*") if p.is_file() and data not in p.parents)
+    write_results(data, out / "results.md", f"Results: {out.name}", notes=out / "notes.md")
+    return sorted(p for p in out.rglob("*") if p.is_file() and data not in p.parents and p.name != "notes.md")
 
 
 def publish(collected: Path, out: Path, title: str | None = None) -> list[Path]:
