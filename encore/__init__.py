@@ -1,3 +1,33 @@
-"""encore: reproducible lifelong sequential knowledge editing (MEMIT, EMMET, AlphaEdit, ENCORE)."""
+"""encore: reproducible lifelong sequential knowledge editing (MEMIT, EMMET, AlphaEdit, ENCORE).
+
+The layout follows the pipeline (workflow/rules: statistics -> edit -> evaluate -> report). Imports go one
+way, from a layer to the same or a lower one (tests/test_layout.py):
+
+    progress, environment, datasets    foundations: progress lines, the pinned environment, the data sets
+    models/                            model I/O: loading, per-family module names, hooks, tokens, devices
+    editing/                           the statistics and edit rules: C0, keys, targets, the closed forms
+    evaluation/                        the evaluate rule: metric rows of one model state
+    reporting/                         the report rule: tables, figures, claims, publishing a study
+    experiment, plan, benchmark,       entry points: the pipeline's stages as functions, the plan of a run,
+    gpu_check, scale_check             and the command-line checks (``python -m encore.<module>``)
+
+* ``models/``: ``loading`` (packaged GGUF, hub, local directories), ``architecture`` (where the edited
+  down-projection lives per family), ``hooks``, ``tokens``, ``prefix_attention`` (forwards that continue
+  from recorded keys/values) and ``device`` (where and in which precision models run).
+* ``editing/``: ``covariance`` (the statistics rule; it lives here because C0 and AlphaEdit's projector
+  are inputs of the editors and the projector comes from ``editors``), ``context``, ``keys``,
+  ``targets`` and ``target_forward``, ``editors`` (per-layer closed forms), ``hparams``, ``sequential``
+  (the batch loop) and ``snapshots``.
+* ``evaluation/``: ``rows`` (every metric of one model state as tidy rows), ``metrics`` (CounterFact),
+  ``zsre_metrics``, ``fluency``, ``downstream`` with ``prefix_scoring``, ``analysis`` (norms, activation
+  shares).
+* ``reporting/``: ``report`` (collected CSVs, tables), ``figures``, ``paper_values``, ``claims``,
+  ``publish``.
+* ``datasets`` stays a top-level module (not a package: one concept, used by editing and evaluation
+  alike). The other top-level modules are either used by every layer (``progress``, ``environment``) or
+  use every layer (the entry points), so they stay at the top level rather than in a ``tools/`` package,
+  which would have to sit both below and above the rest.
+* ``schemas/`` holds the JSON schema of the hyperparameter files (read by ``editing.hparams``).
+"""
 
 __version__ = "0.1.0"

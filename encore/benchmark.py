@@ -5,7 +5,7 @@
 * per-request: targets optimised one request at a time over whole sequences; keys by full forwards;
 * batched: all requests' targets together over whole sequences; keys by full forwards;
 * batched + prefix reuse: targets from the last subject token on after the first iteration, keys from
-  cached inputs of the lowest edited block (encore.target_forward, encore.keys.BatchKeys).
+  cached inputs of the lowest edited block (encore.editing.target_forward, encore.editing.keys.BatchKeys).
 
 Solves are the same in all three. The same-result check prints the largest relative difference of the
 targets z (per request) and of the weight update Delta between the paths.
@@ -21,18 +21,18 @@ from pathlib import Path
 
 import torch
 
-from encore import data as datasets
-from encore.architecture import read_weight, write_weight
-from encore.context import generate_context_templates
-from encore.covariance import load_or_compute_statistics, load_statistic, statistics_key
-from encore.device import resolve_execution
-from encore.editors import make_editor
+from encore import datasets
+from encore.editing.context import generate_context_templates
+from encore.editing.covariance import load_or_compute_statistics, load_statistic, statistics_key
+from encore.editing.editors import make_editor
+from encore.editing.hparams import Hyperparameters
+from encore.editing.keys import BatchKeys
+from encore.editing.sequential import EditorState, edit_batch
+from encore.editing.targets import optimise_targets
 from encore.experiment import load_requests
-from encore.hparams import Hyperparameters
-from encore.keys import BatchKeys
-from encore.models import load_model
-from encore.sequential import EditorState, edit_batch
-from encore.targets import optimise_targets
+from encore.models.architecture import read_weight, write_weight
+from encore.models.device import resolve_execution
+from encore.models.loading import load_model
 
 
 def _timed(function):
@@ -116,7 +116,7 @@ def main(argv=None) -> None:
     }
     projectors = None
     if make_editor(hparams).needs_projector:
-        from encore.covariance import load_or_compute_projector
+        from encore.editing.covariance import load_or_compute_projector
 
         projectors = {
             layer: load_or_compute_projector(

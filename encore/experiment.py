@@ -18,17 +18,22 @@ import torch
 import transformers
 
 import encore
-from encore import data as datasets
-from encore.architecture import read_weight
-from encore.context import generate_context_templates
-from encore.covariance import load_or_compute_projector, load_or_compute_statistics, load_statistic, statistics_key
-from encore.device import resolve_execution, state_device
-from encore.editors import make_editor
-from encore.hparams import Hyperparameters
-from encore.models import load_model
+from encore import datasets
+from encore.editing.context import generate_context_templates
+from encore.editing.covariance import (
+    load_or_compute_projector,
+    load_or_compute_statistics,
+    load_statistic,
+    statistics_key,
+)
+from encore.editing.editors import make_editor
+from encore.editing.hparams import Hyperparameters
+from encore.editing.sequential import EditorState, edit_batch, ledger_rows
+from encore.editing.snapshots import apply_snapshot, load_snapshot, save_snapshot
+from encore.models.architecture import read_weight
+from encore.models.device import resolve_execution, state_device
+from encore.models.loading import load_model
 from encore.progress import clock, log
-from encore.sequential import EditorState, edit_batch, ledger_rows
-from encore.snapshots import apply_snapshot, load_snapshot, save_snapshot
 
 
 def code_version() -> dict:
@@ -89,13 +94,13 @@ def load_requests(dataset: str, data_dir, cache_dir, order_sample: str, limit: i
 
 def check_methods(methods: list[str], hparams_dir) -> None:
     """Every method must be a known editor or have a hyperparameter folder of its own."""
-    from encore.editors import EDITORS
+    from encore.editing.editors import EDITORS
 
     for method in methods:
         if method not in EDITORS and not (Path(hparams_dir) / method.upper()).is_dir():
             raise ValueError(
                 f"methods: unknown method {method!r}; known methods: {', '.join(sorted(EDITORS))} "
-                f"(a new editor needs an entry in encore.editors.EDITORS and {hparams_dir}/{method.upper()}/)"
+                f"(a new editor needs an entry in encore.editing.editors.EDITORS and {hparams_dir}/{method.upper()}/)"
             )
 
 
@@ -322,7 +327,7 @@ def evaluate_snapshot(
     downstream_tests, downstream_shots, analysis_records; edited_facts = "all" (every snapshot scores every
     fact edited so far) | "final" (earlier snapshots score the authors' seeded 20% of them).
     """
-    from encore import evaluation as ev
+    from encore.evaluation import rows as ev
 
     run_on = resolve_execution(**(execution or {}))
     loaded = load_model(model_name, cache_dir=resources / "models", device=run_on.device, dtype=run_on.torch_dtype)
@@ -380,7 +385,7 @@ def evaluate_snapshot(
     if wanted[evaluation.get("downstream", "final")]:
         parts.append(("downstream tasks", lambda: ev.downstream_rows(model, tokenizer, data_dir, evaluation)))
     if wanted[evaluation.get("analysis", "all")]:
-        from encore.analysis import analysis_rows
+        from encore.evaluation.analysis import analysis_rows
 
         prompts = [r.rewrite_prompt for r in records[: evaluation.get("analysis_records", 100)]]
         parts.append(

@@ -26,15 +26,15 @@ from pathlib import Path
 
 import torch
 
-from encore import data as datasets
-from encore.architecture import read_weight, write_weight
-from encore.context import generate_context_templates
-from encore.covariance import sample_documents, second_moments
-from encore.data import EditRecord
-from encore.device import resolve_execution, state_device
-from encore.editors import make_editor
-from encore.hparams import Hyperparameters
-from encore.sequential import EditorState, edit_batch
+from encore import datasets
+from encore.datasets import EditRecord
+from encore.editing.context import generate_context_templates
+from encore.editing.covariance import sample_documents, second_moments
+from encore.editing.editors import make_editor
+from encore.editing.hparams import Hyperparameters
+from encore.editing.sequential import EditorState, edit_batch
+from encore.models.architecture import read_weight, write_weight
+from encore.models.device import resolve_execution, state_device
 
 # Shapes of the paper's models (their Hugging Face configs) and a tiny one for the CPU; hparams: the file whose
 # layers, steps and lambdas the batch uses.
@@ -111,7 +111,7 @@ def _peak_gib(device: str) -> float | None:
 
 def time_paper_shape(args, tokenizer, records, documents, execution) -> dict:
     """Build the shape on the device, compute C0, edit one batch per variant, evaluate; seconds and peak memory."""
-    from encore.metrics import counterfact_record_scores
+    from encore.evaluation.metrics import counterfact_record_scores
 
     shape = SHAPES[args.shape]
     cuda = execution.is_cuda
@@ -178,7 +178,7 @@ def prepare(args) -> None:
 
     from encore.environment import locked_versions
     from encore.experiment import load_requests
-    from encore.models import prepare_packaged_model
+    from encore.models.loading import prepare_packaged_model
 
     assets = Path(args.assets)
     assets.mkdir(parents=True, exist_ok=True)
@@ -205,7 +205,7 @@ def prepare(args) -> None:
 
 def run(args) -> dict:
     execution = resolve_execution(args.device, args.dtype, args.tf32)
-    torch.set_flush_denormal(True)  # as encore.models.load_model: denormal activations slow CPU matmuls ~30x
+    torch.set_flush_denormal(True)  # as encore.models.loading.load_model: denormal activations slow CPU matmuls ~30x
     tokenizer, records, documents = load_assets(Path(args.assets))
     records = records[: args.edits]
     print(f"GPU check on {json.dumps(execution.describe())}", flush=True)

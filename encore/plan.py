@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from encore.device import state_fits
-from encore.targets import default_tokens_per_microbatch
+from encore.editing.targets import default_tokens_per_microbatch
+from encore.models.device import state_fits
 
 # ------------------------------------------------------------------------------------------------ shapes
 
@@ -346,7 +346,7 @@ def load_config(configfiles: list[str], overrides: dict | None = None) -> dict:
 
 
 def experiment_hparams(config: dict) -> dict[tuple[str, str], dict]:
-    from encore.hparams import Hyperparameters
+    from encore.editing.hparams import Hyperparameters
 
     variants = config["variants"]
     pairs = ([(m, v) for m in config["methods"] for v in variants.get(m, ["plain"])] if isinstance(variants, dict)

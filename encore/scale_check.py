@@ -29,7 +29,7 @@ def prepare(out: Path, blocks: int, layers: list[int], steps: int, edits: int, d
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from encore.models import load_model
+    from encore.models.loading import load_model
 
     out.mkdir(parents=True, exist_ok=True)
     model_dir = out / "llama3-8b-widths"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from encore.analysis import COMPONENTS, activation_norm_shares, analysis_rows, down_proj_norms
-from encore.architecture import architecture_of, block_output_tensor, read_weight, write_weight
-from encore.tokens import encode
+from encore.evaluation.analysis import COMPONENTS, activation_norm_shares, analysis_rows, down_proj_norms
+from encore.models.architecture import architecture_of, block_output_tensor, read_weight, write_weight
+from encore.models.tokens import encode
 
 PROMPTS = ["The capital of France is", "Apple was founded by Steve Jobs in", "Tokyo"]
 

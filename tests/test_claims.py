@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from encore import claims
-from encore.claims import ENCORE, MEMIT, MPES, Study
+from encore.reporting import claims
+from encore.reporting.claims import ENCORE, MEMIT, MPES, Study
 
 LAYERS = [4, 5]
 EDITS = list(range(0, 3001, 100))

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from encore.architecture import down_proj_module
-from encore.covariance import load_or_compute_statistics, load_statistic, second_moments, statistics_key
-from encore.tokens import encode
+from encore.editing.covariance import load_or_compute_statistics, load_statistic, second_moments, statistics_key
+from encore.models.architecture import down_proj_module
+from encore.models.tokens import encode
 
 DOCUMENTS = [
     "The Eiffel Tower is a wrought-iron lattice tower in Paris.",

@@ -1,4 +1,4 @@
-"""Tests for encore.data: registry checksums, local/download resolution, record loaders, orderings."""
+"""Tests for encore.datasets: registry checksums, local/download resolution, record loaders, orderings."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from encore import data
-from encore.data import DataError
+from encore import datasets
+from encore.datasets import DataError
 
 CF = "counterfact/counterfact_rome_schema_merged.json"
 ZSRE = "zsre/zsre_mend_eval_subset_merged.json"
@@ -26,7 +26,7 @@ QNA = "counterfact/counterfact_qna.json"
 
 @pytest.fixture(scope="module")
 def cf_records(shared_data_dir):
-    return data.load_counterfact(shared_data_dir / CF)
+    return datasets.load_counterfact(shared_data_dir / CF)
 
 
 @pytest.fixture(scope="module")
@@ -55,23 +55,23 @@ def write_json(path: Path, obj) -> Path:
 
 
 def test_registry_local_checksums_match_shared_data(shared_data_dir):
-    assert set(data.REGISTRY) == {
+    assert set(datasets.REGISTRY) == {
         "counterfact", "counterfact_order", "zsre", "zsre_order", "counterfact_qna", "wikipedia", "wikitext2_valid"
     }  # fmt: skip
-    for key, entry in data.REGISTRY.items():
+    for key, entry in datasets.REGISTRY.items():
         assert entry.key == key
-        assert data.file_sha256(shared_data_dir / entry.local_path) == entry.local_sha256, key
+        assert datasets.file_sha256(shared_data_dir / entry.local_path) == entry.local_sha256, key
         # exactly one way to verify the download
         assert sum(x is not None for x in (entry.sha256, entry.git_blob_sha1, entry.hub_file)) == 1, key
     # byte-for-byte copies: the download checksum is the local one
     for key in ("counterfact_order", "zsre_order", "counterfact_qna"):
-        assert data.REGISTRY[key].sha256 == data.REGISTRY[key].local_sha256
-    assert data.REGISTRY["counterfact"].sha256.startswith("d0170561")
-    assert data.REGISTRY["zsre"].git_blob_sha1 == "8546c90abc10b77ebc9fd69de178cf7837ff86dc"
+        assert datasets.REGISTRY[key].sha256 == datasets.REGISTRY[key].local_sha256
+    assert datasets.REGISTRY["counterfact"].sha256.startswith("d0170561")
+    assert datasets.REGISTRY["zsre"].git_blob_sha1 == "8546c90abc10b77ebc9fd69de178cf7837ff86dc"
 
 
 def test_wikitext_download_checksum_is_of_the_uncompressed_file(shared_data_dir):
-    entry = data.REGISTRY["wikitext2_valid"]
+    entry = datasets.REGISTRY["wikitext2_valid"]
     raw = gzip.decompress((shared_data_dir / entry.local_path).read_bytes())
     assert hashlib.sha256(raw).hexdigest() == entry.sha256
 
@@ -83,15 +83,17 @@ def test_git_blob_sha1_matches_git_hash_object(tmp_path):
         path = tmp_path / name
         path.write_bytes(content)
         expected = subprocess.run(["git", "hash-object", str(path)], capture_output=True, check=True, text=True)
-        assert data.file_git_blob_sha1(path) == expected.stdout.strip()
-    assert data.file_sha256(tmp_path / "empty") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        assert datasets.file_git_blob_sha1(path) == expected.stdout.strip()
+    assert (
+        datasets.file_sha256(tmp_path / "empty") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
 
 
 # ----------------------------------------------------------------------------------- local data dir
 
 
 def copy_to_data_dir(shared_data_dir: Path, root: Path, key: str) -> Path:
-    rel = data.REGISTRY[key].local_path
+    rel = datasets.REGISTRY[key].local_path
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shared_data_dir / rel, root / rel)
     return root / rel
@@ -100,11 +102,15 @@ def copy_to_data_dir(shared_data_dir: Path, root: Path, key: str) -> Path:
 def test_resolve_local_verifies_once_per_process(shared_data_dir, tmp_path, monkeypatch):
     path = copy_to_data_dir(shared_data_dir, tmp_path, "counterfact_qna")
     calls = []
-    real = data._hash_file
-    monkeypatch.setattr(data, "_hash_file", lambda p: calls.append(p) or real(p))
-    first = data.resolve_data_file("counterfact_qna", data_dir=tmp_path)
-    assert (first.source, first.path, first.sha256) == ("local", path, data.REGISTRY["counterfact_qna"].local_sha256)
-    second = data.resolve_data_file("counterfact_qna", data_dir=tmp_path)
+    real = datasets._hash_file
+    monkeypatch.setattr(datasets, "_hash_file", lambda p: calls.append(p) or real(p))
+    first = datasets.resolve_data_file("counterfact_qna", data_dir=tmp_path)
+    assert (first.source, first.path, first.sha256) == (
+        "local",
+        path,
+        datasets.REGISTRY["counterfact_qna"].local_sha256,
+    )
+    second = datasets.resolve_data_file("counterfact_qna", data_dir=tmp_path)
     assert second == first
     assert len(calls) == 1
     # a changed file (new mtime) is hashed again and rejected
@@ -114,11 +120,11 @@ def test_resolve_local_verifies_once_per_process(shared_data_dir, tmp_path, monk
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     with pytest.raises(DataError) as err:
-        data.resolve_data_file("counterfact_qna", data_dir=tmp_path)
+        datasets.resolve_data_file("counterfact_qna", data_dir=tmp_path)
     assert len(calls) == 2
     message = str(err.value)
-    assert str(path) in message and data.REGISTRY["counterfact_qna"].local_sha256 in message
-    assert data.file_sha256(path) in message and "\n" not in message
+    assert str(path) in message and datasets.REGISTRY["counterfact_qna"].local_sha256 in message
+    assert datasets.file_sha256(path) in message and "\n" not in message
 
 
 def test_resolve_local_corrupt_byte(shared_data_dir, tmp_path):
@@ -127,23 +133,23 @@ def test_resolve_local_corrupt_byte(shared_data_dir, tmp_path):
     content[-2] ^= 0x20
     path.write_bytes(bytes(content))
     with pytest.raises(DataError, match="checksum mismatch"):
-        data.resolve_data_file("zsre_order", data_dir=tmp_path)
+        datasets.resolve_data_file("zsre_order", data_dir=tmp_path)
 
 
 def test_resolve_local_missing_file_and_env_default(tmp_path, monkeypatch):
     monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError) as err:
-        data.resolve_data_file("zsre")  # data_dir comes from the environment
+        datasets.resolve_data_file("zsre")  # data_dir comes from the environment
     message = str(err.value)
     assert message.startswith("zsre:")
-    assert str(tmp_path / data.REGISTRY["zsre"].local_path) in message
+    assert str(tmp_path / datasets.REGISTRY["zsre"].local_path) in message
     assert "ENCORE_DATA_DIR" in message and "\n" not in message
     with pytest.raises(DataError, match="unknown data file"):
-        data.resolve_data_file("nope", data_dir=tmp_path)
+        datasets.resolve_data_file("nope", data_dir=tmp_path)
 
 
 def test_resolve_shared_data_dir(shared_data_dir):
-    resolved = data.resolve_data_file("counterfact", data_dir=shared_data_dir)
+    resolved = datasets.resolve_data_file("counterfact", data_dir=shared_data_dir)
     assert resolved.path == shared_data_dir / CF and resolved.source == "local"
     assert resolved.url == "https://memit.baulab.info/data/dsets/counterfact.json"
 
@@ -172,12 +178,12 @@ def test_download_wrong_checksum_leaves_nothing(tmp_path, monkeypatch, url_count
     source = tmp_path / "src" / "orders.json"
     source.parent.mkdir()
     source.write_bytes(b'{"0": [3, 1, 2]}')
-    entry = dataclasses.replace(data.REGISTRY["zsre_order"], url=source.as_uri(), sha256="0" * 64)
-    monkeypatch.setitem(data.REGISTRY, "zsre_order", entry)
+    entry = dataclasses.replace(datasets.REGISTRY["zsre_order"], url=source.as_uri(), sha256="0" * 64)
+    monkeypatch.setitem(datasets.REGISTRY, "zsre_order", entry)
     cache = tmp_path / "cache"
     with pytest.raises(DataError) as err:
-        data.resolve_data_file("zsre_order", cache_dir=cache)
-    assert "0" * 64 in str(err.value) and data.file_sha256(source) in str(err.value)
+        datasets.resolve_data_file("zsre_order", cache_dir=cache)
+    assert "0" * 64 in str(err.value) and datasets.file_sha256(source) in str(err.value)
     assert files_under(cache) == []
     assert len(url_counter) == 1
 
@@ -186,44 +192,48 @@ def test_download_once_then_reuse(tmp_path, monkeypatch, url_counter, no_env_dat
     source = tmp_path / "src" / "orders.json"
     source.parent.mkdir()
     source.write_bytes(b'{"0": [3, 1, 2], "1": [2]}')
-    digest = data.file_sha256(source)
-    entry = dataclasses.replace(data.REGISTRY["zsre_order"], url=source.as_uri(), sha256=digest)
-    monkeypatch.setitem(data.REGISTRY, "zsre_order", entry)
+    digest = datasets.file_sha256(source)
+    entry = dataclasses.replace(datasets.REGISTRY["zsre_order"], url=source.as_uri(), sha256=digest)
+    monkeypatch.setitem(datasets.REGISTRY, "zsre_order", entry)
     cache = tmp_path / "cache"
-    first = data.resolve_data_file("zsre_order", cache_dir=cache)
+    first = datasets.resolve_data_file("zsre_order", cache_dir=cache)
     assert first.source == "download" and first.sha256 == digest
     assert first.path == cache / "zsre_order" / "orders.json"
     assert first.path.read_bytes() == source.read_bytes()
     assert files_under(cache) == [first.path]  # no temporary file left behind
-    second = data.resolve_data_file("zsre_order", cache_dir=cache)
+    second = datasets.resolve_data_file("zsre_order", cache_dir=cache)
     assert second == first
     assert len(url_counter) == 1
-    assert data.load_order(second.path, "0") == [3, 1, 2]
+    assert datasets.load_order(second.path, "0") == [3, 1, 2]
     # a corrupted cache entry is not trusted: it is fetched again
     first.path.write_bytes(b'{"0": [1]}')
-    third = data.resolve_data_file("zsre_order", cache_dir=cache)
+    third = datasets.resolve_data_file("zsre_order", cache_dir=cache)
     assert len(url_counter) == 2 and third.path.read_bytes() == source.read_bytes()
 
 
 def test_download_git_blob_checksum(tmp_path, monkeypatch, url_counter, no_env_data_dir):
     source = tmp_path / "zsre_mend_eval.json"
     source.write_bytes(b"[]\n")
-    good = data.file_git_blob_sha1(source)
-    base = data.REGISTRY["zsre"]
-    monkeypatch.setitem(data.REGISTRY, "zsre", dataclasses.replace(base, url=source.as_uri(), git_blob_sha1="f" * 40))
+    good = datasets.file_git_blob_sha1(source)
+    base = datasets.REGISTRY["zsre"]
+    monkeypatch.setitem(
+        datasets.REGISTRY, "zsre", dataclasses.replace(base, url=source.as_uri(), git_blob_sha1="f" * 40)
+    )
     with pytest.raises(DataError, match="git blob"):
-        data.resolve_data_file("zsre", cache_dir=tmp_path / "cache")
+        datasets.resolve_data_file("zsre", cache_dir=tmp_path / "cache")
     assert files_under(tmp_path / "cache") == []
-    monkeypatch.setitem(data.REGISTRY, "zsre", dataclasses.replace(base, url=source.as_uri(), git_blob_sha1=good))
-    resolved = data.resolve_data_file("zsre", cache_dir=tmp_path / "cache")
-    assert resolved.path.read_bytes() == b"[]\n" and resolved.sha256 == data.file_sha256(source)
+    monkeypatch.setitem(datasets.REGISTRY, "zsre", dataclasses.replace(base, url=source.as_uri(), git_blob_sha1=good))
+    resolved = datasets.resolve_data_file("zsre", cache_dir=tmp_path / "cache")
+    assert resolved.path.read_bytes() == b"[]\n" and resolved.sha256 == datasets.file_sha256(source)
 
 
 def test_download_network_error_is_data_error(tmp_path, monkeypatch, no_env_data_dir):
     missing = (tmp_path / "does_not_exist.json").as_uri()
-    monkeypatch.setitem(data.REGISTRY, "counterfact", dataclasses.replace(data.REGISTRY["counterfact"], url=missing))
+    monkeypatch.setitem(
+        datasets.REGISTRY, "counterfact", dataclasses.replace(datasets.REGISTRY["counterfact"], url=missing)
+    )
     with pytest.raises(DataError, match="download of .* failed"):
-        data.resolve_data_file("counterfact", cache_dir=tmp_path / "cache")
+        datasets.resolve_data_file("counterfact", cache_dir=tmp_path / "cache")
     assert files_under(tmp_path / "cache") == []
 
 
@@ -239,10 +249,10 @@ def test_hub_file_download(tmp_path, monkeypatch, no_env_data_dir):
         return str(fake)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    resolved = data.resolve_data_file("wikipedia", cache_dir=tmp_path / "cache")
+    resolved = datasets.resolve_data_file("wikipedia", cache_dir=tmp_path / "cache")
     assert seen["repo_id"] == "wikimedia/wikipedia" and seen["repo_type"] == "dataset"
     assert seen["filename"] == "20231101.en/train-00000-of-00041.parquet"
-    assert resolved.path == fake and resolved.sha256 == data.file_sha256(fake) and resolved.source == "download"
+    assert resolved.path == fake and resolved.sha256 == datasets.file_sha256(fake) and resolved.source == "download"
 
 
 # ------------------------------------------------------------------------------------------ CounterFact
@@ -266,7 +276,7 @@ def test_load_counterfact_real(cf_records, cf_raw):
 
 
 def test_load_counterfact_with_qna(shared_data_dir, cf_records):
-    records = data.load_counterfact(shared_data_dir / CF, qna_path=shared_data_dir / QNA)
+    records = datasets.load_counterfact(shared_data_dir / CF, qna_path=shared_data_dir / QNA)
     by_id = {r.case_id: r for r in records}
     assert by_id[0].generation_prompts[-1] == "What is the mother tongue of Danielle Darrieux?"
     assert len(by_id[0].generation_prompts) == 11
@@ -308,7 +318,7 @@ def test_load_counterfact_corrupt_record(tmp_path, cf_raw, corrupt):
     expected = corrupt(records)
     path = write_json(tmp_path / "counterfact.json", records)
     with pytest.raises(DataError) as err:
-        data.load_counterfact(path)
+        datasets.load_counterfact(path)
     message = str(err.value)
     assert message.startswith(f"counterfact.json: record 1 (case_id {records[1]['case_id']}): ")
     assert expected in message and "\n" not in message
@@ -318,19 +328,19 @@ def test_load_counterfact_missing_case_id_and_bad_json(tmp_path, cf_raw):
     records = json.loads(json.dumps(cf_raw[:2]))
     del records[1]["case_id"]
     with pytest.raises(DataError, match=r"record 1 \(case_id \?\): missing field 'case_id'"):
-        data.load_counterfact(write_json(tmp_path / "cf.json", records))
+        datasets.load_counterfact(write_json(tmp_path / "cf.json", records))
     (tmp_path / "bad.json").write_text("[{", encoding="utf-8")
     with pytest.raises(DataError, match="bad.json: invalid JSON"):
-        data.load_counterfact(tmp_path / "bad.json")
+        datasets.load_counterfact(tmp_path / "bad.json")
     with pytest.raises(DataError, match="JSON list"):
-        data.load_counterfact(write_json(tmp_path / "obj.json", {"a": 1}))
+        datasets.load_counterfact(write_json(tmp_path / "obj.json", {"a": 1}))
 
 
 # ------------------------------------------------------------------------------------------------ zsRE
 
 
 def test_load_zsre_real(shared_data_dir, zsre_raw):
-    records = data.load_zsre(shared_data_dir / ZSRE)
+    records = datasets.load_zsre(shared_data_dir / ZSRE)
     assert len(records) == 1084
     assert [r.case_id for r in records] == list(range(1084))
     for record, raw in zip(records, zsre_raw):
@@ -348,8 +358,8 @@ def test_load_zsre_real(shared_data_dir, zsre_raw):
 
 def test_load_zsre_generation_pool(shared_data_dir):
     pool = [f"prompt {i}" for i in range(100)]
-    first = data.load_zsre(shared_data_dir / ZSRE, generation_pool=pool)
-    again = data.load_zsre(shared_data_dir / ZSRE, generation_pool=pool)
+    first = datasets.load_zsre(shared_data_dir / ZSRE, generation_pool=pool)
+    again = datasets.load_zsre(shared_data_dir / ZSRE, generation_pool=pool)
     assert [r.generation_prompts for r in first] == [r.generation_prompts for r in again]
     assert all(len(r.generation_prompts) == 10 and set(r.generation_prompts) <= set(pool) for r in first)
     assert len(set(r.generation_prompts[0] for r in first[:50])) > 5  # differs between records
@@ -359,20 +369,20 @@ def test_load_zsre_corrupt(tmp_path, zsre_raw):
     records = json.loads(json.dumps(zsre_raw[:3]))
     records[2]["subject"] = "Nobody In Particular"
     with pytest.raises(DataError, match=r"zsre.json: record 2 \(case_id 2\): field 'src' does not contain the subject"):
-        data.load_zsre(write_json(tmp_path / "zsre.json", records))
+        datasets.load_zsre(write_json(tmp_path / "zsre.json", records))
     records = json.loads(json.dumps(zsre_raw[:3]))
     del records[1]["loc_ans"]
     with pytest.raises(DataError, match=r"record 1 \(case_id 1\): missing field 'loc_ans'"):
-        data.load_zsre(write_json(tmp_path / "zsre.json", records))
+        datasets.load_zsre(write_json(tmp_path / "zsre.json", records))
     records[1]["loc_ans"] = "x"
     records[1]["answers"] = []
     with pytest.raises(DataError, match="'answers' is empty"):
-        data.load_zsre(write_json(tmp_path / "zsre.json", records))
+        datasets.load_zsre(write_json(tmp_path / "zsre.json", records))
 
 
 def test_load_zsre_braces_and_repeated_subject(tmp_path, zsre_raw):
     record = dict(zsre_raw[0], subject="Bo", src="Is Bo {the} same as Bo?")
-    (loaded,) = data.load_zsre(write_json(tmp_path / "z.json", [record]))
+    (loaded,) = datasets.load_zsre(write_json(tmp_path / "z.json", [record]))
     assert loaded.prompt.count("{}") == 1
     assert loaded.rewrite_prompt == "Is Bo {the} same as Bo?"
 
@@ -381,29 +391,29 @@ def test_load_zsre_braces_and_repeated_subject(tmp_path, zsre_raw):
 
 
 def test_load_order_real_and_missing_sample(shared_data_dir):
-    order = data.load_order(shared_data_dir / CF_ORDER, "0")
+    order = datasets.load_order(shared_data_dir / CF_ORDER, "0")
     assert len(order) == 20000 and len(set(order)) == 20000 and max(order) <= 21918
-    assert data.load_order(shared_data_dir / CF_ORDER, 3) != order
+    assert datasets.load_order(shared_data_dir / CF_ORDER, 3) != order
     with pytest.raises(DataError) as err:
-        data.load_order(shared_data_dir / CF_ORDER, "mcf")
+        datasets.load_order(shared_data_dir / CF_ORDER, "mcf")
     assert "'mcf'" in str(err.value) and "0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in str(err.value)
 
 
 def test_order_records_synthetic():
-    records = [data.EditRecord(i, "s", "{} is", "a", "b") for i in (1, 2, 3, 5)]
-    kept, skipped = data.order_records(records, [5, 9, 1, 7, 3])
+    records = [datasets.EditRecord(i, "s", "{} is", "a", "b") for i in (1, 2, 3, 5)]
+    kept, skipped = datasets.order_records(records, [5, 9, 1, 7, 3])
     assert [r.case_id for r in kept] == [5, 1, 3] and skipped == 2
-    kept, skipped = data.order_records(records, [5, 9, 1, 7, 3], limit=2)
+    kept, skipped = datasets.order_records(records, [5, 9, 1, 7, 3], limit=2)
     assert [r.case_id for r in kept] == [5, 1] and skipped == 2
 
 
 def test_order_records_real(shared_data_dir, cf_records):
-    order = data.load_order(shared_data_dir / CF_ORDER, "0")
-    kept, skipped = data.order_records(cf_records, order)
+    order = datasets.load_order(shared_data_dir / CF_ORDER, "0")
+    kept, skipped = datasets.order_records(cf_records, order)
     assert len(kept) == 4680 and skipped == 20000 - 4680
     available = {r.case_id for r in cf_records}
     assert [r.case_id for r in kept] == [i for i in order if i in available]
-    limited, skipped_limited = data.order_records(cf_records, order, limit=100)
+    limited, skipped_limited = datasets.order_records(cf_records, order, limit=100)
     assert limited == kept[:100] and skipped_limited == skipped
 
 
@@ -416,18 +426,18 @@ def test_iter_corpus_texts_jsonl(tmp_path):
     plain.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n", encoding="utf-8")
     packed = tmp_path / "c.jsonl.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
-    assert list(data.iter_corpus_texts(plain)) == ["alpha", "beta"]
-    assert list(data.iter_corpus_texts(packed)) == ["alpha", "beta"]
+    assert list(datasets.iter_corpus_texts(plain)) == ["alpha", "beta"]
+    assert list(datasets.iter_corpus_texts(packed)) == ["alpha", "beta"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": \n', encoding="utf-8")
-    texts = data.iter_corpus_texts(bad)
+    texts = datasets.iter_corpus_texts(bad)
     assert next(texts) == "ok"
     with pytest.raises(DataError, match="bad.jsonl: line 2"):
         next(texts)
 
 
 def test_iter_corpus_texts_real_wikipedia(shared_data_dir):
-    texts = data.iter_corpus_texts(shared_data_dir / data.REGISTRY["wikipedia"].local_path)
+    texts = datasets.iter_corpus_texts(shared_data_dir / datasets.REGISTRY["wikipedia"].local_path)
     first = [next(texts) for _ in range(5)]
     assert all(isinstance(t, str) and len(t) >= 200 for t in first)
 
@@ -438,4 +448,4 @@ def test_parquet_without_pyarrow(tmp_path, monkeypatch):
     path = tmp_path / "x.parquet"
     path.write_bytes(b"PAR1")
     with pytest.raises(DataError, match="pip install pyarrow"):
-        list(data.iter_corpus_texts(path))
+        list(datasets.iter_corpus_texts(path))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_tiny_llama
 
-from encore.device import Execution, resolve_execution, state_device
+from encore.models.device import Execution, resolve_execution, state_device
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -38,7 +38,7 @@ def test_cpu_execution_records_device_dtype_and_keeps_solves_on_the_cpu():
 
 
 def test_models_load_in_the_requested_dtype(tmp_path, tokenizer):
-    from encore.models import load_model
+    from encore.models.loading import load_model
 
     directory = tmp_path / "tiny"
     make_tiny_llama(len(tokenizer)).save_pretrained(directory)
@@ -71,11 +71,11 @@ def test_cuda_and_cpu_compute_the_same_targets_keys_and_update(bos_tokenizer, mp
     from conftest import data_dir
     from test_target_forward import RECORDS, TEMPLATES
 
-    from encore.covariance import second_moments
-    from encore.editors import make_editor
-    from encore.hparams import Hyperparameters
-    from encore.keys import BatchKeys
-    from encore.sequential import EditorState, edit_batch
+    from encore.editing.covariance import second_moments
+    from encore.editing.editors import make_editor
+    from encore.editing.hparams import Hyperparameters
+    from encore.editing.keys import BatchKeys
+    from encore.editing.sequential import EditorState, edit_batch
 
     with gzip.open(data_dir() / "corpus" / "wikitext-2" / "wiki.valid.tokens.gz", "rt") as handle:
         documents = [line for line in handle.read().splitlines() if len(line) > 200][:30]

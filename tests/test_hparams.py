@@ -6,7 +6,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from encore.hparams import Hyperparameters
+from encore.editing.hparams import Hyperparameters
 
 FILES = sorted((REPO / "hparams").glob("*/*.yaml"))
 

@@ -2,10 +2,10 @@
 
 import torch
 
-from encore.architecture import down_proj_module
-from encore.data import EditRecord
-from encore.keys import compute_keys, compute_subject_hidden
-from encore.tokens import answer_token_ids, encode, fill_subject, subject_last_index
+from encore.datasets import EditRecord
+from encore.editing.keys import compute_keys, compute_subject_hidden
+from encore.models.architecture import down_proj_module
+from encore.models.tokens import answer_token_ids, encode, fill_subject, subject_last_index
 
 RECORDS = [
     EditRecord(
@@ -76,8 +76,8 @@ def test_subject_hidden_is_block_output_of_the_bare_prompt(tiny_llama, tokenizer
 def test_batch_keys_replaying_lower_blocks_equal_full_forwards_after_an_update(tiny_model, tokenizer):
     """Blocks below the first edited layer are replayed from a cache; after a weight change at or above that
     layer, keys and subject hidden states still equal full forward passes."""
-    from encore.architecture import read_weight, write_weight
-    from encore.keys import BatchKeys
+    from encore.editing.keys import BatchKeys
+    from encore.models.architecture import read_weight, write_weight
 
     model = tiny_model.double()
     batch_keys = BatchKeys(model, tokenizer, RECORDS, TEMPLATES, first_layer=1, chunk_size=3)

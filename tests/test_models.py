@@ -1,4 +1,4 @@
-"""encore.models: local directories, identities, the packaged-model cache and its error messages."""
+"""encore.models.loading: local directories, identities, the packaged-model cache and its error messages."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import REPO, make_tiny_gpt2, make_tiny_llama
 
-from encore import models
-from encore.models import (
+from encore.models import loading
+from encore.models.loading import (
     MANIFEST,
     PACKAGED_MODELS,
     ModelError,
@@ -163,7 +163,7 @@ def test_chunked_assembly_and_cache_reuse(monkeypatch, tmp_path):
     parts = tuple(("fake-model-parts", name) for name in chunks)
     data = b"".join(chunks.values())
     tmp_path = tmp_path / "cache"
-    entry = models.PackagedModel(
+    entry = loading.PackagedModel(
         name="fake-chunked",
         requirements=("fake-model-parts==1.0",),
         parts=parts,
@@ -173,7 +173,7 @@ def test_chunked_assembly_and_cache_reuse(monkeypatch, tmp_path):
     )
     monkeypatch.setitem(PACKAGED_MODELS, entry.name, entry)
     calls: list = []
-    monkeypatch.setattr(models, "_convert", _fake_convert(calls))
+    monkeypatch.setattr(loading, "_convert", _fake_convert(calls))
 
     dense = prepare_packaged_model("fake-chunked", tmp_path)
     assert dense == tmp_path / "fake-chunked" / "dense"
@@ -260,7 +260,7 @@ def test_smollm2_cache_loads_offline_in_fresh_process(smollm2):
     _, cache, _ = smollm2
     script = (
         "import time; t = time.perf_counter()\n"
-        "from encore.models import load_model\n"
+        "from encore.models.loading import load_model\n"
         f"m = load_model('smollm2-135m', cache_dir={str(cache)!r})\n"
         "print(m.identity['source'], round(time.perf_counter() - t, 2))\n"
     )

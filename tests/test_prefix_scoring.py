@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from encore.downstream import FORMATS, GEN_LEN, load_task, predict, prompt_parts
-from encore.metrics import answer_nll
-from encore.prefix_scoring import _split, score_with_shared_prefix
-from encore.tokens import encode
+from encore.evaluation.downstream import FORMATS, GEN_LEN, load_task, predict, prompt_parts
+from encore.evaluation.metrics import answer_nll
+from encore.evaluation.prefix_scoring import _split, score_with_shared_prefix
+from encore.models.tokens import encode
 
 
 def _alone(model, tokenizer, prompt: str, words: list[str], stem: str):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from encore.figures import all_figures
-from encore.report import Index, paper_tables, seconds_per_edit
+from encore.reporting.figures import all_figures
+from encore.reporting.report import Index, paper_tables, seconds_per_edit
 
 RUNS = [("memit", "plain"), ("memit", "mpes")]
 
@@ -179,7 +179,7 @@ def test_results_without_analysis_or_downstream_rows_name_what_is_missing(tmp_pa
 def test_summary_uses_the_authors_subset_where_a_snapshot_scored_only_that():
     import pandas as pd
 
-    from encore.report import summary
+    from encore.reporting.report import summary
 
     def rows(edits, protocol, es):
         base = {

@@ -7,14 +7,14 @@ import pytest
 import torch
 from conftest import data_dir, make_tiny_llama
 
-from encore.architecture import read_weight
-from encore.covariance import second_moments
-from encore.data import EditRecord
-from encore.editors import Editor, make_editor
-from encore.hparams import Hyperparameters
-from encore.metrics import answer_nll
-from encore.sequential import EditorState, edit_batch
-from encore.snapshots import SnapshotError, apply_snapshot, load_snapshot, save_snapshot
+from encore.datasets import EditRecord
+from encore.editing.covariance import second_moments
+from encore.editing.editors import Editor, make_editor
+from encore.editing.hparams import Hyperparameters
+from encore.editing.sequential import EditorState, edit_batch
+from encore.editing.snapshots import SnapshotError, apply_snapshot, load_snapshot, save_snapshot
+from encore.evaluation.metrics import answer_nll
+from encore.models.architecture import read_weight
 
 TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
 RECORDS = [

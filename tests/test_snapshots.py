@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import make_tiny_llama
 
-from encore.architecture import read_weight, write_weight
-from encore.editors import accumulate_keys
-from encore.sequential import EditorState
-from encore.snapshots import KEYS, SnapshotError, load_snapshot, save_snapshot
+from encore.editing.editors import accumulate_keys
+from encore.editing.sequential import EditorState
+from encore.editing.snapshots import KEYS, SnapshotError, load_snapshot, save_snapshot
+from encore.models.architecture import read_weight, write_weight
 
 LAYERS = [1, 2]
 TEMPLATES = [["{}"]]
@@ -73,7 +73,7 @@ def test_evaluation_reads_weights_without_rebuilding_the_state(tmp_path, tokeniz
 def test_format_1_snapshots_with_stored_state_still_resume(tmp_path, tokenizer):
     from safetensors.torch import save_file
 
-    from encore.snapshots import WEIGHTS, file_sha256
+    from encore.editing.snapshots import WEIGHTS, file_sha256
 
     model = make_tiny_llama(len(tokenizer))
     d_ff = read_weight(model, 1).shape[1]

@@ -7,14 +7,14 @@ import pytest
 import torch
 from conftest import data_dir, make_tiny_gpt2, make_tiny_llama
 
-from encore.architecture import read_weight
-from encore.covariance import second_moments
-from encore.data import EditRecord
-from encore.editors import make_editor
-from encore.hparams import Hyperparameters
-from encore.prefix_attention import _allowed
-from encore.sequential import EditorState, edit_batch
-from encore.targets import TargetSettings, optimise_targets
+from encore.datasets import EditRecord
+from encore.editing.covariance import second_moments
+from encore.editing.editors import make_editor
+from encore.editing.hparams import Hyperparameters
+from encore.editing.sequential import EditorState, edit_batch
+from encore.editing.targets import TargetSettings, optimise_targets
+from encore.models.architecture import read_weight
+from encore.models.prefix_attention import _allowed
 
 TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
 RECORDS = [
@@ -138,7 +138,7 @@ def test_mask_lets_each_query_see_its_prefix_and_earlier_suffix_within_the_windo
 @pytest.mark.parametrize("editor", ["memit", "alphaedit"])
 def test_prefix_reuse_gives_the_same_weight_update(architecture, editor, bos_tokenizer):
     """A whole batch (targets, keys, residual spreading, solves) with and without prefix reuse: same Delta."""
-    from encore.editors import null_space_projector
+    from encore.editing.editors import null_space_projector
 
     layers = [1, 2]
     with gzip.open(data_dir() / "corpus" / "wikitext-2" / "wiki.valid.tokens.gz", "rt") as handle:

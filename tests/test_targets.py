@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from encore.data import EditRecord
-from encore.targets import TargetSettings, optimise_targets
+from encore.datasets import EditRecord
+from encore.editing.targets import TargetSettings, optimise_targets
 
 TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
 # Subject at the end of the prompt: the last subject token predicts the (single-token) target, so a

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from encore.data import EditRecord
-from encore.tokens import answer_token_ids, encode
-from encore.zsre_metrics import answer_token_accuracy, summarise_zsre, zsre_record_scores
+from encore.datasets import EditRecord
+from encore.evaluation.zsre_metrics import answer_token_accuracy, summarise_zsre, zsre_record_scores
+from encore.models.tokens import answer_token_ids, encode
 
 
 @pytest.fixture(autouse=True)

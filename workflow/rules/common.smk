@@ -3,8 +3,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from encore.editing.hparams import Hyperparameters
 from encore.experiment import check_edit_count, check_methods
-from encore.hparams import Hyperparameters
 from encore.plan import rule_resources
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -17,7 +17,7 @@ ORDERS = (
     if isinstance(config["order_sample"], list)
     else [config["order_sample"]]
 )
-# where and in which precision models run (encore.device; checked by each job on its own machine)
+# where and in which precision models run (encore.models.device; checked by each job on its own machine)
 EXECUTION = {
     "device": config["device"],
     "dtype": config["dtype"],

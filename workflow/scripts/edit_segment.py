@@ -2,9 +2,9 @@ from pathlib import Path
 
 from _common import start
 
-from encore.covariance import StatisticsCacheError
+from encore.editing.covariance import StatisticsCacheError
+from encore.editing.hparams import Hyperparameters
 from encore.experiment import compute_statistics, run_edit_segment
-from encore.hparams import Hyperparameters
 
 start(snakemake)
 params = snakemake.params

@@ -2,8 +2,8 @@ from pathlib import Path
 
 from _common import start
 
+from encore.editing.hparams import Hyperparameters
 from encore.experiment import compute_statistics
-from encore.hparams import Hyperparameters
 
 start(snakemake)
 hparams = Hyperparameters.from_yaml(snakemake.input.hparams)

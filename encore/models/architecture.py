@@ -68,7 +68,7 @@ def architecture_of(model: torch.nn.Module) -> Architecture:
     model_type = getattr(model.config, "model_type", None)
     if model_type not in ARCHITECTURES:
         raise ValueError(
-            f"unsupported model_type {model_type!r}: add an entry to encore.architecture.ARCHITECTURES "
+            f"unsupported model_type {model_type!r}: add an entry to encore.models.architecture.ARCHITECTURES "
             f"(known: {sorted(ARCHITECTURES)})"
         )
     return ARCHITECTURES[model_type]

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from encore.architecture import read_weight, write_weight
-from encore.editors import accumulate_keys
-from encore.sequential import EditorState
+from encore.editing.editors import accumulate_keys
+from encore.editing.sequential import EditorState
+from encore.models.architecture import read_weight, write_weight
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"

@@ -23,10 +23,10 @@ import pandas as pd
 import torch
 from scipy.stats import hmean
 
-from encore.architecture import ARCHITECTURES, num_layers
-from encore.prefix_attention import KeyValueRecorder, PrefixKeyValues, attention_mask, grouped_query_sdpa
+from encore.models.architecture import ARCHITECTURES, num_layers
+from encore.models.prefix_attention import KeyValueRecorder, PrefixKeyValues, attention_mask, grouped_query_sdpa
+from encore.models.tokens import answer_token_ids, encode, pad_id, pad_right
 from encore.progress import Progress
-from encore.tokens import answer_token_ids, encode, pad_id, pad_right
 
 
 def _log_probs(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def mean_answer_token_score(model, tokenizer, prompts: list[str], answers: list[
     Teacher forced: the answer's tokens a_j are predicted after encode(prompt) + a_<j. Each distinct prompt
     runs once, recording its keys/values (``batch_size`` prompts per forward, sorted by length); the last
     prompt position scores every answer's first token, and answers of several tokens continue from the
-    recorded prompt with only their own tokens (encore.prefix_attention): the same numbers as one whole
+    recorded prompt with only their own tokens (encore.models.prefix_attention): the same numbers as one whole
     forward per (prompt, answer), at about half the tokens for CounterFact's two candidates per prompt.
     Returns a CPU tensor (len(prompts),) in input order, or (len(prompts), k) when ``token_score`` returns k
     values per position. ``description``: report progress under that name.

@@ -10,10 +10,10 @@ Two protocols are computed on the same prompts:
   cue is searched case-insensitively for the label keywords (an answer matching none is invalid, -1);
   sklearn weighted F1 with -1 kept as its own class (invalid = wrong), accuracy, MCC, invalid count.
 * ``loglik`` (the reference's ``f1_new``): the label word with the lowest mean per-token NLL after the
-  prompt (as ``encore.metrics.answer_nll`` scores it); weighted F1 and accuracy.
+  prompt (as ``encore.evaluation.metrics.answer_nll`` scores it); weighted F1 and accuracy.
 
 Both come from one pass per batch with the few-shot context's key/value cache computed once per task
-(``encore.prefix_scoring``).
+(``encore.evaluation.prefix_scoring``).
 
 Quirks of the reference kept for comparable numbers (algorithms.md §13 #10) are marked "QUIRK".
 """
@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-from encore.prefix_scoring import score_with_shared_prefix
+from encore.evaluation.prefix_scoring import score_with_shared_prefix
+from encore.models.tokens import encode
 from encore.progress import log
-from encore.tokens import encode
 
 TASKS = ("sst2", "mrpc", "cola", "rte", "nli", "mmlu")
 POOL_SIZE = 10  # glue_eval FEW_SHOT_TEST_SPLIT: the first 10 lines of each file are the few-shot pool
@@ -262,7 +262,7 @@ def classification_metrics(labels: list[int], predictions: list[int]) -> dict:
 def predict(model, tokenizer, name: str, parts: list[tuple[str, str]], batch_size: int = 16):
     """(generated texts, log-likelihood classes) for prompts given as (context, query) parts.
 
-    One pass with the shared context cached (``encore.prefix_scoring``): greedy generation of ``GEN_LEN``
+    One pass with the shared context cached (``encore.evaluation.prefix_scoring``): greedy generation of ``GEN_LEN``
     tokens after context + query, and per prompt the class whose label word has the lowest mean NLL
     (ties: lower class). The label is scored as " " + word after the cue, which is how the shots render
     it ("Answer: Yes"); CoLA's query already ends with that space, so it is removed for scoring (the

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
-from encore.architecture import architecture_of, block_output_tensor, replace_block_output
+from encore.models.architecture import architecture_of, block_output_tensor, replace_block_output
 
 
 class StopForward(Exception):

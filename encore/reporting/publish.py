@@ -1,12 +1,12 @@
 """Publish a study with the project: its collected CSVs, and the tables and figures regenerated from them.
 
-    python -m encore.publish results/lifelong-cpu/collected docs/results/lifelong-cpu   # copy + build
-    python -m encore.publish --regenerate docs/results/lifelong-cpu                     # rebuild from the CSVs
+    python -m encore.reporting.publish results/lifelong-cpu/collected docs/results/lifelong-cpu   # copy + build
+    python -m encore.reporting.publish --regenerate docs/results/lifelong-cpu                     # rebuild from the CSVs
 
 ``<out>/data/`` holds the four collected CSVs (metrics, norms, ledger, runs: text only, no tensors); the
 tables (Markdown and CSV) and figures (PNG) under ``<out>/tables`` and ``<out>/figures`` are made from them
 alone, with the same code as the pipeline's ``paper_outputs`` rule, so no model is needed to redraw them.
-``<out>/results.md`` puts each paper claim beside the study's numbers (``encore.claims``), followed by the
+``<out>/results.md`` puts each paper claim beside the study's numbers (``encore.reporting.claims``), followed by the
 hand-written ``<out>/notes.md``.
 """
 
@@ -17,8 +17,8 @@ import re
 import shutil
 from pathlib import Path
 
-from encore.claims import write_results
-from encore.report import build_paper_outputs, editing_table, verify_collected
+from encore.reporting.claims import write_results
+from encore.reporting.report import build_paper_outputs, editing_table, verify_collected
 
 DATA_FILES = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv")
 

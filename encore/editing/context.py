@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from encore.tokens import encode
+from encore.models.tokens import encode
 
 DEFAULT_SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from encore.architecture import architecture_of, block_output_tensor, down_proj_module
-from encore.data import EditRecord
-from encore.hooks import StopForward, record_inputs, replay_blocks, stop_after
-from encore.tokens import encode, fill_subject, pad_id, pad_right, subject_last_index
+from encore.datasets import EditRecord
+from encore.models.architecture import architecture_of, block_output_tensor, down_proj_module
+from encore.models.hooks import StopForward, record_inputs, replay_blocks, stop_after
+from encore.models.tokens import encode, fill_subject, pad_id, pad_right, subject_last_index
 
 
 def _subject_sequences(tokenizer, records: list[EditRecord], templates: list[str]):

@@ -12,9 +12,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from encore.targets import TargetSettings
+from encore.editing.targets import TargetSettings
 
-SCHEMA_PATH = Path(__file__).with_name("schemas") / "hparams.schema.yaml"
+SCHEMA_PATH = Path(__file__).parents[1] / "schemas" / "hparams.schema.yaml"
 
 
 @dataclass(frozen=True)

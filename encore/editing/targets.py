@@ -12,7 +12,7 @@ L is a sum of per-sequence terms (plus wd), so sequences are processed in length
 (little padding) whose gradients add up. A finished request drops out. The blocks up to l* do not
 depend on delta: their output is computed once (first iteration) and replayed afterwards; with
 ``prefix_reuse`` the blocks above l* also run only from the last subject token on, attending to the
-recorded keys/values of the positions before it (encore.target_forward). The LM head is applied only
+recorded keys/values of the positions before it (encore.editing.target_forward). The LM head is applied only
 at the scored positions. Stop rules, checked in this order after each forward: MPES (target top-1 at every target token of every context-prefixed prompt
 on m = n+1 iterations, §5), loss < loss_stop, iteration budget.
 """
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from encore.data import EditRecord
-from encore.target_forward import FullSequences, PrefixReuse, TargetSequence
-from encore.tokens import answer_token_ids, encode, fill_subject, pad_id, subject_last_index
+from encore.datasets import EditRecord
+from encore.editing.target_forward import FullSequences, PrefixReuse, TargetSequence
+from encore.models.tokens import answer_token_ids, encode, fill_subject, pad_id, subject_last_index
 
 KL_PROMPT = "{} is a"
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
-from encore.architecture import architecture_of, num_layers
-from encore.hooks import edit_output, replay_blocks
-from encore.prefix_attention import KeyValueRecorder, PrefixKeyValues, attention_mask, grouped_query_sdpa
-from encore.tokens import pad_right
+from encore.models.architecture import architecture_of, num_layers
+from encore.models.hooks import edit_output, replay_blocks
+from encore.models.prefix_attention import KeyValueRecorder, PrefixKeyValues, attention_mask, grouped_query_sdpa
+from encore.models.tokens import pad_right
 
 
 @dataclass(eq=False)

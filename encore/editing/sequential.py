@@ -2,7 +2,7 @@
 
 For the batch's requests (algorithms.md §2.6): z = targets at l* = max(layers); then for each edited
 layer l (ascending) with i = its rank (keys and cur_z under the current weights; the blocks below the
-lowest edited layer never change and run once per batch, encore.keys.BatchKeys):
+lowest edited layer never change and run once per batch, encore.editing.keys.BatchKeys):
     K   = keys at l under the current weights,  cur_z = block-l* output at the last subject token,
     R_l = (Z - cur_z) / (|layers| - i),          W_l <- W_l + Delta_l(K, R_l),   S_P,l += K K^T.
 Weights are never restored between batches; the state a later batch depends on is ``EditorState``.
@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from encore.architecture import read_weight, write_weight
-from encore.data import EditRecord
-from encore.editors import Editor, LayerState
-from encore.hparams import Hyperparameters
-from encore.keys import BatchKeys
-from encore.targets import TargetResult, optimise_targets
+from encore.datasets import EditRecord
+from encore.editing.editors import Editor, LayerState
+from encore.editing.hparams import Hyperparameters
+from encore.editing.keys import BatchKeys
+from encore.editing.targets import TargetResult, optimise_targets
+from encore.models.architecture import read_weight, write_weight
 
 
 @dataclass
@@ -28,7 +28,7 @@ class EditorState:
     """Everything the next batch depends on besides the weights.
 
     S_P lives (float64) on the device of the solves; a snapshot does not store it but the keys of its own
-    batches (``segment_keys``), from which S_P is rebuilt exactly (encore.snapshots)."""
+    batches (``segment_keys``), from which S_P is rebuilt exactly (encore.editing.snapshots)."""
 
     context_templates: list[list[str]]
     previous_keys: dict[int, torch.Tensor]  # S_P per layer, float64

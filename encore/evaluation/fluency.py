@@ -31,8 +31,8 @@ from collections import Counter
 import pandas as pd
 import torch
 
+from encore.models.tokens import encode, pad_id
 from encore.progress import Progress
-from encore.tokens import encode, pad_id
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+")
 

@@ -3,7 +3,7 @@
 ``collect`` gathers the per-snapshot files of an experiment into four CSVs (metrics, norms, ledger,
 runs); every table and figure is computed from those. A paper table is written as CSV, Markdown and
 LaTeX, with the paper's own numbers as extra rows (source "paper, 10k edits") when the experiment's
-model and data set match a paper configuration (``encore.paper_values``). A table none of whose runs
+model and data set match a paper configuration (``encore.reporting.paper_values``). A table none of whose runs
 were made is not written; it is listed with the missing runs in the index instead.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from encore import paper_values as paper
+from encore.reporting import paper_values as paper
 
 EDITING_METRICS = ["ES", "PS", "NS", "S"]
 MAIN_PROTOCOL = r"^(counterfact|zsre)/(edited-so-far|to-be-edited)/(nll-comparison|token-top1)$"
@@ -58,7 +58,7 @@ def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Pat
     last snapshot) in ``out_dir``: everything the tables and figures are made of; then sha256.json, their
     checksums, which ``verify_collected`` checks before they are used. Each snapshot's ledger and norms are
     checked against its manifest first."""
-    from encore.snapshots import _read_manifest
+    from encore.editing.snapshots import _read_manifest
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -473,7 +473,7 @@ def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
 def build_paper_outputs(results: Path, tables_dir: Path, figures_dir: Path, index_path: Path, title: str) -> Index:
     """All paper tables and figures the collected results in ``results`` allow, and the index of what was
     written and what is missing."""
-    from encore.figures import all_figures
+    from encore.reporting.figures import all_figures
 
     index = Index()
     tables_dir.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from encore.architecture import architecture_of, block_output_tensor, num_layers, read_weight
-from encore.tokens import encode, pad_id, pad_right
+from encore.models.architecture import architecture_of, block_output_tensor, num_layers, read_weight
+from encore.models.tokens import encode, pad_id, pad_right
 
 COMPONENTS = ("residual", "attention", "mlp")
 PROTOCOL_NORMS = "analysis/down-proj-frobenius/all-layers"
@@ -36,7 +36,7 @@ def _mlp_input_norm(block: torch.nn.Module) -> torch.nn.Module:
     for name in ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2"):
         if hasattr(block, name):
             return getattr(block, name)
-    raise ValueError(f"{type(block).__name__}: no known pre-MLP norm (add its name to encore.analysis)")
+    raise ValueError(f"{type(block).__name__}: no known pre-MLP norm (add its name to encore.evaluation.analysis)")
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ given explicitly, so each query sees exactly ``context + query``). From that one
 
 * the label words' mean per-token NLL, teacher forced (the first token from the last query position,
   further tokens of multi-token words from a copy of the cache); this equals
-  ``encore.metrics.answer_nll(context + stem, word)``;
+  ``encore.evaluation.metrics.answer_nll(context + stem, word)``;
 * greedy generation of ``new_tokens`` tokens (first from the same logits, the rest with the cache),
   cut after the first EOS as ``model.generate`` would stop.
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from encore.metrics import _log_probs
-from encore.tokens import answer_token_ids, encode, pad_id
+from encore.evaluation.metrics import _log_probs
+from encore.models.tokens import answer_token_ids, encode, pad_id
 
 
 @dataclass

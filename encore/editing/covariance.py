@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from encore.architecture import architecture_of, down_proj_module
-from encore.hooks import StopForward, record_inputs, stop_after
+from encore.models.architecture import architecture_of, down_proj_module
+from encore.models.hooks import StopForward, record_inputs, stop_after
+from encore.models.tokens import pad_id, pad_right
 from encore.progress import Progress
-from encore.tokens import pad_id, pad_right
 
 STATISTICS_VERSION = 1  # bump when the definition of the statistic changes
 
@@ -197,7 +197,7 @@ def load_or_compute_statistics(
 def load_or_compute_projector(statistic_path: Path, key: dict, threshold: float, device="cpu") -> torch.Tensor:
     """AlphaEdit's null-space projector of a cached C0, cached next to it (same checksum scheme). The float64
     eigendecomposition runs on ``device`` (a GPU does d_ff = 14336 in seconds; two CPU cores take hours)."""
-    from encore.editors import null_space_projector
+    from encore.editing.editors import null_space_projector
 
     projector_key = {**key, "derived": "null_space_projector", "threshold": threshold}
     path = Path(statistic_path).with_name(f"{Path(statistic_path).stem}-projector-{threshold:g}.safetensors")

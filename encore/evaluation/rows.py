@@ -18,9 +18,9 @@ import random
 
 import pandas as pd
 
-from encore.data import EditRecord
-from encore.metrics import counterfact_record_scores, summarise_counterfact
-from encore.zsre_metrics import summarise_zsre, zsre_record_scores
+from encore.datasets import EditRecord
+from encore.evaluation.metrics import counterfact_record_scores, summarise_counterfact
+from encore.evaluation.zsre_metrics import summarise_zsre, zsre_record_scores
 
 AUTHORS_FRACTION, AUTHORS_SEED = 0.2, 42
 
@@ -86,7 +86,7 @@ def zsre_rows(model, tokenizer, records: list[EditRecord], subset: str) -> list[
 def generation_rows(
     model, tokenizer, records: list[EditRecord], subset: str, limit: int | None, seed: int
 ) -> list[dict]:
-    from encore.fluency import generation_entropy_of_records
+    from encore.evaluation.fluency import generation_entropy_of_records
 
     chosen = [r for r in records if r.generation_prompts][:limit]
     # batches of 64 prompts: half the time of 16 on 2 CPU cores (122 s -> 60 s for 200 prompts of SmolLM2), same texts
@@ -138,7 +138,7 @@ def downstream_rows(model, tokenizer, data_dir, evaluation: dict) -> list[dict]:
     """Six downstream tasks, both protocols; metric names are "<task>.<metric>" (e.g. "average.f1")."""
     import os
 
-    from encore.downstream import TASKS, evaluate_downstream
+    from encore.evaluation.downstream import TASKS, evaluate_downstream
 
     directory = data_dir or os.environ.get("ENCORE_DATA_DIR")
     if not directory:

@@ -16,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from encore.analysis import COMPONENTS  # noqa: E402
-from encore.report import ENCORE_FAMILY, Index, label  # noqa: E402
+from encore.evaluation.analysis import COMPONENTS  # noqa: E402
+from encore.reporting.report import ENCORE_FAMILY, Index, label  # noqa: E402
 
 DOWNSTREAM_PROTOCOL = "downstream/generate"  # the paper's protocol (greedy 3 tokens, parsed answer)
 TASK_ORDER = ["sst2", "mrpc", "nli", "rte", "cola", "mmlu"]
