@@ -4,7 +4,7 @@ A randomly initialised model of the shape (no download: built from a config; tim
 weights' values) edits one batch of CounterFact requests with MEMIT and ENCORE; each phase is timed (targets,
 keys, solves), with peak GPU memory and a short evaluation (CounterFact scoring of the edited facts). First, a
 tiny float64 Llama edits the same batch on the CPU and on the device: targets z, stops, keys and Delta must agree
-to float tolerance (as tests/test_device.py asserts where a GPU is present).
+to float tolerance (as tests/models/test_device.py asserts where a GPU is present).
 
 The device machine has torch and transformers but no internet and not this project's other dependencies, so
 ``prepare`` writes everything the check reads into one small folder (tokenizer, records, corpus documents, and the

@@ -15,7 +15,7 @@ return the final hidden states at the scored positions:
   sliding windows count real tokens, not cache slots. Positions after the last scored one are never
   computed (the KL prompt needs only its subject position).
 
-Both give the same hidden states up to floating-point rounding (tests/test_target_forward.py, float64).
+Both give the same hidden states up to floating-point rounding (tests/editing/test_target_forward.py, float64).
 """
 
 from __future__ import annotations
