@@ -56,10 +56,11 @@ class Study:
     def edits(self, run) -> int:
         return int(self.snapshots(run).index[-1])
 
-    def edited_norm(self, run) -> pd.Series:
-        """Mean Frobenius norm of the edited layers' down-projections after every batch (index: edits)."""
+    def edited_norm(self, run, layer: int | None = None) -> pd.Series:
+        """Mean Frobenius norm of the edited layers' down-projections (or of one ``layer``) after every batch
+        (index: edits)."""
         rows = self.norms[(self.norms["method"] == run[0]) & (self.norms["variant"] == run[1])]
-        rows = rows[rows["layer"].isin(self.layers[run])]
+        rows = rows[rows["layer"].isin([layer] if layer is not None else self.layers[run])]
         return rows.groupby(["edits", "layer"])["frobenius_norm"].mean().groupby("edits").mean().sort_index()
 
     def mlp_share(self, run=None) -> float:
@@ -103,6 +104,13 @@ def norm_growth(study: Study) -> Claim:
         f"mean ‖W‖_F of layers {study.layers[MEMIT]}: {series.iloc[0]:.2f} -> {series.iloc[-1]:.2f} after "
         f"{int(series.index[-1])} edits ({100 * total / series.iloc[0]:+.1f}%); first ~{third} edits {first:+.2f}, "
         f"last ~{third} edits {last:+.2f}"
+    )
+    top = max(study.layers[MEMIT])
+    top_series = study.edited_norm(MEMIT, top)
+    top_first, top_last = _thirds(top_series)
+    measured += (
+        f" (the last edited layer, {top}: {top_series.iloc[0]:.2f} -> {top_series.iloc[-1]:.2f}; first "
+        f"{top_first:+.2f}, last {top_last:+.2f})"
     )
     verdict = "reproduced" if last > first > 0 else "partly" if total > 0 else "not reproduced"
     return Claim(paper, measured, verdict, rule)
@@ -312,7 +320,10 @@ def write_results(data: Path, out: Path, title: str, notes: Path | None = None) 
         "",
         "## Compute",
         "",
-        compute_table(study).to_markdown(index=False, missingval="-"),
+        compute_table(study)
+        .astype(object)
+        .where(compute_table(study).notna(), None)
+        .to_markdown(index=False, missingval="-"),
         "",
         "## The paper's claims beside this study",
         "",
