@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from encore.reporting.report import label, read_csvs, seconds_per_edit, summary
+from encore.reporting.report import ENCORE_FAMILY, label, read_csvs, seconds_per_edit, summary
 
-MEMIT, MPES, NC, ENCORE = ("memit", "plain"), ("memit", "mpes"), ("memit", "nc"), ("memit", "mpes_nc")
+MEMIT, MPES, NC, ENCORE = ENCORE_FAMILY
 # Average F1 over 6 tasks x 100 items moves by about 2 points (x100) between samples of the items
 # (binomial standard error sqrt(0.25 / 600) = 2%): a smaller decline is not counted as one.
 DOWNSTREAM_NOISE = 2.0
@@ -169,7 +169,7 @@ def mpes_speed(study: Study) -> Claim:
 
 def _declines(study: Study, column: str):
     base = study.unedited.get(column, float("nan"))
-    runs = [run for run in (MEMIT, MPES, NC, ENCORE) if study.has(run)]
+    runs = [run for run in ENCORE_FAMILY if study.has(run)]
     return base, {run: base - study.final(run)[column] for run in runs if column in study.table}
 
 
@@ -201,7 +201,7 @@ def editing_kept(study: Study) -> Claim:
     rule = "reproduced: ENCORE's S >= MEMIT's at the last snapshot; partly: within 5 points"
     if not study.has(MEMIT, ENCORE):
         return _missing(paper, rule, [MEMIT, ENCORE])
-    rows = {run: study.final(run) for run in (MEMIT, MPES, NC, ENCORE) if study.has(run)}
+    rows = {run: study.final(run) for run in ENCORE_FAMILY if study.has(run)}
     measured = "ES/PS/NS/S at the last snapshot: " + "; ".join(
         f"{label(*run)} " + "/".join(f"{row[m]:.1f}" for m in ("ES", "PS", "NS", "S")) for run, row in rows.items()
     )
@@ -278,9 +278,8 @@ def all_claims(study: Study) -> list[Claim]:
 def compute_table(study: Study) -> pd.DataFrame:
     """Per run: edits made, hours of editing (targets + keys + solves, from the ledger) and of evaluation."""
     timing = seconds_per_edit(study.ledger)
-    canonical = [MEMIT, MPES, NC, ENCORE]
     timing = timing.assign(
-        rank=[canonical.index(run) if run in canonical else 9 for run in zip(timing.method, timing.variant)]
+        rank=[ENCORE_FAMILY.index(run) if run in ENCORE_FAMILY else 9 for run in zip(timing.method, timing.variant)]
     )
     timing = timing.sort_values(["rank", "method", "variant"])
     seconds = study.metrics[study.metrics["metric"] == "evaluation_seconds"]
@@ -311,6 +310,7 @@ def write_results(data: Path, out: Path, title: str, notes: Path | None = None) 
     first = study.metrics.iloc[0]
     table = pd.DataFrame([vars(claim) for claim in claims])
     table.columns = ["paper's claim", "this study measured", "verdict", "verdict rule"]
+    compute = compute_table(study)
     lines = [
         f"# {title}",
         "",
@@ -320,10 +320,7 @@ def write_results(data: Path, out: Path, title: str, notes: Path | None = None) 
         "",
         "## Compute",
         "",
-        compute_table(study)
-        .astype(object)
-        .where(compute_table(study).notna(), None)
-        .to_markdown(index=False, missingval="-"),
+        compute.astype(object).where(compute.notna(), None).to_markdown(index=False, missingval="-"),
         "",
         "## The paper's claims beside this study",
         "",
