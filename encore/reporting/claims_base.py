@@ -1,0 +1,159 @@
+"""What every claim rule needs: the ``Claim`` row, the ``Study`` (a study's collected CSVs) and paired per-fact scores.
+
+Optional per-unit files next to the four collected CSVs make paired intervals possible:
+``records.csv`` (one row per scored fact: experiment, model, dataset, method, variant, order, edits, subset,
+protocol, case_id, es, ps, ns in [0, 1]; optional columns p_new, ge) and ``downstream_records.csv`` (one row
+per downstream item: method, variant, order, edits, protocol, task, item, label, prediction; -1 = invalid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from encore.reporting.intervals import NOT_RUN, Interval, harmonic_score, paired_bootstrap
+from encore.reporting.report import ENCORE_FAMILY, label, read_csvs, summary
+
+MEMIT, MPES, NC, ENCORE = ENCORE_FAMILY
+EMMET, EMMET_MPES, EMMET_NC = ("emmet", "plain"), ("emmet", "mpes"), ("emmet", "nc")
+ALPHAEDIT, ALPHAEDIT_MPES = ("alphaedit", "plain"), ("alphaedit", "mpes")
+UNEDITED = ("unedited", "unedited")
+NO_RECORDS = "per-fact scores not published for this run (records.csv), so no paired interval"
+
+
+@dataclass
+class Claim:
+    paper: str  # the paper's claim, in a sentence
+    source: str  # its table or figure
+    measured: str  # what this study measured, with 95% intervals
+    threshold: str
+    outcome: str
+    rule: str
+
+    @property
+    def verdict(self) -> str:
+        return self.outcome
+
+
+def name(run) -> str:
+    return "the unedited model" if run == UNEDITED else label(*run)
+
+
+def not_run(paper: str, source: str, threshold: str, rule: str, runs, context: str = "") -> Claim:
+    measured = "needs " + ", ".join(name(run) for run in runs) + (f"; {context}" if context else "")
+    return Claim(paper, source, measured, threshold, NOT_RUN, rule)
+
+
+class Study:
+    """The collected CSVs of one study (one model, one data set), plus records.csv where it exists."""
+
+    def __init__(self, data: Path):
+        data = Path(data)
+        self.metrics = read_csvs([data / "metrics.csv"])
+        self.norms = read_csvs([data / "norms.csv"])
+        self.ledger = read_csvs([data / "ledger.csv"])
+        runs = read_csvs([data / "runs.csv"])
+        self.layers = {(r.method, r.variant): [int(x) for x in str(r.layers).split()] for r in runs.itertuples()}
+        self.records = self._optional(data / "records.csv", ["method", "variant", "edits", "protocol", "case_id"])
+        self.items = self._optional(
+            data / "downstream_records.csv", ["method", "variant", "edits", "protocol", "task", "item", "label"]
+        )
+        table = summary(self.metrics)
+        self.unedited = table[table["method"] == "unedited"].mean(numeric_only=True)
+        self.table = table[table["method"] != "unedited"]
+
+    @staticmethod
+    def _optional(path: Path, required: list[str]) -> pd.DataFrame | None:
+        if not path.exists():
+            return None
+        frame = pd.read_csv(path)
+        missing = [column for column in required if column not in frame.columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; rewrite it with the collect rule")
+        return frame
+
+    def has(self, *runs) -> bool:
+        ran = set(zip(self.table["method"], self.table["variant"]))
+        return all(run in ran or (run == UNEDITED and (self.metrics["method"] == "unedited").any()) for run in runs)
+
+    def snapshots(self, run) -> pd.DataFrame:
+        rows = self.table[(self.table["method"] == run[0]) & (self.table["variant"] == run[1])]
+        return rows.groupby("edits").mean(numeric_only=True).sort_index()
+
+    def final(self, run) -> pd.Series:
+        return self.unedited if run == UNEDITED else self.snapshots(run).iloc[-1]
+
+    def edits(self, run) -> int:
+        return 0 if run == UNEDITED else int(self.snapshots(run).index[-1])
+
+    def common_edits(self, *runs) -> int | None:
+        """The largest edit count at which every run (not the unedited model) has a snapshot."""
+        counts = [set(self.snapshots(run).index) for run in runs if run != UNEDITED]
+        shared = set.intersection(*counts) if counts else {0}
+        return int(max(shared)) if shared else None
+
+    def point(self, run, edits: int, column: str) -> float:
+        """The published aggregate ``column`` of ``run`` after ``edits`` edits (NaN if absent)."""
+        if run == UNEDITED:
+            return float(self.unedited.get(column, np.nan))
+        snapshots = self.snapshots(run)
+        if edits not in snapshots.index or column not in snapshots.columns:
+            return float("nan")
+        return float(snapshots.loc[edits, column])
+
+    def facts(self, run, edits: int, columns=("es", "ps", "ns")) -> pd.DataFrame | None:
+        """Per-fact values (index case_id) of ``run`` after ``edits`` edits: the probability comparison
+        (nll-comparison; zsRE: token-top1) protocols for es/ps/ns, any protocol for other columns; None if
+        not published."""
+        if self.records is None or any(column not in self.records.columns for column in columns):
+            return None
+        rows = self.records[(self.records["method"] == run[0]) & (self.records["variant"] == run[1])]
+        rows = rows[rows["edits"] == edits].dropna(subset=list(columns))
+        if set(columns) <= {"es", "ps", "ns"}:
+            rows = rows[rows["protocol"].str.contains(r"(?:nll-comparison|token-top1)$")]
+        if rows.empty:
+            return None
+        return rows.groupby("case_id")[list(columns)].mean()
+
+    def paired(self, states, columns=("es", "ps", "ns")):
+        """The per-fact values of each (run, edits) in ``states`` on the facts all of them scored: a list of
+        (facts, columns) arrays, or a string saying why there is none."""
+        frames = [self.facts(run, edits, columns) for run, edits in states]
+        absent = [f"{name(run)} at {edits} edits" for (run, edits), frame in zip(states, frames) if frame is None]
+        if absent:
+            return NO_RECORDS.replace("this run", ", ".join(absent))
+        shared = sorted(set.intersection(*(set(frame.index) for frame in frames)))
+        if not shared:
+            return "no fact was scored in all of " + ", ".join(f"{name(r)} at {e}" for r, e in states)
+        return [frame.loc[shared, list(columns)].to_numpy() for frame in frames]
+
+
+def metric_stat(metric: str):
+    """Statistic of one run's per-fact (R, n, 3) es/ps/ns array: S (harmonic mean) or ES/PS/NS (x100)."""
+    if metric == "S":
+        return lambda x: harmonic_score(x[..., 0], x[..., 1], x[..., 2])
+    column = "ES PS NS".split().index(metric)
+    return lambda x: 100 * x[..., column].mean(axis=-1)
+
+
+def gap(study: Study, a, b, metric: str = "S") -> tuple[Interval | None, str]:
+    """metric(b) - metric(a), paired over the facts both states scored; ``a``, ``b`` = (run, edits).
+    Returns (interval, text) or (None, the reason)."""
+    arrays = study.paired([a, b])
+    stat = metric_stat(metric)
+    if isinstance(arrays, str):
+        points = [study.point(run, edits, metric) for run, edits in (a, b)]
+        text = f"published {metric}: " + ", ".join(
+            f"{name(run)} at {edits} {value:.1f}" for (run, edits), value in zip((a, b), points)
+        )
+        return None, f"{text}; {arrays}"
+    interval = paired_bootstrap(lambda x, y: stat(y) - stat(x), *arrays)
+    values = [float(stat(x[None])[0]) for x in arrays]
+    text = (
+        f"{metric} on the same {len(arrays[0])} facts: {name(a[0])} at {a[1]} {values[0]:.1f}, "
+        f"{name(b[0])} at {b[1]} {values[1]:.1f}; difference {interval.text()}"
+    )
+    return interval, text

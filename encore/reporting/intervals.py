@@ -1,0 +1,125 @@
+"""Percentile-bootstrap 95% intervals for the claim rules (``encore.reporting.claims``).
+
+Every interval is drawn with ``numpy.random.default_rng(SEED)`` and ``RESAMPLES`` resamples, so a page
+regenerates byte for byte. A *paired* bootstrap resamples one set of unit indices (facts, batches, layers,
+items) and applies it to every array at once, so two runs are compared on the same units in every resample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+SEED = 0
+RESAMPLES = 4000
+LEVEL = 0.95
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive"
+NOT_TESTABLE = "not testable at this scale"
+NOT_RUN = "not run"
+OUTCOMES = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE, NOT_RUN)
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+    def text(self, fmt: str = ".1f") -> str:
+        return f"{self.estimate:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
+
+    def above(self, threshold: float) -> str:
+        """reproduced if the whole interval lies above ``threshold``, not reproduced if below, else inconclusive."""
+        if self.low > threshold:
+            return REPRODUCED
+        return NOT_REPRODUCED if self.high < threshold else INCONCLUSIVE
+
+    def below(self, threshold: float) -> str:
+        if self.high < threshold:
+            return REPRODUCED
+        return NOT_REPRODUCED if self.low > threshold else INCONCLUSIVE
+
+    def includes(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+def paired_bootstrap(
+    statistic: Callable[..., np.ndarray], *arrays, resamples: int = RESAMPLES, seed: int = SEED
+) -> Interval:
+    """``statistic(*columns)`` on the data and on ``resamples`` resamples of the units (rows, axis 0).
+
+    All ``arrays`` have one row per unit and are resampled with the same indices. ``statistic`` receives
+    arrays of shape (resamples, units, ...) and returns one value per resample (shape (resamples,)).
+    """
+    arrays = [np.asarray(a, dtype=float) for a in arrays]
+    units = len(arrays[0])
+    if units == 0 or any(len(a) != units for a in arrays):
+        raise ValueError(
+            f"paired_bootstrap: arrays need the same, non-zero number of rows, got {[len(a) for a in arrays]}"
+        )
+    estimate = float(statistic(*[a[None] for a in arrays])[0])
+    index = np.random.default_rng(seed).integers(0, units, size=(resamples, units))
+    values = np.asarray(statistic(*[a[index] for a in arrays]), dtype=float)
+    tail = 100 * (1 - LEVEL) / 2
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return Interval(estimate, float(low), float(high))
+
+
+def mean_interval(values, **kwargs) -> Interval:
+    """The mean of ``values`` and its bootstrap interval."""
+    return paired_bootstrap(lambda x: x.mean(axis=1), values, **kwargs)
+
+
+def harmonic_score(es: np.ndarray, ps: np.ndarray, ns: np.ndarray) -> np.ndarray:
+    """S = 3 / (1/ES + 1/PS + 1/NS) of the per-resample means x100 (0 where any of them is 0); inputs (R, n)."""
+    means = np.stack([100 * x.mean(axis=-1) for x in (es, ps, ns)])
+    with np.errstate(divide="ignore"):
+        s = 3 / (1 / means).sum(axis=0)
+    return np.where((means > 0).all(axis=0), s, 0.0)
+
+
+def confusion(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    """Confusion matrices (..., classes, classes) of integer ``labels`` x ``predictions`` (..., n); class
+    ``classes - 1`` may stand for "invalid"."""
+    flat = (labels * classes + predictions).astype(int)
+    shape = flat.shape[:-1]
+    flat = flat.reshape(-1, flat.shape[-1])
+    counts = np.stack([np.bincount(row, minlength=classes * classes) for row in flat])
+    return counts.reshape(*shape, classes, classes)
+
+
+def weighted_f1(matrix: np.ndarray) -> np.ndarray:
+    """Support-weighted F1 of confusion matrices (..., K, K) (rows: true class), as sklearn's
+    ``f1_score(average="weighted", zero_division=0)``."""
+    tp = np.diagonal(matrix, axis1=-2, axis2=-1).astype(float)
+    support, predicted = matrix.sum(axis=-1), matrix.sum(axis=-2)
+    denominator = support + predicted
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    total = support.sum(axis=-1)
+    return np.divide((f1 * support).sum(axis=-1), total, out=np.zeros(total.shape), where=total > 0)
+
+
+def mcc(matrix: np.ndarray) -> np.ndarray:
+    """Matthews correlation of confusion matrices (..., K, K), the multi-class form sklearn uses (0 when undefined)."""
+    matrix = matrix.astype(float)
+    t, p = matrix.sum(axis=-1), matrix.sum(axis=-2)
+    c = np.diagonal(matrix, axis1=-2, axis2=-1).sum(axis=-1)
+    s = matrix.sum(axis=(-2, -1))
+    numerator = c * s - (t * p).sum(axis=-1)
+    denominator = np.sqrt((s**2 - (p * p).sum(axis=-1)) * (s**2 - (t * t).sum(axis=-1)))
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def combine(outcomes) -> str:
+    """One outcome for a claim with several parts: any part not reproduced decides; then a missing run,
+    a failed precondition, an undecided part; reproduced only if every part is."""
+    outcomes = list(outcomes)
+    for outcome in (NOT_REPRODUCED, NOT_RUN, NOT_TESTABLE, INCONCLUSIVE):
+        if outcome in outcomes:
+            return outcome
+    return REPRODUCED
