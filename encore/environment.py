@@ -144,13 +144,14 @@ def summary(choice: str = "auto") -> dict:
     ``lock_sha256`` and ``matches_lock`` keep their meaning from manifests written before the CUDA lock
     (then always the CPU lock's files); ``lock`` names the lock matched against (read it with ``recorded_lock``).
     """
-    kind, why = select_lock(choice)
+    installed = installed_versions()
+    kind, why = select_lock(choice, installed)
     paths = lock_paths(kind)
     digest = lock_digest(paths)
     record = {"lock": LOCKS[kind][0], "lock_files": list(LOCKS[kind]), "lock_selected_by": why}
-    if digest is None:
-        return {**record, "lock_sha256": None, "matches_lock": None}
-    problems = differences(locked_versions(paths), installed_versions())
+    if digest is None:  # not a checkout (a wheel install): nothing to compare with
+        return {**record, "lock": None, "lock_sha256": None, "matches_lock": None}
+    problems = differences(locked_versions(paths), installed)
     return {**record, "lock_sha256": digest, "matches_lock": not problems, "lock_differences": problems[:20]}
 
 
@@ -158,7 +159,7 @@ def recorded_lock(environment: dict | None) -> str | None:
     """The lock a manifest's environment record was checked against; records without ``lock`` predate the
     CUDA lock and were checked against requirements.lock."""
     if not environment or environment.get("lock_sha256") is None:
-        return environment.get("lock") if environment else None
+        return None
     return environment.get("lock", LOCK_FILES[0])
 
 
@@ -167,7 +168,8 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="exit with status 1 when they differ")
     parser.add_argument("--lock", default="auto", help="auto (default), cpu, cuda, or a lock's file name")
     args = parser.parse_args(argv)
-    kind, why = select_lock(args.lock)
+    installed = installed_versions()
+    kind, why = select_lock(args.lock, installed)
     paths = lock_paths(kind)
     missing = [path.name for path in paths if not path.exists()]
     if missing:
@@ -175,7 +177,7 @@ def main(argv=None) -> int:
         return 1 if args.check else 0
     print(f"checking against {' + '.join(LOCKS[kind])} ({kind.upper()} lock: {why})")
     locked = locked_versions(paths)
-    problems = differences(locked, installed_versions())
+    problems = differences(locked, installed)
     for problem in problems:
         print(problem)
     if not problems:

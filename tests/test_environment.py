@@ -170,6 +170,9 @@ def test_summary_records_the_matched_lock(monkeypatch):
     # the CPU lock's checksum is computed as before the CUDA lock existed: old and new manifests compare
     assert record["lock_sha256"] == hashlib.sha256(CPU.read_bytes() + MODEL.read_bytes()).hexdigest()
     assert environment.summary("cuda")["matches_lock"] is False  # CPU torch against the CUDA lock
+    monkeypatch.setattr(environment, "REPO", REPO / "no-such-checkout")  # a wheel install: no lock files
+    record = environment.summary()
+    assert record["lock"] is None and record["lock_sha256"] is None and environment.recorded_lock(record) is None
 
 
 def test_recorded_lock_reads_old_manifests():
