@@ -1,98 +1,115 @@
-"""The paper's figures from the collected results of one experiment (one model, one data set), as PNG
-and PDF, with no model loaded. With several edit orderings, every line is the mean over orderings. Each figure names the runs it needs; panels of runs that were not made
-are left out and listed in the report index, and a figure with no run at all is not drawn.
+"""The paper's figures from the collected results of one experiment (one model, one data set), as PNG and
+PDF, with no model loaded. With several edit orderings, every line is the mean over orderings.
 
 Figure numbers follow the paper; where the paper repeats a layout per model (8-10, 15-20, 21-28), the
-experiment's model gives one instance of it.
+experiment's model gives one instance of it. The rules every figure follows (one y-axis per comparison,
+titles naming model, data set, edit count and paper figure, captions naming only runs drawn, per-editor
+figures only with their runs) are in ``encore.reporting.figure_kit``. Norms are drawn as growth relative
+to the unedited value, so the axis starts at 0 growth and runs compare at a glance.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from encore.evaluation.analysis import COMPONENTS
+from encore.reporting.downstream_figures import downstream_average, downstream_per_task
+from encore.reporting.figure_kit import Spec, Study, panels, record, runs_to_draw, ylim
+from encore.reporting.outputs import LABELS, Index, label
 
-from encore.evaluation.analysis import COMPONENTS  # noqa: E402
-from encore.reporting.report import ENCORE_FAMILY, Index, label  # noqa: E402
-
-DOWNSTREAM_PROTOCOL = "downstream/generate"  # the paper's protocol (greedy 3 tokens, parsed answer)
-TASK_ORDER = ["sst2", "mrpc", "nli", "rte", "cola", "mmlu"]
-PER_TASK_FIGURES = [
-    ("fig14_downstream_tasks_emmet_nc", [("emmet", "plain"), ("emmet", "nc")], "EMMET vs EMMET+NC"),
-    ("fig21_downstream_tasks_alphaedit", [("alphaedit", "plain"), ("alphaedit", "mpes")], "AlphaEdit +/- MPES"),
-    ("fig22_downstream_tasks_emmet", [("emmet", "plain"), ("emmet", "mpes")], "EMMET +/- MPES"),
-    ("fig23_downstream_tasks_memit_encore", ENCORE_FAMILY, "MEMIT, +MPES, +NC, ENCORE"),
+ENCORE, NC = ("memit", "mpes_nc"), ("memit", "nc")
+MEMIT, ALPHAEDIT, EMMET = ("memit", "plain"), ("alphaedit", "plain"), ("emmet", "plain")
+GROWTH_LABEL = r"$\|W_\ell\|_F\,/\,\|W_\ell^{unedited}\|_F - 1$  (%)"
+NORM_GROWTH_FIGURES = [
+    Spec("fig01_norm_growth", "paper Fig. 1", "edited-layer norm growth vs edits", (MEMIT, ALPHAEDIT)),
+    Spec("fig07b_norm_growth_encore", "paper Fig. 7b", "edited-layer norm growth vs edits, ENCORE", (ENCORE,)),
 ]
 LAYER_NORM_FIGURES = [
-    ("fig04_layer_norms", [("alphaedit", "plain"), ("memit", "plain")]),
-    ("fig07a_layer_norms_encore", [("memit", "mpes_nc")]),
-    ("fig15-19_layer_norms_editors", [("alphaedit", "plain"), ("emmet", "plain"), ("memit", "plain")]),
-    ("fig16-20_layer_norms_norm_constraint", [("memit", "plain"), ("memit", "nc"), ("memit", "mpes_nc")]),
-]
+    Spec("fig04_layer_norms", "paper Fig. 4", "norm change of every layer", (ALPHAEDIT, MEMIT)),
+    Spec("fig07a_layer_norms_encore", "paper Fig. 7a", "norm change of every layer, ENCORE", (ENCORE,)),
+    Spec("fig15-19_layer_norms_editors", "paper Figs. 15, 17, 19 (one model)", "norm change of every layer, editors",
+         (ALPHAEDIT, EMMET, MEMIT), needs=(EMMET,), repeats="fig04_layer_norms"),
+    Spec("fig16-20_layer_norms_norm_constraint", "paper Figs. 16, 18, 20 (one model)",
+         "norm change of every layer, MEMIT, norm constraint, ENCORE", (MEMIT, NC, ENCORE), needs=(NC,),
+         repeats="fig04_layer_norms and fig07a_layer_norms_encore"),
+]  # fmt: skip
 SHARE_FIGURES = [
-    ("fig05_activation_share", [("alphaedit", "plain"), ("memit", "plain"), ("memit", "mpes_nc")]),
-    ("fig08-10_activation_share_editors", [("alphaedit", "plain"), ("emmet", "plain"), ("memit", "plain")]),
-    ("fig11-13_activation_share_norm_constraint", [("memit", "plain"), ("memit", "nc"), ("memit", "mpes_nc")]),
-]
+    Spec("fig05_activation_share", "paper Fig. 5", "activation norm proportion per layer", (ALPHAEDIT, MEMIT, ENCORE)),
+    Spec("fig08-10_activation_share_editors", "paper Figs. 8-10 (one model)",
+         "activation norm proportion per layer, editors", (ALPHAEDIT, EMMET, MEMIT), needs=(EMMET,),
+         repeats="fig05_activation_share"),
+    Spec("fig11-13_activation_share_norm_constraint", "paper Figs. 11-13 (one model)",
+         "activation norm proportion per layer, MEMIT, norm constraint, ENCORE", (MEMIT, NC, ENCORE), needs=(NC,),
+         repeats="fig05_activation_share"),
+]  # fmt: skip
+ANALYSIS_NEEDS = "analysis rows (evaluation.analysis: final or all) of the unedited model and"
 SHARE_CAPTION = (
-    "share of each sub-layer in the residual stream per layer: ||x|| / (||h|| + ||a|| + ||m||) for the block "
+    "Share of each sub-layer in the residual stream per layer: ||x|| / (||h|| + ||a|| + ||m||) for the block "
     "input h, attention contribution a and MLP contribution m, averaged over tokens and the rewrite prompts "
     "of the evaluated facts (definition of algorithms.md §9; the paper gives no code); edited layers in red."
 )
+HEADLINE = [  # embedded in results.md, in this order, where drawn
+    "norm_growth_all_runs",
+    "fig04_layer_norms",
+    "fig07a_layer_norms_encore",
+    "fig16-20_layer_norms_norm_constraint",
+    "fig15-19_layer_norms_editors",
+    "fig05_activation_share",
+    "fig06_downstream_encore",
+    "fig03_downstream_mpes",
+]
 
 
-def _save(figure, stem: Path) -> list[str]:
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    for ext in ("png", "pdf"):
-        figure.savefig(f"{stem}.{ext}", dpi=150)
-    plt.close(figure)
-    return [f"{stem.name}.png", f"{stem.name}.pdf"]
+def norm_growth_table(norms: pd.DataFrame) -> pd.DataFrame:
+    """norms.csv (mean over orderings) with ``growth`` = 100 (||W_l|| / ||W_l||_{0 edits} - 1) per run and layer."""
+    keys = ["method", "variant", "layer"]
+    mean = norms.groupby([*keys, "edits"], as_index=False)["frobenius_norm"].mean()
+    base = mean[mean["edits"] == 0].set_index(keys)["frobenius_norm"]
+    lacking = sorted(set(map(tuple, mean[keys].values)) - set(base.index))
+    if lacking:
+        method, variant, layer = lacking[0]
+        raise ValueError(
+            f"norms.csv: {method}/{variant} layer {layer} has no row at edits 0 (the norm before editing); "
+            "collect every snapshot of the run (snakemake collect_results)"
+        )
+    reference = base.reindex(pd.MultiIndex.from_frame(mean[keys])).to_numpy()
+    return mean.assign(unedited=reference, growth=100.0 * (mean["frobenius_norm"] / reference - 1.0))
 
 
-def _panels(count: int, width: float = 4.4, height: float = 3.3):
-    columns = min(4, count)
-    rows = -(-count // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
-    for axis in axes.flat[count:]:
-        axis.set_visible(False)
-    return figure, list(axes.flat)
-
-
-def _present(frame: pd.DataFrame, runs) -> tuple[list, list[str]]:
-    have = set(zip(frame["method"], frame["variant"]))
-    return [r for r in runs if r in have], [f"{m}/{v}" for m, v in runs if (m, v) not in have]
-
-
-def _record(index: Index, name: str, files, caption: str, missing: list[str]) -> None:
-    if missing:
-        caption += f" Runs not made (panels left out): {', '.join(missing)}."
-    index.made.append((", ".join(files), caption))
-
-
-def norm_growth(norms: pd.DataFrame, out: Path, index: Index, runs=None, name="fig01_norm_growth") -> None:
-    """Frobenius norm of each edited down-projection vs edits, one panel per run (Fig. 1; Fig. 7b: ENCORE)."""
-    runs = runs or sorted(set(zip(norms["method"], norms["variant"])))
-    present, missing = _present(norms, runs)
+def norm_growth(growth: pd.DataFrame, study: Study, spec: Spec, out: Path, index: Index, limits, summary=False):
+    """Growth of each edited layer's norm vs edits, one panel per run (Figs. 1, 7b); with ``summary`` a first
+    panel puts every run's mean over its edited layers on one axis. Every panel uses the study's ``limits``."""
+    present = runs_to_draw(spec, set(zip(growth["method"], growth["variant"])), index, "the norms (norms.csv)")
     if not present:
-        index.missing.append((name, f"needs the runs {', '.join(missing)}"))
-        return
-    figure, axes = _panels(len(present))
-    for axis, (method, variant) in zip(axes, present):
-        subset = norms[(norms["method"] == method) & (norms["variant"] == variant)]
-        for layer, rows in subset.groupby("layer"):
-            rows = rows.groupby("edits", as_index=False)["frobenius_norm"].mean()  # mean over orderings
-            axis.plot(rows["edits"], rows["frobenius_norm"], marker="o", markersize=2, label=f"layer {layer}")
-        axis.set(title=label(method, variant), xlabel="number of edits", ylabel=r"$\|W_\ell\|_F$ (edited layer)")
+        return {}
+    figure, axes = panels(len(present) + summary)
+    run_rows = {run: growth[(growth["method"] == run[0]) & (growth["variant"] == run[1])] for run in present}
+    if summary:
+        for run, rows in run_rows.items():
+            mean = rows.groupby("edits")["growth"].mean()
+            axes[0].plot(mean.index, mean.values, lw=2, label=f"{label(*run)}: {mean.iloc[-1]:+.1f}%")
+        axes[0].set_title("every run: mean over its edited layers", fontsize=10)
+        axes[0].legend(fontsize=8, title=f"at {int(growth['edits'].max()):,} edits", title_fontsize=8)
+    for axis, (run, rows) in zip(axes[summary:], run_rows.items()):
+        for layer, line in rows.groupby("layer"):
+            axis.plot(line["edits"], line["growth"], marker="o", markersize=2, label=f"layer {layer}")
+        axis.set_title(f"{label(*run)}: each edited layer", fontsize=10)
         axis.legend(fontsize=7)
+    for axis in axes:
+        axis.axhline(0.0, color="black", lw=0.6)
+        axis.set(xlabel="number of edits", ylim=limits)
+    axes[0].set_ylabel(GROWTH_LABEL)
+    figure.suptitle(study.heading(spec, [rows["edits"].max() for rows in run_rows.values()]))
     caption = (
-        "Frobenius norm of each edited MLP down-projection after every batch of edits (one line per edited layer)."
+        "Growth of the Frobenius norm of each edited MLP down-projection after every batch of edits, relative "
+        "to its unedited value: 100 (||W_l|| / ||W_l^unedited|| - 1) %, one line per edited layer"
+        + ("; first panel: each run's mean over its edited layers" if summary else "")
+        + "; every norm-growth figure of the study on one y-axis."
     )
-    _record(index, name, _save(figure, out / name), caption, missing)
+    return record(index, figure, out, spec, caption, present)
 
 
 def _analysis(metrics: pd.DataFrame, prefix: str) -> pd.DataFrame:
@@ -110,162 +127,87 @@ def _snapshots_to_show(edits: pd.Series) -> list[int]:
     return sorted({values[(len(values) - 1) // 2], values[-1]})
 
 
-def layer_norms(metrics: pd.DataFrame, edited_layers: dict, out: Path, index: Index) -> None:
-    """Norm of every layer's down-projection: unedited vs the middle and the last snapshot (Figs. 4, 7a, 15-20)."""
+def layer_norms(metrics: pd.DataFrame, study: Study, out: Path, index: Index) -> dict:
+    """Norm change of every layer's down-projection relative to the unedited model at the middle and the last
+    snapshot (Figs. 4, 7a, 15-20): 100 (||W_l|| / ||W_l^unedited|| - 1), all figures on one y-axis."""
     norms = _analysis(metrics, "down_proj_norm.")
-    for name, runs in LAYER_NORM_FIGURES:
-        present, missing = _present(norms[norms["method"] != "unedited"], runs)
-        base = norms[norms["method"] == "unedited"]
-        if not present or base.empty:
-            why = (
-                "analysis rows (evaluation.analysis: final or all)" if norms.empty else f"the runs {', '.join(missing)}"
-            )
-            index.missing.append((name, f"needs {why} and the unedited model's analysis"))
+    base = norms[norms["method"] == "unedited"].groupby("layer")["value"].mean()  # over orderings
+    edited = norms[norms["method"] != "unedited"].groupby(["method", "variant", "edits", "layer"], as_index=False)
+    edited = edited["value"].mean()
+    edited["growth"] = 100.0 * (edited["value"] / base.reindex(edited["layer"]).to_numpy() - 1.0)
+    runs = {run: edited[(edited["method"] == run[0]) & (edited["variant"] == run[1])] for run in
+            set(zip(edited["method"], edited["variant"]))}  # fmt: skip
+    shown = {run: rows[rows["edits"].isin(_snapshots_to_show(rows["edits"]))] for run, rows in runs.items()}
+    limits = ylim(pd.concat(shown.values())["growth"].dropna()) if shown else None
+    drawn = {}
+    for spec in LAYER_NORM_FIGURES:
+        present = runs_to_draw(spec, set(runs) if len(base) else set(), index, ANALYSIS_NEEDS)
+        if not present:
             continue
-        base_mean = base.groupby("layer", as_index=False)["value"].mean()  # over orderings, once per figure
-        figure, axes = _panels(len(present))
-        for axis, (method, variant) in zip(axes, present):
-            axis.plot(base_mean["layer"], base_mean["value"], color="black", marker=".", label="unedited")
-            run = norms[(norms["method"] == method) & (norms["variant"] == variant)]
-            for edits in _snapshots_to_show(run["edits"]):
-                at = run[run["edits"] == edits].groupby("layer", as_index=False)["value"].mean()
-                axis.plot(at["layer"], at["value"], marker=".", label=f"{edits} edits")
-            for layer in edited_layers.get((method, variant), []):
+        figure, axes = panels(len(present))
+        for axis, run in zip(axes, present):
+            axis.axhline(0.0, color="black", lw=1.2, label="unedited model")
+            for edits, rows in shown[run].groupby("edits"):
+                axis.plot(rows["layer"], rows["growth"], marker=".", label=f"{int(edits):,} edits")
+            for layer in study.edited_layers.get(run, []):
                 axis.axvspan(layer - 0.4, layer + 0.4, color="red", alpha=0.12)
-            axis.set(title=label(method, variant), xlabel="layer", ylabel=r"$\|W_{down}\|_F$")
+            axis.set(title=label(*run), xlabel="layer", ylim=limits)
             axis.legend(fontsize=7)
+        axes[0].set_ylabel(r"$\|W_{down,\ell}\|_F\,/\,\|W_{down,\ell}^{unedited}\|_F - 1$  (%)")
+        figure.suptitle(study.heading(spec, [runs[run]["edits"].max() for run in present]))
         caption = (
-            "Frobenius norm of the MLP down-projection of every layer: unedited model vs the middle and the last "
-            "snapshot; edited layers shaded red."
+            "Change of the Frobenius norm of every layer's MLP down-projection relative to the unedited model, "
+            "100 (||W_l|| / ||W_l^unedited|| - 1) %, at the middle and the last snapshot (0: unchanged; the "
+            f"unedited norms lie between {base.min():.1f} and {base.max():.1f}); edited layers shaded red; every "
+            "layer-norm figure of the study on one y-axis."
         )
-        _record(index, name, _save(figure, out / name), caption, missing)
+        drawn |= record(index, figure, out, spec, caption, present)
+    return drawn
 
 
-def activation_shares(metrics: pd.DataFrame, edited_layers: dict, out: Path, index: Index) -> None:
-    """Stacked per-layer shares of residual input, attention and MLP output (Figs. 5, 8-13)."""
+def activation_shares(metrics: pd.DataFrame, study: Study, out: Path, index: Index) -> dict:
+    """Stacked per-layer shares of residual input, attention and MLP output (Figs. 5, 8-13); the legend
+    sits above the panels, so no bar is covered."""
     shares = _analysis(metrics, "activation_share.")
-    for name, runs in SHARE_FIGURES:
-        present, missing = _present(shares[shares["method"] != "unedited"], runs)
-        base = shares[shares["method"] == "unedited"]
-        if not present or base.empty:
-            index.missing.append(
-                (name, "needs analysis rows of the unedited model and of " + ", ".join(f"{m}/{v}" for m, v in runs))
-            )
+    base = shares[shares["method"] == "unedited"]
+    have = set(zip(shares["method"], shares["variant"])) - {("unedited", "unedited")} if len(base) else set()
+    drawn = {}
+    for spec in SHARE_FIGURES:
+        present = runs_to_draw(spec, have, index, ANALYSIS_NEEDS)
+        if not present:
             continue
-        panels = [("unedited", "unedited", None)] + [
-            (m, v, max(shares[(shares["method"] == m) & (shares["variant"] == v)]["edits"])) for m, v in present
-        ]
-        figure, axes = _panels(len(panels))
-        for axis, (method, variant, edits) in zip(axes, panels):
-            rows = shares[(shares["method"] == method) & (shares["variant"] == variant)]
-            if edits is not None:
-                rows = rows[rows["edits"] == edits]
+        last = {run: int(shares[(shares["method"] == run[0]) & (shares["variant"] == run[1])]["edits"].max())
+                for run in present}  # fmt: skip
+        figure, axes = panels(1 + len(present), height=3.1)
+        for axis, run in zip(axes, [("unedited", "unedited"), *present]):
+            rows = shares[(shares["method"] == run[0]) & (shares["variant"] == run[1])]
+            if run in last:
+                rows = rows[rows["edits"] == last[run]]
             table = rows.pivot_table(index="layer", columns="component", values="value")[list(COMPONENTS)]
             bottom = 0
             for component, color in zip(COMPONENTS, ("#bbbbbb", "#4c72b0", "#dd8452")):
                 axis.bar(table.index, table[component], bottom=bottom, color=color, label=component, width=0.85)
                 bottom = bottom + table[component]
-            axis.set(
-                title="unedited" if edits is None else f"{label(method, variant)}, {edits} edits",
-                xlabel="layer",
-                ylabel="share of activation norm",
-                ylim=(0, 1),
-            )
+            title = f"{label(*run)}, {last[run]:,} edits" if run in last else "unedited model"
+            axis.set(title=title, xlabel="layer", ylim=(0, 1))
             axis.set_xticks(list(table.index))
-            axis.set_xticklabels([str(layer) for layer in table.index], fontsize=6)
-            edited = set(edited_layers.get((method, variant), []))
+            axis.set_xticklabels([str(layer) for layer in table.index], fontsize=5)
+            edited = set(study.edited_layers.get(run, []))
             for tick, layer in zip(axis.get_xticklabels(), table.index):
                 if layer in edited:
                     tick.set_color("red")
                     tick.set_fontweight("bold")
-            if axis is axes[0]:
-                axis.legend(fontsize=7, loc="lower left", framealpha=0.9)
-        _record(index, name, _save(figure, out / name), "Activation norm proportion: " + SHARE_CAPTION, missing)
+        axes[0].set_ylabel("share of activation norm")
+        handles, names = axes[0].get_legend_handles_labels()
+        figure.legend(handles, names, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+        figure.suptitle(study.heading(spec, last.values()))
+        drawn |= record(index, figure, out, spec, SHARE_CAPTION, present)
+    return drawn
 
 
-def _downstream(metrics: pd.DataFrame) -> pd.DataFrame:
-    rows = metrics[
-        metrics["protocol"].str.startswith(DOWNSTREAM_PROTOCOL) & metrics["metric"].str.endswith(".f1")
-    ].copy()
-    rows["task"] = rows["metric"].str.split(".").str[0]
-    rows.loc[rows["task"] != "average", "value"] *= 100.0  # per-task F1 in percent, like the average
-    return rows
-
-
-def _with_unedited(rows: pd.DataFrame, method: str, variant: str) -> pd.DataFrame:
-    """The run's rows with the unedited model as the point at 0 edits, averaged over orderings."""
-    base = rows[rows["method"] == "unedited"].assign(method=method, variant=variant)
-    run = pd.concat([base, rows[(rows["method"] == method) & (rows["variant"] == variant)]])
-    return run.groupby(["task", "edits"], as_index=False)["value"].mean().sort_values("edits")
-
-
-def downstream_average(metrics: pd.DataFrame, out: Path, index: Index) -> None:
-    """Average downstream F1 (6 tasks) vs edits: each editor with and without MPES (Fig. 3); MEMIT,
-    MEMIT+MPES, MEMIT+NC and ENCORE (Fig. 6). The unedited model is the point at 0 edits."""
-    rows = _downstream(metrics)
-    rows = rows[rows["task"] == "average"]
-    edited = rows[rows["method"] != "unedited"]
-    for name, groups, caption in [
-        (
-            "fig03_downstream_mpes",
-            [[(m, "plain"), (m, "mpes")] for m in ("memit", "alphaedit", "emmet")],
-            "Average downstream F1 (SST2, MRPC, CoLA, RTE, NLI, MMLU; generation protocol) vs edits, with and without MPES.",
-        ),
-        (
-            "fig06_downstream_encore",
-            [ENCORE_FAMILY],
-            "Average downstream F1 vs edits: MEMIT, MEMIT+MPES, MEMIT+NC, ENCORE.",
-        ),
-    ]:
-        wanted = [run for group in groups for run in group]
-        present, missing = _present(edited, wanted)
-        panels = [[run for run in group if run in present] for group in groups]
-        panels = [group for group in panels if group]
-        if not panels:
-            index.missing.append(
-                (name, "needs downstream results (evaluation.downstream: all) of " + ", ".join(missing))
-            )
-            continue
-        figure, axes = _panels(len(panels))
-        for axis, group in zip(axes, panels):
-            for method, variant in group:
-                line = _with_unedited(rows, method, variant)
-                axis.plot(line["edits"], line["value"], marker="o", markersize=3, label=label(method, variant))
-            axis.set(
-                title=", ".join(label(*run) for run in group), xlabel="number of edits", ylabel="average F1 (x100)"
-            )
-            axis.legend(fontsize=7)
-        _record(index, name, _save(figure, out / name), caption, missing)
-
-
-def downstream_per_task(metrics: pd.DataFrame, out: Path, index: Index, dataset: str) -> None:
-    """Per-task F1 vs edits, one panel per run (Figs. 14, 21-28 for this experiment's model and data set)."""
-    rows = _downstream(metrics)
-    rows = rows[rows["task"] != "average"]
-    edited = rows[rows["method"] != "unedited"]
-    for name, runs, title in PER_TASK_FIGURES:
-        present, missing = _present(edited, runs)
-        if not present:
-            index.missing.append(
-                (name, "needs downstream results (evaluation.downstream: all) of " + ", ".join(missing))
-            )
-            continue
-        figure, axes = _panels(len(present))
-        for axis, (method, variant) in zip(axes, present):
-            run = _with_unedited(rows, method, variant)
-            for task in TASK_ORDER:
-                line = run[run["task"] == task]
-                if len(line):
-                    axis.plot(line["edits"], line["value"], marker="o", markersize=3, label=task.upper())
-            axis.set(title=label(method, variant), xlabel="number of edits", ylabel="F1 (x100)", ylim=(0, 100))
-            axis.legend(fontsize=7)
-        caption = f"Per-task downstream F1 vs edits ({title}; {dataset}; generation protocol)."
-        _record(index, name, _save(figure, out / name), caption, missing)
-
-
-def schematic(out: Path, index: Index) -> None:
-    """Fig. 2: locate-then-edit in two steps, drawn as boxes and arrows."""
-    figure, axis = plt.subplots(figsize=(9, 2.6))
+def schematic(out: Path, index: Index) -> dict:
+    """Fig. 2: locate-then-edit in two steps, drawn as boxes and arrows (no data, so no model or edit count)."""
+    figure, axis = plt.subplots(figsize=(9, 2.0))
     axis.set_axis_off()
     boxes = [
         (0.02, "edit request\n(subject, relation,\nnew object)"),
@@ -274,39 +216,49 @@ def schematic(out: Path, index: Index) -> None:
         (0.83, "edited model\nW ← W + Δ\n(norm constraint\nbounds ‖Δ‖_F)"),
     ]
     for x, text in boxes:
-        axis.text(
-            x + 0.07,
-            0.5,
-            text,
-            ha="center",
-            va="center",
-            fontsize=8.5,
-            bbox={"boxstyle": "round,pad=0.5", "facecolor": "#eef2f8", "edgecolor": "#4c72b0"},
-        )
-    for start, end in ((0.17, 0.24), (0.445, 0.515), (0.73, 0.82)):
+        axis.text(x + 0.07, 0.5, text, ha="center", va="center", fontsize=8.5,
+                  bbox={"boxstyle": "round,pad=0.5", "facecolor": "#eef2f8", "edgecolor": "#4c72b0"})  # fmt: skip
+    for start, end in ((0.17, 0.24), (0.445, 0.515), (0.745, 0.82)):
         axis.annotate("", xy=(end, 0.5), xytext=(start, 0.5), arrowprops={"arrowstyle": "->", "lw": 1.5})
-    files = _save(figure, out / "fig02_schematic")
-    index.made.append(
-        (
-            ", ".join(files),
-            "Locate-then-edit as two steps: target activations by gradient descent, then a "
-            "least-squares update of the second MLP matrix (schematic, no data).",
-        )
+    spec = Spec("fig02_schematic", "paper Fig. 2", "locate-then-edit in two steps (schematic, no data)", ())
+    figure.suptitle(f"{spec.paper}: {spec.what}")
+    figure.tight_layout()
+    caption = (
+        "Locate-then-edit as two steps: target activations by gradient descent, then a least-squares update of "
+        "the second MLP matrix."
     )
+    return record(index, figure, out, spec, caption, [])
 
 
-def all_figures(results: Path, out: Path, index: Index) -> None:
-    """Every figure the collected results of ``results`` allow."""
+def load_study(results: Path) -> Study:
+    """Model (runs.csv, else metrics.csv), data set (metrics.csv) and each run's edited layers (runs.csv)."""
+    metrics = pd.read_csv(Path(results) / "metrics.csv", usecols=["model", "dataset"])
+    runs = pd.read_csv(Path(results) / "runs.csv")
+    model = runs["model"].iloc[0] if "model" in runs and len(runs) else metrics["model"].iloc[0]
+    layers = {(r.method, r.variant): [int(x) for x in str(r.layers).split()] for r in runs.itertuples()}
+    return Study(model=str(model), dataset=str(metrics["dataset"].iloc[0]), edited_layers=layers)
+
+
+def all_figures(results: Path, out: Path, index: Index) -> dict:
+    """Every figure the collected results of ``results`` allow; returns {name: matplotlib Figure}."""
+    results, out = Path(results), Path(out)
     metrics = pd.read_csv(results / "metrics.csv")
-    norms = pd.read_csv(results / "norms.csv")
-    runs = pd.read_csv(results / "runs.csv")
-    edited_layers = {(r.method, r.variant): [int(x) for x in str(r.layers).split()] for r in runs.itertuples()}
-    dataset = str(metrics["dataset"].iloc[0])
-    norm_growth(norms, out, index, runs=[("memit", "plain"), ("alphaedit", "plain")])
-    norm_growth(norms, out, index, runs=[("memit", "mpes_nc")], name="fig07b_norm_growth_encore")
-    norm_growth(norms, out, index, name="norm_growth_all_runs")
-    schematic(out, index)
-    layer_norms(metrics, edited_layers, out, index)
-    activation_shares(metrics, edited_layers, out, index)
-    downstream_average(metrics, out, index)
-    downstream_per_task(metrics, out, index, dataset)
+    study = load_study(results)
+    growth = norm_growth_table(pd.read_csv(results / "norms.csv"))
+    limits = ylim(growth["growth"])  # one y-range for every norm-growth figure of the study
+    drawn = {}
+    for spec in NORM_GROWTH_FIGURES:
+        drawn |= norm_growth(growth, study, spec, out, index, limits)
+    have = set(zip(growth["method"], growth["variant"]))
+    every = tuple([run for run in LABELS if run in have] + sorted(have - set(LABELS)))  # MEMIT first
+    if len(every) > 1:
+        spec = Spec("norm_growth_all_runs", "paper Figs. 1 and 7b, every run", "edited-layer norm growth", every)
+        drawn |= norm_growth(growth, study, spec, out, index, limits, summary=True)
+    else:
+        index.missing.append(("norm_growth_all_runs", "needs two runs or more to compare"))
+    drawn |= schematic(out, index)
+    drawn |= layer_norms(metrics, study, out, index)
+    drawn |= activation_shares(metrics, study, out, index)
+    drawn |= downstream_average(metrics, study, out, index)
+    drawn |= downstream_per_task(metrics, study, out, index)
+    return drawn

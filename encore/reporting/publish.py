@@ -3,9 +3,9 @@
     python -m encore.reporting.publish results/lifelong-cpu/collected docs/results/lifelong-cpu   # copy + build
     python -m encore.reporting.publish --regenerate docs/results/lifelong-cpu                     # rebuild from the CSVs
 
-``<out>/data/`` holds the four collected CSVs (metrics, norms, ledger, runs: text only, no tensors); the
-tables (Markdown and CSV) and figures (PNG) under ``<out>/tables`` and ``<out>/figures`` are made from them
-alone, with the same code as the pipeline's ``paper_outputs`` rule, so no model is needed to redraw them.
+``<out>/data/`` holds the collected CSVs (metrics, norms, ledger, runs, and records where collected: text only,
+no tensors); the tables (Markdown and CSV) and figures (PNG) under ``<out>/tables`` and ``<out>/figures`` are made
+from them alone, with the same code as the pipeline's ``paper_outputs`` rule, so no model is needed to redraw them.
 ``<out>/results.md`` puts each paper claim beside the study's numbers (``encore.reporting.claims``), followed by the
 hand-written ``<out>/notes.md``.
 """
@@ -18,9 +18,12 @@ import shutil
 from pathlib import Path
 
 from encore.reporting.claims import write_results
+from encore.reporting.figures import HEADLINE
+from encore.reporting.outputs import Index
 from encore.reporting.report import build_paper_outputs, editing_table, verify_collected
 
-DATA_FILES = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv")
+DATA_FILES = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv", "records.csv")
+OPTIONAL_DATA_FILES = ("records.csv",)  # per-record editing scores: copied when collected (older studies lack them)
 
 
 def regenerate(out: Path, title: str | None = None) -> list[Path]:
@@ -29,7 +32,9 @@ def regenerate(out: Path, title: str | None = None) -> list[Path]:
     data, tables, figures = out / "data", out / "tables", out / "figures"
     for directory in (tables, figures):
         shutil.rmtree(directory, ignore_errors=True)
-    build_paper_outputs(data, tables, figures, out / "index.md", title=title or f"Tables and figures: {out.name}")
+    made = build_paper_outputs(
+        data, tables, figures, out / "index.md", title=title or f"Tables and figures: {out.name}"
+    )
     editing_table([data / "metrics.csv"], tables / "editing_metrics.csv", tables / "editing_metrics.md",
                   ledger_files=[data / "ledger.csv"])  # fmt: skip
     for extra in [*figures.glob("*.pdf"), *tables.glob("*.tex")]:
@@ -37,14 +42,37 @@ def regenerate(out: Path, title: str | None = None) -> list[Path]:
     index = out / "index.md"
     index.write_text(re.sub(r", [\w.-]+\.(pdf|tex)\b", "", index.read_text()))
     write_results(data, out / "results.md", f"Results: {out.name}", notes=out / "notes.md")
+    embed_figures(out / "results.md", made, notes=out / "notes.md")
     return sorted(p for p in out.rglob("*") if p.is_file() and data not in p.parents and p.name != "notes.md")
+
+
+def embed_figures(results_md: Path, index: Index, notes: Path | None = None) -> None:
+    """Put a "Figures" section in results.md before the hand-written notes (or at the end): the headline
+    figures drawn (``figures.HEADLINE`` order) as image links relative to results.md, with their captions."""
+    captions = {files.split(", ")[0]: caption for files, caption in index.made}
+    drawn = [name for name in HEADLINE if f"{name}.png" in captions]
+    lines = ["## Figures", "", "Every figure and caption, and the figures not drawn with the runs they need: "
+             "[index.md](index.md).", ""]  # fmt: skip
+    for name in drawn:
+        paper_figure, _, caption = captions[f"{name}.png"].partition(": ")
+        lines += [f"![{paper_figure}](figures/{name}.png)", "", f"*{name}* ({paper_figure}): {caption}", ""]
+    section = "\n".join(lines)
+    text = Path(results_md).read_text()
+    hand_written = Path(notes).read_text().rstrip() if notes is not None and Path(notes).exists() else ""
+    at = text.rfind(hand_written) if hand_written else -1
+    text = text[:at] + section + "\n" + text[at:] if at > 0 else text.rstrip() + "\n\n" + section
+    Path(results_md).write_text(text)
 
 
 def publish(collected: Path, out: Path, title: str | None = None) -> list[Path]:
     verify_collected(collected)  # what is published is what collect_results wrote
     (Path(out) / "data").mkdir(parents=True, exist_ok=True)
     for name in DATA_FILES:
-        shutil.copyfile(Path(collected) / name, Path(out) / "data" / name)
+        source, target = Path(collected) / name, Path(out) / "data" / name
+        if name in OPTIONAL_DATA_FILES and not source.exists():
+            target.unlink(missing_ok=True)  # not left over from an earlier publication
+            continue
+        shutil.copyfile(source, target)
     return regenerate(out, title)
 
 

@@ -16,30 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from encore.reporting import paper_values as paper
+from encore.reporting.outputs import ALL_EIGHT, BASE, ENCORE_FAMILY, LABELS, Index, label  # noqa: F401 (shared)
 
 EDITING_METRICS = ["ES", "PS", "NS", "S"]
 MAIN_PROTOCOL = r"^(counterfact|zsre)/(edited-so-far|to-be-edited)/(nll-comparison|token-top1)$"
 SAMPLED_PROTOCOL = r"^(counterfact|zsre)/authors-20pct/(nll-comparison|token-top1)$"
 DOWNSTREAM_COLUMNS = {"downstream/generate": "DS_generate", "downstream/label-loglik": "DS_loglik"}
-LABELS = {("memit", "plain"): "MEMIT", ("memit", "mpes"): "MEMIT+MPES", ("memit", "nc"): "MEMIT+NC",
-          ("memit", "mpes_nc"): "ENCORE", ("emmet", "plain"): "EMMET", ("emmet", "mpes"): "EMMET+MPES",
-          ("emmet", "nc"): "EMMET+NC", ("emmet", "mpes_nc"): "EMMET+MPES+NC", ("alphaedit", "plain"): "AlphaEdit",
-          ("alphaedit", "mpes"): "AlphaEdit+MPES", ("alphaedit", "nc"): "AlphaEdit+NC",
-          ("alphaedit", "mpes_nc"): "AlphaEdit+MPES+NC"}  # fmt: skip
-BASE = [
-    ("memit", "plain"),
-    ("memit", "mpes"),
-    ("alphaedit", "plain"),
-    ("alphaedit", "mpes"),
-    ("emmet", "plain"),
-    ("emmet", "mpes"),
-]
-ENCORE_FAMILY = [("memit", "plain"), ("memit", "mpes"), ("memit", "nc"), ("memit", "mpes_nc")]
-ALL_EIGHT = [("emmet", "plain"), ("emmet", "mpes"), ("alphaedit", "plain"), ("alphaedit", "mpes"), *ENCORE_FAMILY]
-
-
-def label(method: str, variant: str) -> str:
-    return LABELS.get((method, variant), f"{method}/{variant}")
 
 
 def read_csvs(paths) -> pd.DataFrame:
@@ -50,12 +32,14 @@ def read_csvs(paths) -> pd.DataFrame:
 
 
 COLLECTED = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv")
+OPTIONAL_COLLECTED = ("records.csv",)  # per-record editing scores; collected folders from before it lack it
 CHECKSUMS = "sha256.json"
 
 
-def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Path) -> None:
+def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Path, record_files=()) -> None:
     """metrics.csv, norms.csv, ledger.csv and runs.csv (hyperparameters and provenance of each run's
-    last snapshot) in ``out_dir``: everything the tables and figures are made of; then sha256.json, their
+    last snapshot) in ``out_dir``: everything the tables and figures are made of; with ``record_files`` also
+    records.csv (the per-record editing scores of every evaluation); then sha256.json, their
     checksums, which ``verify_collected`` checks before they are used. Each snapshot's ledger and norms are
     checked against its manifest first."""
     from encore.editing.snapshots import _read_manifest
@@ -67,6 +51,9 @@ def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Pat
     read_csvs(metric_files).to_csv(out_dir / "metrics.csv", index=False)
     read_csvs(norm_files).to_csv(out_dir / "norms.csv", index=False)
     read_csvs(ledger_files).to_csv(out_dir / "ledger.csv", index=False)
+    (out_dir / "records.csv").unlink(missing_ok=True)
+    if record_files:  # 12 significant digits, as each evaluation wrote them (encore.evaluation.rows)
+        read_csvs(record_files).to_csv(out_dir / "records.csv", index=False, float_format="%.12g")
     runs = {}
     for path in manifest_files:
         manifest = json.loads(Path(path).read_text())
@@ -97,7 +84,8 @@ def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Pat
                 "code": json.dumps(manifest.get("code")),
             }
     pd.DataFrame(list(runs.values())).to_csv(out_dir / "runs.csv", index=False)
-    checksums = {name: _sha256(out_dir / name) for name in COLLECTED}
+    names = COLLECTED + tuple(name for name in OPTIONAL_COLLECTED if (out_dir / name).exists())
+    checksums = {name: _sha256(out_dir / name) for name in names}
     (out_dir / CHECKSUMS).write_text(json.dumps(checksums, indent=1) + "\n")
 
 
@@ -113,7 +101,8 @@ def verify_collected(results: Path) -> None:
         checksums = json.loads((results / CHECKSUMS).read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{results / CHECKSUMS}: unreadable ({type(error).__name__}); {_RECOLLECT}") from None
-    for name in COLLECTED:
+    optional = tuple(name for name in OPTIONAL_COLLECTED if name in checksums or (results / name).exists())
+    for name in COLLECTED + optional:
         path = results / name
         if not path.is_file():
             raise ValueError(f"{path}: missing; {_RECOLLECT}")
@@ -237,19 +226,6 @@ def _write(table: pd.DataFrame, stem: Path, caption: str) -> list[str]:
     latex = table.to_latex(index=False, float_format="%.2f", na_rep="--", caption=caption, label=f"tab:{stem.name}")
     Path(f"{stem}.tex").write_text(latex)
     return [f"{stem.name}.{ext}" for ext in ("csv", "md", "tex")]
-
-
-class Index:
-    """What was written and what is missing (with the runs or settings that would produce it)."""
-
-    def __init__(self):
-        self.made: list[tuple[str, str]] = []
-        self.missing: list[tuple[str, str]] = []
-
-    def write(self, path: Path, title: str) -> None:
-        lines = [f"# {title}", "", "## Written", ""] + [f"- {name}: {what}" for name, what in self.made]
-        lines += ["", "## Not written (missing inputs)", ""] + [f"- {name}: {why}" for name, why in self.missing]
-        Path(path).write_text("\n".join(lines) + "\n")
 
 
 def _run_rows(final: pd.DataFrame, runs, columns, paper_lookup, model: str) -> tuple[pd.DataFrame, list[str]]:
