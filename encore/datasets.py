@@ -90,6 +90,10 @@ _FILES = [
              "3ac34ae2b6509075d52302c50a04a8a1970739ffe1a904f2cd374fefbea3cbf2",
              _PT_EXAMPLES + "word_language_model/data/wikitext-2/valid.txt",
              sha256="f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8"),
+    DataFile("wikitext2_test", "corpus/wikitext-2/wiki.test.tokens.gz",
+             "a2b26b5d2619cc1f6cd34c8e116a451aed09af51479346aadfbf508ceb8b192e",
+             _PT_EXAMPLES + "word_language_model/data/wikitext-2/test.txt",
+             sha256="d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0"),
 ]  # fmt: skip
 REGISTRY: dict[str, DataFile] = {entry.key: entry for entry in _FILES}
 
@@ -400,6 +404,20 @@ def order_records(
     kept = [by_id[case_id] for case_id in order if case_id in by_id]
     skipped = len(order) - len(kept)
     return (kept if limit is None else kept[:limit]), skipped
+
+
+def read_text(path: str | Path) -> str:
+    """The whole of a UTF-8 text file, gzip-compressed (``.gz``, the local copy) or plain (the download)."""
+    path = Path(path)
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                return handle.read()
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise DataError(f"{path}: unreadable text file ({type(exc).__name__}: {exc})") from None
 
 
 def iter_corpus_texts(path: str | Path) -> Iterator[str]:

@@ -318,14 +318,17 @@ def evaluate_snapshot(
     num_edits: int | None = None,
     seed: int = 0,
     execution: dict | None = None,
+    records_output: Path | None = None,
 ) -> pd.DataFrame:
     """All metrics of a snapshot (or of the unedited model when ``snapshot`` is None) from files alone.
-    Next to ``output`` a ``.provenance.json`` records where and with which code each part was computed.
+    Next to ``output`` a ``.provenance.json`` records where and with which code each part was computed, and
+    ``records_output`` (default: ``output`` with the suffix ``.records.csv``) the per-record editing scores.
 
     ``evaluation`` (config key): generation / downstream / analysis = "none" | "final" | "all" (at which
     snapshots; the unedited model counts as final), generation_records, downstream_tasks,
     downstream_tests, downstream_shots, analysis_records; edited_facts = "all" (every snapshot scores every
-    fact edited so far) | "final" (earlier snapshots score the authors' seeded 20% of them).
+    fact edited so far) | "final" (earlier snapshots score the authors' seeded 20% of them); perplexity_tokens
+    (0: none), perplexity_window: WikiText-2 test perplexity at every evaluation.
     """
     from encore.evaluation import rows as ev
 
@@ -358,21 +361,32 @@ def evaluate_snapshot(
     scored, scored_subset = records, subset
     if snapshot is not None and not final and evaluation.get("edited_facts", "all") == "final":
         scored, scored_subset = ev.authors_subset_of(records), "authors-20pct"  # before the last snapshot
+    record_frames = []
+
+    def editing_part(**kwargs):
+        rows, frame = ev.editing_results(**kwargs)
+        record_frames.append(frame)
+        return rows
+
     parts = [
         (
             f"editing metrics on {len(scored)} {scored_subset} facts"
             + (" (+ the authors' 20% subset)" if snapshot is not None and final else ""),
-            lambda: ev.editing_rows(
-                model,
-                tokenizer,
-                dataset,
-                scored,
-                scored_subset,
+            lambda: editing_part(
+                model=model,
+                tokenizer=tokenizer,
+                dataset=dataset,
+                records=scored,
+                subset=scored_subset,
                 unedited=snapshot is None,
                 authors_subset=snapshot is not None and final,
             ),
         )
     ]
+    if evaluation.get("perplexity_tokens", 0):
+        parts.append(
+            ("perplexity", lambda: ev.perplexity_rows(model, tokenizer, data_dir, resources / "data", evaluation))
+        )
     if wanted[evaluation.get("generation", "final")] and dataset == "counterfact":
         parts.append(
             (
@@ -413,5 +427,9 @@ def evaluate_snapshot(
         "code": code_version(),
     }
     Path(output).with_suffix(".provenance.json").write_text(json.dumps(provenance, indent=1))
+    records_table = ev.to_frame(
+        pd.concat(record_frames, ignore_index=True), experiment=experiment, model=model_name, dataset=dataset, **labels
+    )
+    ev.write_records(records_table, records_output or ev.records_path(output))
     table.to_csv(output, index=False)
     return table

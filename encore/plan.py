@@ -287,6 +287,10 @@ class Planner:
             flops += self._block_flops(tokens, s.n_layers) + self._head_flops(tokens)
         if parts.get("analysis"):
             flops += self._block_flops(ev.get("analysis_records", 100) * TOKENS["analysis_prompt"], s.n_layers)
+        # perplexity at every evaluation: one forward and the LM head at every token (attention within the windows
+        # not counted: ~15% more at 512 tokens for SmolLM2)
+        text = ev.get("perplexity_tokens", 0)
+        flops += self._block_flops(text, s.n_layers) + self._head_flops(text)
         seconds = self._load_seconds() + flops / self.inference_rate
         batch = 64 * 24 * (s.d_model * 4 + s.d_ff) * BYTES[self.dtype] + 64 * 3 * s.vocab * 4
         host = PYTHON_BASELINE + self.weight_bytes + (0 if self.on_gpu else batch)  # on a GPU: the load peak

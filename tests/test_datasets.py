@@ -56,7 +56,8 @@ def write_json(path: Path, obj) -> Path:
 
 def test_registry_local_checksums_match_shared_data(shared_data_dir):
     assert set(datasets.REGISTRY) == {
-        "counterfact", "counterfact_order", "zsre", "zsre_order", "counterfact_qna", "wikipedia", "wikitext2_valid"
+        "counterfact", "counterfact_order", "zsre", "zsre_order", "counterfact_qna", "wikipedia", "wikitext2_valid",
+        "wikitext2_test",
     }  # fmt: skip
     for key, entry in datasets.REGISTRY.items():
         assert entry.key == key
@@ -70,10 +71,20 @@ def test_registry_local_checksums_match_shared_data(shared_data_dir):
     assert datasets.REGISTRY["zsre"].git_blob_sha1 == "8546c90abc10b77ebc9fd69de178cf7837ff86dc"
 
 
-def test_wikitext_download_checksum_is_of_the_uncompressed_file(shared_data_dir):
-    entry = datasets.REGISTRY["wikitext2_valid"]
+@pytest.mark.parametrize("key", ["wikitext2_valid", "wikitext2_test"])
+def test_wikitext_download_checksum_is_of_the_uncompressed_file(shared_data_dir, key, tmp_path):
+    entry = datasets.REGISTRY[key]
     raw = gzip.decompress((shared_data_dir / entry.local_path).read_bytes())
     assert hashlib.sha256(raw).hexdigest() == entry.sha256
+    # the local copy (gzip) and the download (plain text) read as the same text
+    plain = tmp_path / Path(entry.url).name
+    plain.write_bytes(raw)
+    assert datasets.read_text(plain) == datasets.read_text(shared_data_dir / entry.local_path) == raw.decode()
+
+
+def test_read_text_names_a_missing_file(tmp_path):
+    with pytest.raises(datasets.DataError, match=f"^{tmp_path / 'wiki.test.tokens.gz'}: file not found$"):
+        datasets.read_text(tmp_path / "wiki.test.tokens.gz")
 
 
 def test_git_blob_sha1_matches_git_hash_object(tmp_path):

@@ -7,14 +7,20 @@ Every row carries ``metric``, ``value`` and a ``protocol`` tag saying which subs
   generation/<subset>/top5-sampling     GE: weighted 2/3-gram entropy of sampled text, x100 (§7.2)
   table1/<subset>                       probabilities for the paper's Table 1
   downstream/...                        the six downstream tasks, two protocols (§8)
+  perplexity/<corpus>/tokens<N>/window<W>  perplexity, nll_per_token on held-out text (perplexity.py)
 Subsets: ``edited-so-far`` (all facts edited up to this snapshot), ``authors-20pct`` (a seeded random
 20% of them, the reference protocol, at the final snapshot), ``to-be-edited`` (the unedited model on
 the facts the run will edit).
+
+Beside the metric rows, ``editing_results`` returns the per-record scores behind the editing metrics (one
+row per scored fact and subset: ``subset``, ``protocol``, ``case_id`` and ``RECORD_COLUMNS``), from which
+every CounterFact / zsRE metric row of the same protocol is recomputed (written as ``*.records.csv``).
 """
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pandas as pd
 
@@ -23,6 +29,13 @@ from encore.evaluation.metrics import counterfact_record_scores, summarise_count
 from encore.evaluation.zsre_metrics import summarise_zsre, zsre_record_scores
 
 AUTHORS_FRACTION, AUTHORS_SEED = 0.2, 42
+# per-record columns of counterfact_record_scores kept in the records file (true_top1_rewrite as 0/1); for zsRE the
+# accuracies efficacy, paraphrase, specificity are written as es, ps, ns (the protocol names the metric)
+RECORD_COLUMNS = ["es", "ps", "ns", "es_diff", "ps_diff", "ns_diff", "p_new_rewrite", "p_true_rewrite", "es_top1",
+                  "ps_top1_hits", "ns_top1_hits", "n_paraphrase", "n_neighborhood", "true_top1_rewrite"]  # fmt: skip
+ZSRE_RECORD_COLUMNS = {"efficacy": "es", "paraphrase": "ps", "specificity": "ns"}
+# 12 significant digits: a mean over the file equals the metric row to ~1e-12 relative, at about half the size
+RECORD_FLOAT_FORMAT = "%.12g"
 
 
 def authors_subset_of(records: list[EditRecord]) -> list[EditRecord]:
@@ -77,10 +90,26 @@ def known_fact_rows(scores: pd.DataFrame, subset: str) -> list[dict]:
 
 
 def zsre_rows(model, tokenizer, records: list[EditRecord], subset: str) -> list[dict]:
-    summary = summarise_zsre(zsre_record_scores(model, tokenizer, records))
-    return [
-        {"metric": metric, "value": value, "protocol": f"zsre/{subset}/token-top1"} for metric, value in summary.items()
+    return _zsre_results(model, tokenizer, records, subset)[0]
+
+
+def _zsre_results(model, tokenizer, records: list[EditRecord], subset: str) -> tuple[list[dict], pd.DataFrame]:
+    scores = zsre_record_scores(model, tokenizer, records)
+    protocol = f"zsre/{subset}/token-top1"
+    rows = [
+        {"metric": metric, "value": value, "protocol": protocol} for metric, value in summarise_zsre(scores).items()
     ]
+    return rows, _record_frame(scores.rename(columns=ZSRE_RECORD_COLUMNS), subset, protocol)
+
+
+def _record_frame(scores: pd.DataFrame, subset: str, protocol: str) -> pd.DataFrame:
+    """subset, protocol, case_id and the RECORD_COLUMNS ``scores`` has (booleans as 0/1)."""
+    frame = scores[["case_id", *[c for c in RECORD_COLUMNS if c in scores.columns]]].copy()
+    if "true_top1_rewrite" in frame:
+        frame["true_top1_rewrite"] = frame["true_top1_rewrite"].astype(int)
+    frame.insert(0, "protocol", protocol)
+    frame.insert(0, "subset", subset)
+    return frame
 
 
 def generation_rows(
@@ -107,31 +136,77 @@ def editing_rows(
     unedited: bool = False,
     authors_subset: bool = False,
 ) -> list[dict]:
+    """The metric rows of ``editing_results``."""
+    return editing_results(model, tokenizer, dataset, records, subset, unedited, authors_subset)[0]
+
+
+def editing_results(
+    model,
+    tokenizer,
+    dataset: str,
+    records: list[EditRecord],
+    subset: str,
+    unedited: bool = False,
+    authors_subset: bool = False,
+) -> tuple[list[dict], pd.DataFrame]:
     """Editing metrics of ``records`` (each prompt scored once); for CounterFact also Table 1's known-fact
-    probabilities (``unedited``) and the same metrics on the authors' seeded 20% (``authors_subset``)."""
+    probabilities (``unedited``) and the same metrics on the authors' seeded 20% (``authors_subset``).
+    Also the per-record scores of each subset scored (``_record_frame``: one row per fact and subset)."""
     if dataset == "counterfact":
         scores = counterfact_record_scores(model, tokenizer, records)
         rows = counterfact_rows(scores, subset)
+        frames = [_record_frame(scores, subset, rows[0]["protocol"])]
         if unedited:
             rows += known_fact_rows(scores, subset)
         if authors_subset:
             chosen = {record.case_id for record in authors_subset_of(records)}
-            rows += counterfact_rows(scores[scores["case_id"].isin(chosen)], "authors-20pct")
-        return rows
+            sampled = scores[scores["case_id"].isin(chosen)]
+            sampled_rows = counterfact_rows(sampled, "authors-20pct")
+            rows += sampled_rows
+            frames.append(_record_frame(sampled, "authors-20pct", sampled_rows[0]["protocol"]))
+        return rows, pd.concat(frames, ignore_index=True)
     if dataset == "zsre":
-        rows = zsre_rows(model, tokenizer, records, subset)
+        rows, frame = _zsre_results(model, tokenizer, records, subset)
+        frames = [frame]
         if authors_subset:
-            rows += zsre_rows(model, tokenizer, authors_subset_of(records), "authors-20pct")
-        return rows
+            sampled_rows, sampled = _zsre_results(model, tokenizer, authors_subset_of(records), "authors-20pct")
+            rows += sampled_rows
+            frames.append(sampled)
+        return rows, pd.concat(frames, ignore_index=True)
     raise ValueError(f"unknown dataset {dataset!r} (known: counterfact, zsre)")
 
 
-def to_frame(rows: list[dict], **columns) -> pd.DataFrame:
-    """Tidy table: experiment, model, dataset, method, variant, order, edits, metric, value, protocol."""
+def to_frame(rows: list[dict] | pd.DataFrame, **columns) -> pd.DataFrame:
+    """Tidy table: experiment, model, dataset, method, variant, order, edits, metric, value, protocol
+    (or, for a records frame, the same identifying columns before subset, protocol, case_id, ...)."""
     frame = pd.DataFrame(rows)
     for name, value in reversed(columns.items()):
         frame.insert(0, name, value)
     return frame
+
+
+def records_path(metrics_path) -> Path:
+    """Where the per-record scores of a metrics CSV go: edits_00500.csv -> edits_00500.records.csv."""
+    metrics_path = Path(metrics_path)
+    return metrics_path.with_name(f"{metrics_path.stem}.records.csv")
+
+
+def write_records(frame: pd.DataFrame, path) -> None:
+    frame.to_csv(path, index=False, float_format=RECORD_FLOAT_FORMAT)
+
+
+def perplexity_rows(model, tokenizer, data_dir, cache_dir, evaluation: dict) -> list[dict]:
+    """``perplexity`` and ``nll_per_token`` on the WikiText-2 test split (encore.evaluation.perplexity)."""
+    from encore.evaluation.perplexity import WINDOW, corpus_perplexity_rows
+
+    return corpus_perplexity_rows(
+        model,
+        tokenizer,
+        tokens=evaluation.get("perplexity_tokens", 0),
+        window=evaluation.get("perplexity_window") or WINDOW,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+    )
 
 
 def downstream_rows(model, tokenizer, data_dir, evaluation: dict) -> list[dict]:

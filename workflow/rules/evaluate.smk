@@ -1,9 +1,11 @@
-# Metrics of the unedited model and of every snapshot, computed from the snapshot files alone.
+# Metrics of the unedited model and of every snapshot, computed from the snapshot files alone; beside each
+# metrics CSV its per-record editing scores (*.records.csv, collected into collected/records.csv).
 
 
 rule evaluate_unedited:
     output:
         UNEDITED,
+        records=UNEDITED.replace("metrics.csv", "metrics.records.csv"),
     log:
         f"{LOGS}/unedited/order{{order}}/evaluate.log",
     benchmark:
@@ -35,6 +37,7 @@ rule evaluate_snapshot:
         snapshot=f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/manifest.json",
     output:
         f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv",
+        records=f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.records.csv",
     log:
         f"{LOGS}/{RUN}/evaluate_{{edits}}.log",
     benchmark:

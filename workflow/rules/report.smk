@@ -37,8 +37,11 @@ rule collect_results:
         manifests=run_outputs(
             f"{RESULTS}/{RUN}/snapshots/edits_{{edits}}/manifest.json"
         ),
+        records=run_outputs(f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.records.csv")
+        + [path.replace(".csv", ".records.csv") for path in unedited_outputs()],
     output:
         metrics=f"{RESULTS}/collected/metrics.csv",
+        records=f"{RESULTS}/collected/records.csv",
         norms=f"{RESULTS}/collected/norms.csv",
         ledger=f"{RESULTS}/collected/ledger.csv",
         runs=f"{RESULTS}/collected/runs.csv",

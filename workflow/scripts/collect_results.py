@@ -11,4 +11,5 @@ collect(
     snakemake.input.ledgers,
     snakemake.input.manifests,
     Path(snakemake.output.metrics).parent,
+    record_files=snakemake.input.records,
 )

@@ -14,6 +14,7 @@ evaluate_snapshot(
     data_dir=params.data_dir,
     resources=Path(params.resources),
     output=Path(snakemake.output[0]),
+    records_output=Path(snakemake.output.records),
     evaluation=params.evaluation,
     experiment=params.experiment,
     order_sample=params.order_sample,
