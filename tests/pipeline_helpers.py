@@ -33,6 +33,16 @@ def make_workdir(root: Path, model_dir: Path, resources: Path, **config) -> list
     hparams.mkdir(parents=True, exist_ok=True)
     (hparams / f"{model_dir.name}.yaml").write_text(yaml.safe_dump(TINY_HPARAMS))
     overlay = root / "tiny.yaml"
+    evaluation = {
+        "generation": "final",
+        "generation_records": 3,
+        "downstream": "final",
+        "downstream_tests": 4,
+        "downstream_tasks": ["sst2", "mmlu"],
+        "perplexity_tokens": 300,  # windows of 64 fit the tiny model's 256 positions
+        "perplexity_window": 64,
+        **config.pop("evaluation", {}),
+    }
     overlay.write_text(
         yaml.safe_dump(
             {
@@ -44,13 +54,7 @@ def make_workdir(root: Path, model_dir: Path, resources: Path, **config) -> list
                 "hparams_dir": str(root / "hparams"),
                 "resources": str(resources),
                 "threads": 1,
-                "evaluation": {
-                    "generation": "final",
-                    "generation_records": 3,
-                    "downstream": "final",
-                    "downstream_tests": 4,
-                    "downstream_tasks": ["sst2", "mmlu"],
-                },
+                "evaluation": evaluation,
                 **config,
             }
         )

@@ -113,6 +113,27 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
     index = (paper / "index.md").read_text()
     assert "fig22_downstream_tasks_emmet: needs downstream results" in index and "emmet/plain" in index
     assert {f"activation_share.L00.{c}" for c in ("residual", "attention", "mlp")} <= set(tidy["metric"])
+    # perplexity at every evaluation; per-record scores beside every metrics CSV, gathered in collected/records.csv
+    perplexity = tidy[tidy["metric"] == "perplexity"]
+    assert set(perplexity["protocol"]) == {"perplexity/wikitext2-test/tokens300/window64"}
+    assert sorted(perplexity[perplexity["variant"] != "mpes_nc"]["edits"]) == [0, 4, 6]
+    assert (perplexity["value"] > 1).all()
+    collected = pd.read_csv(results / "collected" / "records.csv")
+    assert list(collected.columns[:13]) == ["experiment", "model", "dataset", "method", "variant", "order", "edits",
+                                            "subset", "protocol", "case_id", "es", "ps", "ns"]  # fmt: skip
+    for metrics_csv in [results / "unedited" / "order0" / "metrics.csv",
+                        *(results / "memit").glob("*/order0/metrics/edits_*.csv")]:  # fmt: skip
+        if metrics_csv.name.endswith(".records.csv"):
+            continue
+        metrics = pd.read_csv(metrics_csv)
+        records = pd.read_csv(metrics_csv.with_name(metrics_csv.stem + ".records.csv"))
+        assert set(records["protocol"]) == set(metrics["protocol"][metrics["protocol"].str.endswith("nll-comparison")])
+        for protocol, scores in records.groupby("protocol"):
+            expected = metrics[metrics["protocol"] == protocol].set_index("metric")["value"]
+            for metric in ("ES", "PS", "NS"):
+                assert 100 * scores[metric.lower()].mean() == pytest.approx(expected[metric], abs=1e-9)
+            assert len(scores) == expected["n_records"]
+        assert len(collected.merge(records[["edits", "variant", "protocol", "case_id"]])) == len(records)
     snapshots = results / "memit" / "plain" / "order0" / "snapshots"
     norms = pd.concat(pd.read_csv(snapshots / f"edits_0000{n}" / "norms.csv") for n in (4, 6))
     assert sorted(norms["edits"].unique()) == [0, 2, 4, 6]

@@ -53,3 +53,19 @@ def test_every_shipped_config_can_be_planned():
     for path in sorted(Path("configs").rglob("*.yaml")):
         config = load_config([str(path)])
         assert Planner(config, experiment_hparams(config), "cpu").plan(), path
+
+
+def test_perplexity_adds_one_forward_and_head_per_token_to_each_evaluation():
+    config = load_config(["configs/lifelong-cpu.yaml"])
+    assert config["evaluation"]["perplexity_tokens"] > 0  # the study measures it at every snapshot
+    without = {**config, "evaluation": {**config["evaluation"], "perplexity_tokens": 0}}
+    planner, bare = Planner(config, experiment_hparams(config)), Planner(without, experiment_hparams(without))
+    tokens, s = config["evaluation"]["perplexity_tokens"], planner.shape
+    flops = tokens * s.n_layers * 2 * s.block_params + tokens * 2 * s.vocab * s.d_model
+    with_text, plain = planner.evaluation(100, {}, "e", 1), bare.evaluation(100, {}, "e", 1)
+    assert with_text.seconds - plain.seconds == pytest.approx(flops / planner.inference_rate)
+    evaluations = [c for c in planner.plan() if c.rule.startswith("evaluate")]
+    bare_evaluations = [c for c in bare.plan() if c.rule.startswith("evaluate")]
+    assert len(evaluations) == len(planner.runs) * 6 + 1  # every snapshot (500, ..., 3,000) and unedited
+    for cost, bare_cost in zip(evaluations, bare_evaluations):
+        assert cost.seconds - bare_cost.seconds == pytest.approx(flops / planner.inference_rate)

@@ -1,0 +1,88 @@
+"""collected/records.csv: gathered from every evaluation's records file, checksummed, published when present."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import encore.reporting.publish as publish_module
+from encore.reporting.report import CHECKSUMS, collect, verify_collected
+
+
+def _evaluation_files(root, edits, es):
+    """A metrics CSV and its records file for one snapshot of memit/plain."""
+    labels = dict(
+        experiment="t", model="m", dataset="counterfact", method="memit", variant="plain", order=0, edits=edits
+    )
+    protocol = "counterfact/edited-so-far/nll-comparison"
+    metrics = root / f"edits_{edits:05d}.csv"
+    pd.DataFrame([{**labels, "metric": "ES", "value": 100 * sum(es) / len(es), "protocol": protocol}]).to_csv(
+        metrics, index=False
+    )
+    records = root / f"edits_{edits:05d}.records.csv"
+    pd.DataFrame(
+        [
+            {**labels, "subset": "edited-so-far", "protocol": protocol, "case_id": i, "es": e, "p_new_rewrite": 1 / 3}
+            for i, e in enumerate(es)
+        ]  # fmt: skip
+    ).to_csv(records, index=False)
+    return metrics, records
+
+
+def _collect(tmp_path, with_records=True):
+    tmp_path.joinpath("in").mkdir()
+    first = _evaluation_files(tmp_path / "in", 2, [1.0, 0.0])
+    second = _evaluation_files(tmp_path / "in", 4, [1.0, 1.0, 0.0, 1.0])
+    for name in ("norms", "ledger"):
+        pd.DataFrame([{"method": "memit", "variant": "plain", "edits": 2}]).to_csv(
+            tmp_path / f"{name}.csv", index=False
+        )
+    out = tmp_path / "collected"
+    records = [first[1], second[1]] if with_records else ()
+    collect([first[0], second[0]], [tmp_path / "norms.csv"], [tmp_path / "ledger.csv"], [], out, record_files=records)
+    return out
+
+
+def test_collect_gathers_the_records_files_and_checksums_them(tmp_path):
+    out = _collect(tmp_path)
+    records = pd.read_csv(out / "records.csv")
+    assert list(records["edits"]) == [2, 2, 4, 4, 4, 4] and list(records["case_id"]) == [0, 1, 0, 1, 2, 3]
+    assert {"experiment", "model", "dataset", "method", "variant", "order", "subset", "protocol", "es"} <= set(records)
+    metrics = pd.read_csv(out / "metrics.csv").set_index("edits")["value"]
+    assert (100 * records.groupby("edits")["es"].mean()).to_dict() == pytest.approx(metrics.to_dict(), abs=1e-9)
+    assert "0.333333333333," in (out / "records.csv").read_text().replace("\n", ",")  # 12 significant digits
+    assert "records.csv" in json.loads((out / CHECKSUMS).read_text())
+    verify_collected(out)
+    (out / "records.csv").write_text((out / "records.csv").read_text().replace("0.333333333333", "0.3"))
+    with pytest.raises(ValueError, match=r"records\.csv: checksum differs"):
+        verify_collected(out)
+
+
+def test_a_collected_folder_without_records_still_verifies_and_publishes(tmp_path, monkeypatch):
+    out = _collect(tmp_path, with_records=False)
+    assert not (out / "records.csv").exists() and "records.csv" not in json.loads((out / CHECKSUMS).read_text())
+    verify_collected(out)
+    monkeypatch.setattr(publish_module, "regenerate", lambda out, title=None: [])
+    published = tmp_path / "published"
+    (published / "data").mkdir(parents=True)
+    (published / "data" / "records.csv").write_text("stale\n")
+    publish_module.publish(out, published)
+    assert sorted(p.name for p in (published / "data").iterdir()) == [
+        "ledger.csv",
+        "metrics.csv",
+        "norms.csv",
+        "runs.csv",
+    ]
+    # a records file that collect did not write (no checksum) is refused
+    (out / "records.csv").write_text("case_id,es\n1,1\n")
+    with pytest.raises(ValueError, match=r"records\.csv: checksum differs"):
+        verify_collected(out)
+
+
+def test_publish_copies_the_records_when_collected(tmp_path, monkeypatch):
+    out = _collect(tmp_path)
+    monkeypatch.setattr(publish_module, "regenerate", lambda out, title=None: [])
+    publish_module.publish(out, tmp_path / "published")
+    assert (tmp_path / "published" / "data" / "records.csv").read_bytes() == (out / "records.csv").read_bytes()
