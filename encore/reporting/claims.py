@@ -24,31 +24,31 @@ from encore.reporting.report import ENCORE_FAMILY, label, seconds_per_edit
 
 __all__ = ["ENCORE", "MEMIT", "MPES", "NC", "RULES", "Claim", "Study", "all_claims", "compute_table", "write_results"]
 
-RULES = [
-    editing.memit_degrades,
-    editing.encore_beats_memit,
-    editing.mpes_raises_s,
-    editing.table3_ordering,
-    editing.table4_scores,
-    editing.table5_emmet_nc,
-    editing.encore_no_degradation,
-    editing.mpes_probability,
-    norms.mpes_steps,
-    norms.table4_steps,
-    norms.norm_growth_memit,
-    norms.norm_growth_alphaedit,
-    norms.norm_constraint,
-    norms.activation_share,
-    lambda study: general.downstream(study, "DS_generate", "the paper's generation protocol"),
-    lambda study: general.downstream(study, "DS_loglik", "label log-likelihood protocol"),
-    general.perplexity,
-    general.fluency,
-    general.zsre,
-]
+RULES = {
+    "memit_degrades": editing.memit_degrades,
+    "encore_beats_memit": editing.encore_beats_memit,
+    "mpes_raises_s": editing.mpes_raises_s,
+    "table3_ordering": editing.table3_ordering,
+    "table4_scores": editing.table4_scores,
+    "table5_emmet_nc": editing.table5_emmet_nc,
+    "encore_no_degradation": editing.encore_no_degradation,
+    "mpes_probability": editing.mpes_probability,
+    "mpes_steps": norms.mpes_steps,
+    "table4_steps": norms.table4_steps,
+    "norm_growth_memit": norms.norm_growth_memit,
+    "norm_growth_alphaedit": norms.norm_growth_alphaedit,
+    "norm_constraint": norms.norm_constraint,
+    "activation_share": norms.activation_share,
+    "downstream_generate": lambda study: general.downstream(study, "DS_generate", "the paper's generation protocol"),
+    "downstream_loglik": lambda study: general.downstream(study, "DS_loglik", "label log-likelihood protocol"),
+    "perplexity": general.perplexity,
+    "fluency": general.fluency,
+    "zsre": general.zsre,
+}
 
 
 def all_claims(study: Study) -> list[Claim]:
-    claims = [rule(study) for rule in RULES]
+    claims = [rule(study) for rule in RULES.values()]
     wrong = [claim.paper for claim in claims if claim.outcome not in OUTCOMES]
     if wrong:
         raise ValueError(f"claims with an outcome outside {OUTCOMES}: {wrong}")
