@@ -46,6 +46,10 @@ def _pairs(study: Study, pairs, threshold: float, metric: str = "S") -> tuple[li
     outcomes, texts = [], []
     for a, b in pairs:
         edits = study.common_edits(a, b)
+        if edits is None:
+            outcomes.append(NOT_RUN)
+            texts.append(f"{name(a)} and {name(b)} have no snapshot at a common edit count")
+            continue
         interval, text = gap(study, (a, edits if a != UNEDITED else 0), (b, edits), metric)
         outcomes.append(_outcome(interval, threshold))
         texts.append(f"{name(b)} - {name(a)}: {text}")

@@ -92,6 +92,11 @@ def downstream(study: Study, column: str, protocol: str) -> Claim:
         return Claim(paper_, source, measured, threshold, NOT_TESTABLE, rule)
     states = [(UNEDITED, 0), (MEMIT, edits), (ENCORE, edits)]
     tasks = _item_resamples(study, prefix, states)
+    if not tasks:
+        reason = "per-item downstream predictions not published for " + ", ".join(
+            f"{name(r)} at {e}" for r, e in states
+        )
+        return Claim(paper_, source, f"{points} at {edits} edits; {reason}", threshold, NOT_TESTABLE, rule)
     chance = {task: _interval(values[(UNEDITED, 0)]["mcc"]) for task, values in tasks.items()}
     above = [task for task, interval in chance.items() if interval.low > 0]
     measured = "unedited MCC " + ", ".join(f"{t} {i.text('.2f')}" for t, i in chance.items())
@@ -125,15 +130,16 @@ def perplexity(study: Study) -> Claim:
         return not_run(paper_, source, threshold, rule, [r for r in runs if not study.has(r)])
     rows = study.metrics[study.metrics["metric"] == "perplexity"]
     edits = study.common_edits(MEMIT, ENCORE)
-    values = {}
+    chosen = {}
     for run in runs:
-        chosen = rows[(rows["method"] == run[0]) & (rows["variant"] == run[1])]
-        chosen = chosen[chosen["edits"] == (0 if run == UNEDITED else edits)]
-        if not chosen.empty:
-            values[run] = float(chosen["value"].mean())
+        part = rows[(rows["method"] == run[0]) & (rows["variant"] == run[1])]
+        chosen[run] = part[part["edits"] == (0 if run == UNEDITED else edits)].groupby("protocol")["value"].mean()
+    shared = sorted(set.intersection(*(set(values.index) for values in chosen.values())))  # same text and budget
+    values = {run: float(chosen[run][shared[0]]) for run in runs} if shared else {}
     if len(values) < 3:
-        absent = [r for r in runs if r not in values]
-        return not_run(paper_, source, threshold, rule, absent, f"metric `perplexity` at {edits} edits")
+        absent = [r for r in runs if chosen[r].empty] or list(runs)
+        context = f"metric `perplexity` on one text and token budget for all of them, at {edits} edits"
+        return not_run(paper_, source, threshold, rule, absent, context)
     rise = {run: math.log(values[run] / values[UNEDITED]) for run in (MEMIT, ENCORE)}
     measured = f"perplexity unedited {values[UNEDITED]:.2f}; after {edits} edits " + ", ".join(
         f"{name(r)} {values[r]:.2f} ({100 * (math.exp(rise[r]) - 1):+.1f}%)" for r in (MEMIT, ENCORE)

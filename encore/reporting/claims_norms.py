@@ -43,11 +43,12 @@ def layer_norms(study: Study, run, edits: int) -> pd.Series:
     return rows.groupby("layer")["frobenius_norm"].mean()
 
 
-def _last_norm_edits(study: Study, *runs) -> int:
-    counts = [
-        set(study.norms[(study.norms["method"] == r[0]) & (study.norms["variant"] == r[1])]["edits"]) for r in runs
-    ]
-    return int(max(set.intersection(*counts)))
+def _last_norm_edits(study: Study, *runs) -> int | None:
+    """The last edit count with norms of every run, if each also has its norms before editing (None otherwise)."""
+    norms = study.norms
+    counts = [set(norms[(norms["method"] == r[0]) & (norms["variant"] == r[1])]["edits"]) for r in runs]
+    shared = set.intersection(*counts)
+    return int(max(shared)) if 0 in shared and len(shared) > 1 else None
 
 
 def _unedited_layer_factor(study: Study, run, edits: int) -> float:
@@ -69,6 +70,8 @@ def _growth_claim(study: Study, run, threshold: float, paper_: str, source: str,
     if not study.has(run):
         return not_run(paper_, source, text, rule, [run])
     edits = _last_norm_edits(study, run)
+    if edits is None:
+        return not_run(paper_, source, text, rule, [run], "norms.csv before editing and after a batch")
     factor = (layer_norms(study, run, edits) / layer_norms(study, run, 0)).to_numpy()
     other = _unedited_layer_factor(study, run, edits)
     base = other if other == other else 1.0
@@ -112,6 +115,10 @@ def norm_constraint(study: Study) -> Claim:
                 texts.append("needs " + ", ".join(name(r) for r in (plain, constrained) if not study.has(r)))
             continue
         edits = _last_norm_edits(study, plain, constrained)
+        if edits is None:
+            outcomes.append(NOT_RUN)
+            texts.append(f"norms.csv lacks {name(plain)} or {name(constrained)} before editing or after a batch")
+            continue
         grow = [(layer_norms(study, r, edits) - layer_norms(study, r, 0)).to_numpy() for r in (plain, constrained)]
         if grow[0].mean() <= 0:
             outcomes.append(NOT_TESTABLE)
@@ -123,8 +130,8 @@ def norm_constraint(study: Study) -> Claim:
             f"after {edits} edits {name(constrained)} {grow[1].mean():+.2f} vs {name(plain)} {grow[0].mean():+.2f}: "
             f"ratio {ratio.text('.2f')}"
         )
-    if study.has(MEMIT, ENCORE):
-        edits = _last_norm_edits(study, MEMIT, ENCORE)
+    edits = _last_norm_edits(study, MEMIT, ENCORE) if study.has(MEMIT, ENCORE) else None
+    if edits is not None:
         grow = [float((layer_norms(study, r, edits) - layer_norms(study, r, 0)).mean()) for r in (MEMIT, ENCORE)]
         texts.append(f"context (MPES and NC together): ENCORE {grow[1]:+.2f} vs MEMIT {grow[0]:+.2f} after {edits}")
     return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule)

@@ -237,3 +237,22 @@ def test_results_page_has_one_row_per_claim_with_outcome_threshold_and_the_notes
     assert text.rstrip().endswith("hand-written")
     memit = next(line for line in text.splitlines() if line.startswith("| MEMIT "))
     assert [cell.strip() for cell in memit.split("|")[2:5]] == ["300", "1.2", "0.1"]  # 12 s per batch of 10 edits
+
+
+def test_a_downstream_task_the_unedited_model_is_at_chance_on_is_left_out(tmp_path):
+    data = write_study(tmp_path)
+    items = pd.read_csv(data / "downstream_records.csv")
+    at_chance = (items["method"] == "unedited") & (items["task"] == "rte")
+    items.loc[at_chance, "prediction"] = np.random.default_rng(5).integers(0, 2, at_chance.sum())
+    items.to_csv(data / "downstream_records.csv", index=False)
+    claim = claims.RULES["downstream_generate"](Study(data))
+    assert claim.outcome == R and "on sst2 after 300 edits" in claim.measured
+
+
+def test_perplexity_on_different_texts_is_not_compared(tmp_path):
+    data = write_study(tmp_path)
+    metrics = pd.read_csv(data / "metrics.csv")
+    metrics.loc[(metrics["metric"] == "perplexity") & (metrics["method"] == "unedited"), "protocol"] = "other/text"
+    metrics.to_csv(data / "metrics.csv", index=False)
+    claim = claims.RULES["perplexity"](Study(data))
+    assert claim.outcome == NRUN and "one text and token budget" in claim.measured
