@@ -363,8 +363,8 @@ def evaluate_snapshot(
         scored, scored_subset = ev.authors_subset_of(records), "authors-20pct"  # before the last snapshot
     record_frames = []
 
-    def editing_part(**kwargs):
-        rows, frame = ev.editing_results(**kwargs)
+    def with_records(results):  # metric rows; the per-record frame goes to the records file
+        rows, frame = results
         record_frames.append(frame)
         return rows
 
@@ -372,14 +372,16 @@ def evaluate_snapshot(
         (
             f"editing metrics on {len(scored)} {scored_subset} facts"
             + (" (+ the authors' 20% subset)" if snapshot is not None and final else ""),
-            lambda: editing_part(
-                model=model,
-                tokenizer=tokenizer,
-                dataset=dataset,
-                records=scored,
-                subset=scored_subset,
-                unedited=snapshot is None,
-                authors_subset=snapshot is not None and final,
+            lambda: with_records(
+                ev.editing_results(
+                    model,
+                    tokenizer,
+                    dataset,
+                    scored,
+                    scored_subset,
+                    unedited=snapshot is None,
+                    authors_subset=snapshot is not None and final,
+                )
             ),
         )
     ]
@@ -391,8 +393,8 @@ def evaluate_snapshot(
         parts.append(
             (
                 "generation entropy",
-                lambda: ev.generation_rows(
-                    model, tokenizer, records, subset, evaluation.get("generation_records"), seed
+                lambda: with_records(
+                    ev.generation_results(model, tokenizer, records, subset, evaluation.get("generation_records"), seed)
                 ),
             )
         )

@@ -127,12 +127,14 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
             continue
         metrics = pd.read_csv(metrics_csv)
         records = pd.read_csv(metrics_csv.with_name(metrics_csv.stem + ".records.csv"))
-        assert set(records["protocol"]) == set(metrics["protocol"][metrics["protocol"].str.endswith("nll-comparison")])
+        per_record = metrics["protocol"].str.contains(r"nll-comparison$|^generation/")
+        assert set(records["protocol"]) == set(metrics["protocol"][per_record])
         for protocol, scores in records.groupby("protocol"):
             expected = metrics[metrics["protocol"] == protocol].set_index("metric")["value"]
-            for metric in ("ES", "PS", "NS"):
-                assert 100 * scores[metric.lower()].mean() == pytest.approx(expected[metric], abs=1e-9)
-            assert len(scores) == expected["n_records"]
+            pairs = [("GE", "ge")] if protocol.startswith("generation/") else [("ES", "es"), ("PS", "ps"), ("NS", "ns")]
+            for metric, column in pairs:
+                assert 100 * scores[column].mean() == pytest.approx(expected[metric], abs=1e-9)
+            assert len(scores) == expected["GE_records" if protocol.startswith("generation/") else "n_records"]
         assert len(collected.merge(records[["edits", "variant", "protocol", "case_id"]])) == len(records)
     snapshots = results / "memit" / "plain" / "order0" / "snapshots"
     norms = pd.concat(pd.read_csv(snapshots / f"edits_0000{n}" / "norms.csv") for n in (4, 6))

@@ -12,9 +12,9 @@ Subsets: ``edited-so-far`` (all facts edited up to this snapshot), ``authors-20p
 20% of them, the reference protocol, at the final snapshot), ``to-be-edited`` (the unedited model on
 the facts the run will edit).
 
-Beside the metric rows, ``editing_results`` returns the per-record scores behind the editing metrics (one
-row per scored fact and subset: ``subset``, ``protocol``, ``case_id`` and ``RECORD_COLUMNS``), from which
-every CounterFact / zsRE metric row of the same protocol is recomputed (written as ``*.records.csv``).
+Beside the metric rows, ``editing_results`` and ``generation_results`` return the per-record scores behind them
+(one row per scored fact, subset and protocol: ``subset``, ``protocol``, ``case_id`` and ``RECORD_COLUMNS``),
+from which every CounterFact / zsRE / GE metric row of the same protocol is recomputed (``*.records.csv``).
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ from encore.evaluation.metrics import counterfact_record_scores, summarise_count
 from encore.evaluation.zsre_metrics import summarise_zsre, zsre_record_scores
 
 AUTHORS_FRACTION, AUTHORS_SEED = 0.2, 42
-# per-record columns of counterfact_record_scores kept in the records file (true_top1_rewrite as 0/1); for zsRE the
-# accuracies efficacy, paraphrase, specificity are written as es, ps, ns (the protocol names the metric)
-RECORD_COLUMNS = ["es", "ps", "ns", "es_diff", "ps_diff", "ns_diff", "p_new_rewrite", "p_true_rewrite", "es_top1",
-                  "ps_top1_hits", "ns_top1_hits", "n_paraphrase", "n_neighborhood", "true_top1_rewrite"]  # fmt: skip
-ZSRE_RECORD_COLUMNS = {"efficacy": "es", "paraphrase": "ps", "specificity": "ns"}
+# per-record columns of counterfact_record_scores kept in the records file, named as their metric rows where one
+# exists (p_new_rewrite -> p_new, p_true_rewrite -> p_true; true_top1_rewrite as 0/1); for zsRE the accuracies
+# efficacy, paraphrase, specificity are written as es, ps, ns (the protocol names the metric); generation rows: ge
+RECORD_NAMES = {"p_new_rewrite": "p_new", "p_true_rewrite": "p_true", **{"efficacy": "es", "paraphrase": "ps",
+                "specificity": "ns"}}  # fmt: skip
+RECORD_COLUMNS = ["es", "ps", "ns", "es_diff", "ps_diff", "ns_diff", "p_new", "p_true", "es_top1", "ps_top1_hits",
+                  "ns_top1_hits", "n_paraphrase", "n_neighborhood", "true_top1_rewrite", "ge"]  # fmt: skip
 # 12 significant digits: a mean over the file equals the metric row to ~1e-12 relative, at about half the size
 RECORD_FLOAT_FORMAT = "%.12g"
 
@@ -99,11 +101,12 @@ def _zsre_results(model, tokenizer, records: list[EditRecord], subset: str) -> t
     rows = [
         {"metric": metric, "value": value, "protocol": protocol} for metric, value in summarise_zsre(scores).items()
     ]
-    return rows, _record_frame(scores.rename(columns=ZSRE_RECORD_COLUMNS), subset, protocol)
+    return rows, _record_frame(scores, subset, protocol)
 
 
 def _record_frame(scores: pd.DataFrame, subset: str, protocol: str) -> pd.DataFrame:
-    """subset, protocol, case_id and the RECORD_COLUMNS ``scores`` has (booleans as 0/1)."""
+    """subset, protocol, case_id and the RECORD_COLUMNS ``scores`` has (renamed by RECORD_NAMES; booleans as 0/1)."""
+    scores = scores.rename(columns=RECORD_NAMES)
     frame = scores[["case_id", *[c for c in RECORD_COLUMNS if c in scores.columns]]].copy()
     if "true_top1_rewrite" in frame:
         frame["true_top1_rewrite"] = frame["true_top1_rewrite"].astype(int)
@@ -115,16 +118,24 @@ def _record_frame(scores: pd.DataFrame, subset: str, protocol: str) -> pd.DataFr
 def generation_rows(
     model, tokenizer, records: list[EditRecord], subset: str, limit: int | None, seed: int
 ) -> list[dict]:
+    return generation_results(model, tokenizer, records, subset, limit, seed)[0]
+
+
+def generation_results(
+    model, tokenizer, records: list[EditRecord], subset: str, limit: int | None, seed: int
+) -> tuple[list[dict], pd.DataFrame]:
+    """GE = 100 x mean over records of their generation entropy, and the per-record frame (column ge)."""
     from encore.evaluation.fluency import generation_entropy_of_records
 
     chosen = [r for r in records if r.generation_prompts][:limit]
     # batches of 64 prompts: half the time of 16 on 2 CPU cores (122 s -> 60 s for 200 prompts of SmolLM2), same texts
     entropy = generation_entropy_of_records(model, tokenizer, chosen, seed=seed, batch_size=64)
     protocol = f"generation/{subset}/top5-sampling-100-tokens"
-    return [
+    rows = [
         {"metric": "GE", "value": 100.0 * float(entropy["ge"].mean()), "protocol": protocol},
         {"metric": "GE_records", "value": len(chosen), "protocol": protocol},
     ]
+    return rows, _record_frame(entropy, subset, protocol)
 
 
 def editing_rows(

@@ -12,6 +12,7 @@ from encore.evaluation.rows import (
     authors_subset_of,
     editing_results,
     editing_rows,
+    generation_results,
     records_path,
     to_frame,
     write_records,
@@ -43,7 +44,7 @@ def test_counterfact_metric_rows_recompute_from_the_records_file(tiny_gpt2, toke
                                   unedited=True, authors_subset=True)  # fmt: skip
     assert rows == editing_rows(tiny_gpt2, tokenizer, "counterfact", records, "edited-so-far", True, True)
     read = written_and_read(frame, tmp_path, **LABELS)
-    assert list(read.columns) == [*LABELS, "subset", "protocol", "case_id", *RECORD_COLUMNS]
+    assert list(read.columns) == [*LABELS, "subset", "protocol", "case_id", *RECORD_COLUMNS[:-1]]  # all but ge
     assert (read[list(LABELS)].astype(str) == pd.Series(LABELS).astype(str)).all().all()
     subsets = {"edited-so-far": [r.case_id for r in records],
                "authors-20pct": [r.case_id for r in authors_subset_of(records)]}  # fmt: skip
@@ -56,8 +57,8 @@ def test_counterfact_metric_rows_recompute_from_the_records_file(tiny_gpt2, toke
         assert 0 < expected["ES"] < 100 or 0 < expected["NS"] < 100  # a constant column would prove little
         for metric in ("ES", "PS", "NS", "S", "ES_diff", "PS_diff", "NS_diff", "n_records"):
             assert from_file[metric] == pytest.approx(expected[metric], abs=1e-9), (subset, metric)
-        assert scores["p_new_rewrite"].mean() == pytest.approx(expected["p_new"], abs=1e-9)
-        assert scores["p_true_rewrite"].mean() == pytest.approx(expected["p_true"], abs=1e-9)
+        assert scores["p_new"].mean() == pytest.approx(expected["p_new"], abs=1e-9)
+        assert scores["p_true"].mean() == pytest.approx(expected["p_true"], abs=1e-9)
         top1 = metric_rows(rows, f"counterfact/{subset}/top1")
         assert 100 * scores["es_top1"].mean() == pytest.approx(top1["ES_top1"], abs=1e-9)
         pooled = 100 * scores["ps_top1_hits"].sum() / scores["n_paraphrase"].sum()
@@ -68,7 +69,7 @@ def test_counterfact_metric_rows_recompute_from_the_records_file(tiny_gpt2, toke
     everything = read[read["subset"] == "edited-so-far"]
     assert everything["true_top1_rewrite"].sum() == known["n_known"]
     if known["n_known"]:
-        mean = everything.loc[everything["true_top1_rewrite"] == 1, "p_true_rewrite"].mean()
+        mean = everything.loc[everything["true_top1_rewrite"] == 1, "p_true"].mean()
         assert mean == pytest.approx(known["p_true_known"], abs=1e-9)
     else:
         assert math.isnan(known["p_true_known"])
@@ -80,10 +81,10 @@ def test_records_are_written_at_limited_precision_but_exact_enough(tiny_gpt2, to
     path = tmp_path / "r.csv"
     write_records(frame, path)
     text = pd.read_csv(path, dtype=str)
-    longest = max(text[column].str.len().max() for column in RECORD_COLUMNS)
+    longest = max(text[column].str.len().max() for column in RECORD_COLUMNS[:-1])
     assert longest <= len("-0.") + 12 + len("e-05")  # 12 significant digits, not repr's 17
     read = pd.read_csv(path)
-    assert (read["p_new_rewrite"] - frame["p_new_rewrite"]).abs().max() <= 1e-12
+    assert (read["p_new"] - frame["p_new"]).abs().max() <= 1e-12
 
 
 def test_zsre_metric_rows_recompute_from_the_records_file(tiny_gpt2, tokenizer, shared_data_dir, tmp_path):
@@ -96,4 +97,13 @@ def test_zsre_metric_rows_recompute_from_the_records_file(tiny_gpt2, tokenizer, 
         assert len(scores) == expected["n_records"] and set(scores["subset"]) == {subset}
         for metric in ("ES", "PS", "NS"):
             assert 100 * scores[metric.lower()].mean() == pytest.approx(expected[metric], abs=1e-9), (subset, metric)
-    assert set(read.columns) >= {"es", "ps", "ns"} and "p_new_rewrite" not in read.columns
+    assert set(read.columns) >= {"es", "ps", "ns"} and "p_new" not in read.columns
+
+
+def test_generation_entropy_row_recomputes_from_the_records_file(tiny_gpt2, tokenizer, shared_data_dir, tmp_path):
+    records = load_counterfact(shared_data_dir / "counterfact" / "counterfact_rome_schema_merged.json")[:3]
+    rows, frame = generation_results(tiny_gpt2, tokenizer, records, "to-be-edited", limit=2, seed=0)
+    read = written_and_read(frame, tmp_path, **LABELS)
+    expected = metric_rows(rows, "generation/to-be-edited/top5-sampling-100-tokens")
+    assert list(read["case_id"]) == [r.case_id for r in records[:2]] and "es" not in read.columns
+    assert read["ge"].nunique() == 2 and 100 * read["ge"].mean() == pytest.approx(expected["GE"], abs=1e-9)
