@@ -159,7 +159,8 @@ def mpes_probability(study: Study) -> Claim:
     every = [(MEMIT, MPES), (ALPHAEDIT, ALPHAEDIT_MPES), (EMMET, EMMET_MPES)]
     pairs = [pair for pair in every if study.has(*pair)]
     if not pairs or known != known:
-        return not_run(paper_, source, threshold, rule, [MEMIT, MPES, UNEDITED], "and p(true) of known facts")
+        absent = [r for r in (MEMIT, MPES) if not study.has(r)] + ([UNEDITED] if known != known else [])
+        return not_run(paper_, source, threshold, rule, absent, "p(true) of known facts" if known != known else "")
     outcomes, texts = [], [f"p(true) of known facts, unedited: {known:.3f}"]
     _note_missing(study, every, outcomes, texts)
     for plain, mpes in pairs:

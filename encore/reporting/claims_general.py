@@ -137,9 +137,11 @@ def perplexity(study: Study) -> Claim:
     shared = sorted(set.intersection(*(set(values.index) for values in chosen.values())))  # same text and budget
     values = {run: float(chosen[run][shared[0]]) for run in runs} if shared else {}
     if len(values) < 3:
-        absent = [r for r in runs if chosen[r].empty] or list(runs)
-        context = f"metric `perplexity` on one text and token budget for all of them, at {edits} edits"
-        return not_run(paper_, source, threshold, rule, absent, context)
+        absent = ", ".join(name(r) for r in ([r for r in runs if chosen[r].empty] or runs))
+        measured = (
+            f"needs metric `perplexity` of {absent}, on one text and token budget for all three, at {edits} edits"
+        )
+        return Claim(paper_, source, measured, threshold, NOT_RUN, rule)
     rise = {run: math.log(values[run] / values[UNEDITED]) for run in (MEMIT, ENCORE)}
     measured = f"perplexity unedited {values[UNEDITED]:.2f}; after {edits} edits " + ", ".join(
         f"{name(r)} {values[r]:.2f} ({100 * (math.exp(rise[r]) - 1):+.1f}%)" for r in (MEMIT, ENCORE)
