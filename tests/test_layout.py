@@ -110,3 +110,27 @@ def test_an_upward_import_or_a_circle_is_a_violation():
         "encore/models/hooks.py:1 imports encore.editing.keys: models is below editing",
         "circle: benchmark -> plan -> benchmark",
     ]
+
+
+def module_circles() -> list[str]:
+    """Circles of imports between encore's modules, inside a unit too (e.g. reporting.figures <-> reporting.report)."""
+    graph = {module_name(path): {module for module, _ in imported_modules(path)} for path in PACKAGE.rglob("*.py")}
+    found, state = [], {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for imported in sorted(graph.get(module, set()) - {module}):
+            if state.get(imported) == "open":
+                found.append(" -> ".join([*path[path.index(imported) :], imported]))
+            elif imported not in state:
+                visit(imported, [*path, imported])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return found
+
+
+def test_no_module_imports_itself_through_others():
+    assert module_circles() == []

@@ -18,18 +18,18 @@ MPES_RUNS = tuple(run for run in BASE if run[1] == "mpes")
 AVERAGE_FIGURES = [
     Spec("fig03_downstream_mpes", "paper Fig. 3", "average downstream F1 vs edits, with and without MPES",
          tuple(BASE), needs=MPES_RUNS, repeats="the plain editors' lines of fig06_downstream_encore"),
-    Spec("fig06_downstream_encore", "paper Fig. 6", "average downstream F1 vs edits, MEMIT family and ENCORE",
+    Spec("fig06_downstream_encore", "paper Fig. 6", "average downstream F1 vs edits",
          tuple(ENCORE_FAMILY)),
 ]  # fmt: skip
 PER_TASK_FIGURES = [
-    Spec("fig14_downstream_tasks_emmet_nc", "paper Fig. 14", "per-task downstream F1 vs edits, EMMET vs EMMET+NC",
+    Spec("fig14_downstream_tasks_emmet_nc", "paper Fig. 14", "per-task downstream F1 vs edits",
          (("emmet", "plain"), ("emmet", "nc")), needs=(("emmet", "nc"),), repeats="fig22_downstream_tasks_emmet"),
-    Spec("fig21_downstream_tasks_alphaedit", "paper Fig. 21", "per-task downstream F1 vs edits, AlphaEdit +/- MPES",
+    Spec("fig21_downstream_tasks_alphaedit", "paper Fig. 21", "per-task downstream F1 vs edits",
          (("alphaedit", "plain"), ("alphaedit", "mpes"))),
-    Spec("fig22_downstream_tasks_emmet", "paper Fig. 22", "per-task downstream F1 vs edits, EMMET +/- MPES",
+    Spec("fig22_downstream_tasks_emmet", "paper Fig. 22", "per-task downstream F1 vs edits",
          (("emmet", "plain"), ("emmet", "mpes"))),
     Spec("fig23_downstream_tasks_memit_encore", "paper Fig. 23",
-         "per-task downstream F1 vs edits, MEMIT, +MPES, +NC, ENCORE", tuple(ENCORE_FAMILY)),
+         "per-task downstream F1 vs edits", tuple(ENCORE_FAMILY)),
 ]  # fmt: skip
 
 
@@ -76,7 +76,7 @@ def downstream_average(metrics: pd.DataFrame, study: Study, out: Path, index: In
             axis.legend(fontsize=7)
         axes[0].set_ylim(bottom=0)  # F1 from 0: a change is drawn at its size
         axes[0].set_ylabel("average F1 (x100)")
-        figure.suptitle(study.heading(spec, _last_edits(rows, present)))
+        figure.suptitle(study.heading(spec, _last_edits(rows, present), present))
         caption = (
             "Average downstream F1 (SST2, MRPC, CoLA, RTE, NLI, MMLU; generation protocol) vs edits; the unedited "
             "model at 0 edits; all panels on one y-axis."
@@ -105,7 +105,7 @@ def downstream_per_task(metrics: pd.DataFrame, study: Study, out: Path, index: I
             axis.set(title=label(method, variant), xlabel="number of edits", ylim=(0, 100))
             axis.legend(fontsize=7, ncol=2)
         axes[0].set_ylabel("F1 (x100)")
-        figure.suptitle(study.heading(spec, _last_edits(rows, present)))
+        figure.suptitle(study.heading(spec, _last_edits(rows, present), present))
         caption = "Per-task downstream F1 vs edits (generation protocol); the unedited model at 0 edits."
         drawn |= record(index, figure, out, spec, caption, present)
     return drawn

@@ -45,12 +45,14 @@ class Study:
     dataset: str
     edited_layers: dict
 
-    def heading(self, spec: Spec, edits) -> str:
-        """'<paper figure>: <what>' over '<model>, <data set>, <edit count> edits' (a range when runs differ)."""
+    def heading(self, spec: Spec, edits, runs=()) -> str:
+        """'<paper figure>: <what> (<runs drawn>)' over '<model>, <data set>, <edit count> edits' (a range when
+        the runs' last snapshots differ)."""
         counts = sorted({int(e) for e in edits})
         count = f"{counts[-1]:,}" if len(counts) == 1 else f"{counts[0]:,}-{counts[-1]:,}"
         data = DATASET_NAMES.get(self.dataset, self.dataset)
-        return f"{spec.paper}: {spec.what}\n{self.model}, {data}, {count} edits"
+        shown = f" ({names(runs)})" if runs else ""
+        return f"{spec.paper}: {spec.what}{shown}\n{self.model}, {data}, {count} edits"
 
 
 def run_name(run) -> str:

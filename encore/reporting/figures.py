@@ -25,24 +25,24 @@ MEMIT, ALPHAEDIT, EMMET = ("memit", "plain"), ("alphaedit", "plain"), ("emmet", 
 GROWTH_LABEL = r"$\|W_\ell\|_F\,/\,\|W_\ell^{unedited}\|_F - 1$  (%)"
 NORM_GROWTH_FIGURES = [
     Spec("fig01_norm_growth", "paper Fig. 1", "edited-layer norm growth vs edits", (MEMIT, ALPHAEDIT)),
-    Spec("fig07b_norm_growth_encore", "paper Fig. 7b", "edited-layer norm growth vs edits, ENCORE", (ENCORE,)),
+    Spec("fig07b_norm_growth_encore", "paper Fig. 7b", "edited-layer norm growth vs edits", (ENCORE,)),
 ]
 LAYER_NORM_FIGURES = [
     Spec("fig04_layer_norms", "paper Fig. 4", "norm change of every layer", (ALPHAEDIT, MEMIT)),
-    Spec("fig07a_layer_norms_encore", "paper Fig. 7a", "norm change of every layer, ENCORE", (ENCORE,)),
-    Spec("fig15-19_layer_norms_editors", "paper Figs. 15, 17, 19 (one model)", "norm change of every layer, editors",
+    Spec("fig07a_layer_norms_encore", "paper Fig. 7a", "norm change of every layer", (ENCORE,)),
+    Spec("fig15-19_layer_norms_editors", "paper Figs. 15, 17, 19 (one model)", "norm change of every layer",
          (ALPHAEDIT, EMMET, MEMIT), needs=(EMMET,), repeats="fig04_layer_norms"),
     Spec("fig16-20_layer_norms_norm_constraint", "paper Figs. 16, 18, 20 (one model)",
-         "norm change of every layer, MEMIT, norm constraint, ENCORE", (MEMIT, NC, ENCORE), needs=(NC,),
+         "norm change of every layer", (MEMIT, NC, ENCORE), needs=(NC,),
          repeats="fig04_layer_norms and fig07a_layer_norms_encore"),
 ]  # fmt: skip
 SHARE_FIGURES = [
     Spec("fig05_activation_share", "paper Fig. 5", "activation norm proportion per layer", (ALPHAEDIT, MEMIT, ENCORE)),
     Spec("fig08-10_activation_share_editors", "paper Figs. 8-10 (one model)",
-         "activation norm proportion per layer, editors", (ALPHAEDIT, EMMET, MEMIT), needs=(EMMET,),
+         "activation norm proportion per layer", (ALPHAEDIT, EMMET, MEMIT), needs=(EMMET,),
          repeats="fig05_activation_share"),
     Spec("fig11-13_activation_share_norm_constraint", "paper Figs. 11-13 (one model)",
-         "activation norm proportion per layer, MEMIT, norm constraint, ENCORE", (MEMIT, NC, ENCORE), needs=(NC,),
+         "activation norm proportion per layer", (MEMIT, NC, ENCORE), needs=(NC,),
          repeats="fig05_activation_share"),
 ]  # fmt: skip
 ANALYSIS_NEEDS = "analysis rows (evaluation.analysis: final or all) of the unedited model and"
@@ -102,7 +102,7 @@ def norm_growth(growth: pd.DataFrame, study: Study, spec: Spec, out: Path, index
         axis.axhline(0.0, color="black", lw=0.6)
         axis.set(xlabel="number of edits", ylim=limits)
     axes[0].set_ylabel(GROWTH_LABEL)
-    figure.suptitle(study.heading(spec, [rows["edits"].max() for rows in run_rows.values()]))
+    figure.suptitle(study.heading(spec, [rows["edits"].max() for rows in run_rows.values()], present))
     caption = (
         "Growth of the Frobenius norm of each edited MLP down-projection after every batch of edits, relative "
         "to its unedited value: 100 (||W_l|| / ||W_l^unedited|| - 1) %, one line per edited layer"
@@ -154,7 +154,7 @@ def layer_norms(metrics: pd.DataFrame, study: Study, out: Path, index: Index) ->
             axis.set(title=label(*run), xlabel="layer", ylim=limits)
             axis.legend(fontsize=7)
         axes[0].set_ylabel(r"$\|W_{down,\ell}\|_F\,/\,\|W_{down,\ell}^{unedited}\|_F - 1$  (%)")
-        figure.suptitle(study.heading(spec, [runs[run]["edits"].max() for run in present]))
+        figure.suptitle(study.heading(spec, [runs[run]["edits"].max() for run in present], present))
         caption = (
             "Change of the Frobenius norm of every layer's MLP down-projection relative to the unedited model, "
             "100 (||W_l|| / ||W_l^unedited|| - 1) %, at the middle and the last snapshot (0: unchanged; the "
@@ -200,7 +200,7 @@ def activation_shares(metrics: pd.DataFrame, study: Study, out: Path, index: Ind
         axes[0].set_ylabel("share of activation norm")
         handles, names = axes[0].get_legend_handles_labels()
         figure.legend(handles, names, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
-        figure.suptitle(study.heading(spec, last.values()))
+        figure.suptitle(study.heading(spec, last.values(), present))
         drawn |= record(index, figure, out, spec, SHARE_CAPTION, present)
     return drawn
 
@@ -252,7 +252,9 @@ def all_figures(results: Path, out: Path, index: Index) -> dict:
     have = set(zip(growth["method"], growth["variant"]))
     every = tuple([run for run in LABELS if run in have] + sorted(have - set(LABELS)))  # MEMIT first
     if len(every) > 1:
-        spec = Spec("norm_growth_all_runs", "paper Figs. 1 and 7b, every run", "edited-layer norm growth", every)
+        spec = Spec(
+            "norm_growth_all_runs", "paper Figs. 1 and 7b", "edited-layer norm growth vs edits, every run", every
+        )
         drawn |= norm_growth(growth, study, spec, out, index, limits, summary=True)
     else:
         index.missing.append(("norm_growth_all_runs", "needs two runs or more to compare"))

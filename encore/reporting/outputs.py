@@ -28,11 +28,13 @@ def label(method: str, variant: str) -> str:
 
 
 class Index:
-    """What was written and what is missing (with the runs or settings that would produce it)."""
+    """What was written and what is missing (with the runs or settings that would produce it); ``figures``:
+    the matplotlib Figure of each figure drawn, by name, for inspection."""
 
     def __init__(self):
         self.made: list[tuple[str, str]] = []
         self.missing: list[tuple[str, str]] = []
+        self.figures: dict = {}
 
     def write(self, path: Path, title: str) -> None:
         lines = [f"# {title}", "", "## Written", ""] + [f"- {name}: {what}" for name, what in self.made]

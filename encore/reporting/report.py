@@ -455,6 +455,6 @@ def build_paper_outputs(results: Path, tables_dir: Path, figures_dir: Path, inde
     tables_dir.mkdir(parents=True, exist_ok=True)
     figures_dir.mkdir(parents=True, exist_ok=True)
     paper_tables(Path(results), Path(tables_dir), index)
-    all_figures(Path(results), Path(figures_dir), index)
+    index.figures = all_figures(Path(results), Path(figures_dir), index)
     index.write(index_path, title)
     return index
