@@ -21,7 +21,8 @@ way, from a layer to the same or a lower one (tests/test_layout.py):
 * ``evaluation/``: ``rows`` (every metric of one model state as tidy rows), ``metrics`` (CounterFact),
   ``zsre_metrics``, ``fluency``, ``downstream`` with ``prefix_scoring``, ``analysis`` (norms, activation
   shares).
-* ``reporting/``: ``report`` (collected CSVs, tables), ``figures``, ``paper_values``, ``claims`` (with
+* ``reporting/``: ``outputs`` (run names, the index of outputs), ``report`` (collected CSVs, tables),
+  ``figures`` (with ``figure_kit`` and ``downstream_figures``), ``paper_values``, ``claims`` (with
   ``claims_base``, ``claims_editing``, ``claims_norms``, ``claims_general`` and ``intervals``), ``publish``.
 * ``datasets`` stays a top-level module (not a package: one concept, used by editing and evaluation
   alike). The other top-level modules are either used by every layer (``progress``, ``environment``) or
