@@ -56,6 +56,12 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m pytest -q
 
+# The real-Slurm test alone (tests/test_slurm.py; README "Cluster"): as root it installs Slurm with apt-get when
+# missing, starts a one-node cluster in a temporary folder and runs a small experiment through profiles/slurm.
+.PHONY: test-slurm
+test-slurm: setup
+	ENCORE_SLURM_TEST=1 $(BIN)/python -m pytest -q -s tests/test_slurm.py
+
 # snakemake --lint, snakefmt and ruff (rules and formatting settings in pyproject.toml), all in check mode
 lint: setup
 	$(BIN)/snakemake --lint
