@@ -126,7 +126,10 @@ def optimise_targets(
         for micro in strategy.microbatches([s for s in sequences if s.request in slot_of], iteration == 0):
             owner = torch.tensor([slot_of[s.request] for s in micro], device=device)
             with torch.enable_grad():
-                hidden, h_lookup = strategy.forward(micro, iteration == 0, active_delta[owner])
+                # index_select, not active_delta[owner]: the backward of advanced indexing (index_put with
+                # accumulate) adds repeated rows with atomics on >1 CPU thread (order varies run to run);
+                # index_select's backward (index_add_) adds them serially in index order at any thread count
+                hidden, h_lookup = strategy.forward(micro, iteration == 0, active_delta.index_select(0, owner))
                 log_probs = _log_softmax_head(model, hidden)
                 terms, stats = _loss_terms(
                     micro, log_probs, kl_reference if iteration else None, settings.kl_factor, n_templates, device
