@@ -2,7 +2,7 @@
 ``--profile profiles/slurm`` and the real snakemake-executor-plugin-slurm, the packaged SmolLM2-135M, MEMIT and
 ENCORE (plain, mpes_nc), 4 edits in 2 segments, every snapshot evaluated, tables and figures.
 
-Checked from Slurm's own job records (``scontrol show job``; finished jobs stay MinJobAge = 600 s): every model
+Checked from Slurm's own job records (``scontrol show job``; finished jobs stay MinJobAge = 1 h): every model
 rule is a batch job in the gpu partition holding one GPU (GRES on stand-in devices) and cpus_per_gpu CPUs, the
 report rules run on the submitting node; a job over its memory is killed by Slurm and resubmitted with twice
 the memory (the rules' ``attempt * planned`` with the profile's retries); a segment cancelled with scancel

@@ -53,9 +53,16 @@ def install_packages() -> None:
     if os.geteuid() != 0:
         raise SlurmError(f"Slurm programs {missing_programs()} missing: apt-get install {' '.join(PACKAGES)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], check=True, env=env,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    for step in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
+    ):
+        result = subprocess.run(step, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SlurmError(
+                f"{' '.join(step)} failed ({result.returncode}): {last}; install {' '.join(PACKAGES)} first"
+            )
 
 
 def real_memory_mb() -> int:
@@ -106,7 +113,7 @@ class SlurmCluster:
             "JobCompType=jobcomp/filetxt", f"JobCompLoc={self.jobcomp}",
             "JobAcctGatherType=jobacct_gather/linux", "JobAcctGatherFrequency=task=1",
             "JobAcctGatherParams=OverMemoryKill",
-            "MinJobAge=600",  # finished jobs stay visible to squeue (the profile's status command) for 10 min
+            "MinJobAge=3600",  # finished jobs stay visible to squeue (the status command) and scontrol for an hour
             "KillWait=5",
             "GresTypes=gpu",
             f"NodeName={host} CPUs={CPUS} RealMemory={self.memory_mb} Gres=gpu:{GPUS} State=UNKNOWN",
@@ -144,10 +151,10 @@ class SlurmCluster:
         run("runuser", "-u", "munge", "--", "/usr/sbin/munged")
         self._munged_started = True
 
-    def _daemon(self, program: str, log: Path) -> None:
+    def _daemon(self, program: str, *options: str) -> None:
+        """Start a daemon in the foreground (-D) as a child of this process; its stderr in <root>/<program>.out."""
         with open(self.root / f"{program}.out", "w") as out:
-            process = subprocess.Popen([f"/usr/sbin/{program}", "-D", *(["-c", "-i"] if program == "slurmctld" else [])],
-                                       stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+            process = subprocess.Popen([f"/usr/sbin/{program}", "-D", *options], stdout=out, stderr=subprocess.STDOUT)
         self._processes.append(process)
 
     def wait_idle(self, timeout: float = 60) -> None:
@@ -184,8 +191,8 @@ class SlurmCluster:
         self._write(SLURM_CONF, self.slurm_conf())
         self._write(GRES_CONF, self.gres_conf())
         self._start_munge()
-        self._daemon("slurmctld", self.ctld_log)
-        self._daemon("slurmd", self.slurmd_log)
+        self._daemon("slurmctld", "-c", "-i")  # a clean state: no jobs from an earlier cluster
+        self._daemon("slurmd")
         self.wait_idle()
         return self
 
