@@ -319,10 +319,12 @@ def evaluate_snapshot(
     seed: int = 0,
     execution: dict | None = None,
     records_output: Path | None = None,
+    downstream_output: Path | None = None,
 ) -> pd.DataFrame:
     """All metrics of a snapshot (or of the unedited model when ``snapshot`` is None) from files alone.
     Next to ``output`` a ``.provenance.json`` records where and with which code each part was computed, and
-    ``records_output`` (default: ``output`` with the suffix ``.records.csv``) the per-record editing scores.
+    ``records_output`` (default: ``output`` with the suffix ``.records.csv``) the per-record editing scores and
+    ``downstream_output`` (default: the suffix ``.downstream.csv``) the per-item downstream predictions.
 
     ``evaluation`` (config key): generation / downstream / analysis = "none" | "final" | "all" (at which
     snapshots; the unedited model counts as final), generation_records, downstream_tasks,
@@ -361,11 +363,11 @@ def evaluate_snapshot(
     scored, scored_subset = records, subset
     if snapshot is not None and not final and evaluation.get("edited_facts", "all") == "final":
         scored, scored_subset = ev.authors_subset_of(records), "authors-20pct"  # before the last snapshot
-    record_frames = []
+    record_frames, item_frames = [], []
 
-    def with_records(results):  # metric rows; the per-record frame goes to the records file
+    def with_records(results, frames=record_frames):  # metric rows; the per-record/-item frame goes to its file
         rows, frame = results
-        record_frames.append(frame)
+        frames.append(frame)
         return rows
 
     parts = [
@@ -399,7 +401,12 @@ def evaluate_snapshot(
             )
         )
     if wanted[evaluation.get("downstream", "final")]:
-        parts.append(("downstream tasks", lambda: ev.downstream_rows(model, tokenizer, data_dir, evaluation)))
+        parts.append(
+            (
+                "downstream tasks",
+                lambda: with_records(ev.downstream_results(model, tokenizer, data_dir, evaluation), item_frames),
+            )
+        )
     if wanted[evaluation.get("analysis", "all")]:
         from encore.evaluation.analysis import analysis_rows
 
@@ -433,5 +440,10 @@ def evaluate_snapshot(
         pd.concat(record_frames, ignore_index=True), experiment=experiment, model=model_name, dataset=dataset, **labels
     )
     ev.write_records(records_table, records_output or ev.records_path(output))
+    from encore.evaluation.downstream import ITEM_COLUMNS
+
+    items = pd.concat(item_frames, ignore_index=True) if item_frames else pd.DataFrame(columns=ITEM_COLUMNS)
+    items_table = ev.to_frame(items, experiment=experiment, model=model_name, dataset=dataset, **labels)
+    items_table.to_csv(downstream_output or ev.downstream_records_path(output), index=False)
     table.to_csv(output, index=False)
     return table

@@ -123,7 +123,7 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
                                             "subset", "protocol", "case_id", "es", "ps", "ns"]  # fmt: skip
     for metrics_csv in [results / "unedited" / "order0" / "metrics.csv",
                         *(results / "memit").glob("*/order0/metrics/edits_*.csv")]:  # fmt: skip
-        if metrics_csv.name.endswith(".records.csv"):
+        if metrics_csv.name.endswith((".records.csv", ".downstream.csv")):
             continue
         metrics = pd.read_csv(metrics_csv)
         records = pd.read_csv(metrics_csv.with_name(metrics_csv.stem + ".records.csv"))
@@ -136,6 +136,12 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
                 assert 100 * scores[column].mean() == pytest.approx(expected[metric], abs=1e-9)
             assert len(scores) == expected["GE_records" if protocol.startswith("generation/") else "n_records"]
         assert len(collected.merge(records[["edits", "variant", "protocol", "case_id"]])) == len(records)
+        # per-item downstream predictions where the tasks ran (unedited, final snapshot), header only elsewhere
+        items = pd.read_csv(metrics_csv.with_name(metrics_csv.stem + ".downstream.csv"))
+        assert len(items) == (2 * 2 * 4 if metrics["protocol"].str.startswith("downstream/").any() else 0)
+    items = pd.read_csv(results / "collected" / "downstream_records.csv")
+    assert sorted(items["edits"].unique()) == [0, 6] and set(items["task"]) == {"sst2", "mmlu"}
+    assert (paper.parent / "collected" / "sha256.json").read_text().count("downstream_records.csv") == 1
     snapshots = results / "memit" / "plain" / "order0" / "snapshots"
     norms = pd.concat(pd.read_csv(snapshots / f"edits_0000{n}" / "norms.csv") for n in (4, 6))
     assert sorted(norms["edits"].unique()) == [0, 2, 4, 6]

@@ -283,8 +283,9 @@ def evaluate_task(
 ) -> dict:
     """Both protocols on the first ``n_tests`` test items (None = all) of task ``name``.
 
-    Returns {"task", "n", "generate": {f1, accuracy, mcc, invalid}, "loglik": {f1, accuracy}, "seconds"}
-    (F1 and accuracy as fractions). Prompts are limited to the model's positions minus the 3 generated tokens.
+    Returns {"task", "n", "generate": {f1, accuracy, mcc, invalid}, "loglik": {f1, accuracy}, "labels",
+    "predictions": {"generate": [class or -1 per item], "loglik": [class per item]}, "seconds"} (F1 and accuracy as
+    fractions; item i is the i-th test item, the (POOL_SIZE + i)-th line of the task file). Prompts are limited to the model's positions minus the 3 generated tokens.
     """
     started = time.perf_counter()
     pool, tests = load_task(name, data_dir)
@@ -296,13 +297,16 @@ def evaluate_task(
     parts = [prompt_parts(name, item, pool, shots, tokenizer, budget) for item in tests]
     labels = [gold_label(name, item) for item in tests]
     generated, loglik_classes = predict(model, tokenizer, name, parts, batch_size)
-    generate_metrics = classification_metrics(labels, [parse_generation(name, text) for text in generated])
+    generate_classes = [parse_generation(name, text) for text in generated]
+    generate_metrics = classification_metrics(labels, generate_classes)
     loglik_metrics = classification_metrics(labels, loglik_classes)
     return {
         "task": name,
         "n": len(tests),
         "generate": generate_metrics,
         "loglik": {"f1": loglik_metrics["f1"], "accuracy": loglik_metrics["accuracy"]},
+        "labels": labels,
+        "predictions": {"generate": generate_classes, "loglik": [int(c) for c in loglik_classes]},
         "seconds": time.perf_counter() - started,
     }
 
@@ -310,13 +314,25 @@ def evaluate_task(
 def evaluate_downstream(
     model, tokenizer, data_dir=None, tasks=TASKS, n_tests: int | None = 100, shots: int = 4, batch_size: int = 16
 ) -> pd.DataFrame:
-    """Tidy rows (task, metric, value, protocol) for every task and both protocols.
+    """The metric rows of ``downstream_results``."""
+    return downstream_results(model, tokenizer, data_dir, tasks, n_tests, shots, batch_size)[0]
+
+
+ITEM_COLUMNS = ["task", "item", "label", "prediction", "protocol"]
+
+
+def downstream_results(
+    model, tokenizer, data_dir=None, tasks=TASKS, n_tests: int | None = 100, shots: int = 4, batch_size: int = 16
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tidy rows (task, metric, value, protocol) for every task and both protocols, and the per-item frame
+    (task, item, label, prediction, protocol; prediction -1 = invalid answer) the rows are computed from, so
+    that any interval over items can be recomputed later (encore.reporting.claims_general).
 
     Per task: f1, accuracy, mcc, invalid under ``PROTOCOL_GENERATE`` and f1, accuracy under
     ``PROTOCOL_LOGLIK``. Plus, per protocol, a task "average" row with metric "f1_x100" = mean over the
     evaluated tasks of F1 × 100 (the paper's "average downstream performance").
     """
-    rows = []
+    rows, items = [], []
     f1s: dict[str, list[float]] = {PROTOCOL_GENERATE: [], PROTOCOL_LOGLIK: []}
     for name in tasks:
         result = evaluate_task(model, tokenizer, name, data_dir, n_tests=n_tests, shots=shots, batch_size=batch_size)
@@ -328,6 +344,10 @@ def evaluate_downstream(
             for metric, value in result[key].items():
                 rows.append({"task": name, "metric": metric, "value": float(value), "protocol": protocol})
             f1s[protocol].append(result[key]["f1"])
+            items += [
+                {"task": name, "item": i, "label": label, "prediction": prediction, "protocol": protocol}
+                for i, (label, prediction) in enumerate(zip(result["labels"], result["predictions"][key]))
+            ]
     for protocol, values in f1s.items():
         if values:
             rows.append(
@@ -338,4 +358,5 @@ def evaluate_downstream(
                     "protocol": protocol,
                 }
             )
-    return pd.DataFrame(rows, columns=["task", "metric", "value", "protocol"])
+    table = pd.DataFrame(rows, columns=["task", "metric", "value", "protocol"])
+    return table, pd.DataFrame(items, columns=ITEM_COLUMNS)

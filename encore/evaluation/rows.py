@@ -221,10 +221,17 @@ def perplexity_rows(model, tokenizer, data_dir, cache_dir, evaluation: dict) -> 
 
 
 def downstream_rows(model, tokenizer, data_dir, evaluation: dict) -> list[dict]:
-    """Six downstream tasks, both protocols; metric names are "<task>.<metric>" (e.g. "average.f1")."""
+    """The metric rows of ``downstream_results``."""
+    return downstream_results(model, tokenizer, data_dir, evaluation)[0]
+
+
+def downstream_results(model, tokenizer, data_dir, evaluation: dict) -> tuple[list[dict], pd.DataFrame]:
+    """Six downstream tasks, both protocols; metric names are "<task>.<metric>" (e.g. "average.f1"). Also the
+    per-item frame (task, item, label, prediction, protocol) the metrics are computed from."""
     import os
 
-    from encore.evaluation.downstream import TASKS, evaluate_downstream
+    from encore.evaluation.downstream import TASKS
+    from encore.evaluation.downstream import downstream_results as evaluate
 
     directory = data_dir or os.environ.get("ENCORE_DATA_DIR")
     if not directory:
@@ -232,7 +239,7 @@ def downstream_rows(model, tokenizer, data_dir, evaluation: dict) -> list[dict]:
             "downstream evaluation reads the authors' task subsets from a local data directory: "
             "set data_dir (or ENCORE_DATA_DIR), or evaluation.downstream: none"
         )
-    frame = evaluate_downstream(
+    frame, items = evaluate(
         model,
         tokenizer,
         directory,
@@ -244,4 +251,10 @@ def downstream_rows(model, tokenizer, data_dir, evaluation: dict) -> list[dict]:
     for row in frame.itertuples():
         metric = "average.f1" if (row.task, row.metric) == ("average", "f1_x100") else f"{row.task}.{row.metric}"
         rows.append({"metric": metric, "value": row.value, "protocol": row.protocol})
-    return rows
+    return rows, items
+
+
+def downstream_records_path(metrics_path) -> Path:
+    """Where the per-item downstream predictions of a metrics CSV go: edits_00500.csv -> edits_00500.downstream.csv."""
+    metrics_path = Path(metrics_path)
+    return metrics_path.with_name(f"{metrics_path.stem}.downstream.csv")

@@ -22,8 +22,9 @@ from encore.reporting.figures import HEADLINE
 from encore.reporting.outputs import Index
 from encore.reporting.report import build_paper_outputs, editing_table, verify_collected
 
-DATA_FILES = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv", "records.csv")
-OPTIONAL_DATA_FILES = ("records.csv",)  # per-record editing scores: copied when collected (older studies lack them)
+DATA_FILES = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv", "records.csv", "downstream_records.csv")
+# per-record editing scores and per-item downstream predictions: copied when collected (older studies lack them)
+OPTIONAL_DATA_FILES = ("records.csv", "downstream_records.csv")
 
 
 def regenerate(out: Path, title: str | None = None) -> list[Path]:

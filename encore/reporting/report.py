@@ -32,14 +32,18 @@ def read_csvs(paths) -> pd.DataFrame:
 
 
 COLLECTED = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv")
-OPTIONAL_COLLECTED = ("records.csv",)  # per-record editing scores; collected folders from before it lack it
+# per-record editing scores and per-item downstream predictions; collected folders from before them lack them
+OPTIONAL_COLLECTED = ("records.csv", "downstream_records.csv")
 CHECKSUMS = "sha256.json"
 
 
-def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Path, record_files=()) -> None:
+def collect(
+    metric_files, norm_files, ledger_files, manifest_files, out_dir: Path, record_files=(), downstream_files=()
+) -> None:
     """metrics.csv, norms.csv, ledger.csv and runs.csv (hyperparameters and provenance of each run's
     last snapshot) in ``out_dir``: everything the tables and figures are made of; with ``record_files`` also
-    records.csv (the per-record editing scores of every evaluation); then sha256.json, their
+    records.csv (the per-record editing scores of every evaluation), with ``downstream_files``
+    downstream_records.csv (the per-item downstream predictions); then sha256.json, their
     checksums, which ``verify_collected`` checks before they are used. Each snapshot's ledger and norms are
     checked against its manifest first."""
     from encore.editing.snapshots import _read_manifest
@@ -54,6 +58,9 @@ def collect(metric_files, norm_files, ledger_files, manifest_files, out_dir: Pat
     (out_dir / "records.csv").unlink(missing_ok=True)
     if record_files:  # 12 significant digits, as each evaluation wrote them (encore.evaluation.rows)
         read_csvs(record_files).to_csv(out_dir / "records.csv", index=False, float_format="%.12g")
+    (out_dir / "downstream_records.csv").unlink(missing_ok=True)
+    if downstream_files:
+        read_csvs(downstream_files).to_csv(out_dir / "downstream_records.csv", index=False)
     runs = {}
     for path in manifest_files:
         manifest = json.loads(Path(path).read_text())

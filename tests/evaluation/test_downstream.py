@@ -15,6 +15,7 @@ from encore.evaluation.downstream import (
     TASKS,
     build_prompt,
     classification_metrics,
+    downstream_results,
     evaluate_downstream,
     evaluate_task,
     gold_label,
@@ -193,3 +194,21 @@ def test_evaluate_downstream_rows_and_average(tiny_gpt2, tokenizer, shared_data_
         expected = 100 * per_task[per_task.metric == "f1"].value.mean()
         assert average.value.iloc[0] == pytest.approx(expected)
     assert not table.value.isna().any() and isinstance(table, pd.DataFrame)
+
+
+def test_per_item_predictions_recompute_every_metric_row(tiny_gpt2, tokenizer, shared_data_dir):
+    """The published per-item frame is what the metrics were computed from: F1, accuracy, MCC and invalid
+    recomputed from its labels and predictions equal the metric rows, for both protocols, item by item."""
+    table, items = downstream_results(tiny_gpt2, tokenizer, shared_data_dir, tasks=("sst2", "mmlu"), n_tests=6)
+    assert list(items.columns) == ["task", "item", "label", "prediction", "protocol"]
+    assert len(items) == 2 * 2 * 6  # tasks x protocols x items
+    for (task, protocol), rows in items.groupby(["task", "protocol"]):
+        assert list(rows["item"]) == list(range(6))
+        pool, tests = load_task(task, shared_data_dir)
+        assert list(rows["label"]) == [gold_label(task, item) for item in tests[:6]]
+        recomputed = classification_metrics(list(rows["label"]), list(rows["prediction"]))
+        reported = table[(table.task == task) & (table.protocol == protocol)].set_index("metric")["value"]
+        for metric, value in reported.items():
+            assert value == pytest.approx(recomputed[metric]), (task, protocol, metric)
+    loglik = items[items.protocol == PROTOCOL_LOGLIK]
+    assert (loglik["prediction"] >= 0).all()  # the log-likelihood class is never invalid

@@ -1,11 +1,14 @@
 # Metrics of the unedited model and of every snapshot, computed from the snapshot files alone; beside each
-# metrics CSV its per-record editing scores (*.records.csv, collected into collected/records.csv).
+# metrics CSV its per-record editing scores (*.records.csv, collected into collected/records.csv) and per-item
+# downstream predictions (*.downstream.csv, header only where downstream tasks were not evaluated;
+# collected into collected/downstream_records.csv).
 
 
 rule evaluate_unedited:
     output:
         UNEDITED,
         records=UNEDITED.replace("metrics.csv", "metrics.records.csv"),
+        downstream=UNEDITED.replace("metrics.csv", "metrics.downstream.csv"),
     log:
         f"{LOGS}/unedited/order{{order}}/evaluate.log",
     benchmark:
@@ -38,6 +41,7 @@ rule evaluate_snapshot:
     output:
         f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.csv",
         records=f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.records.csv",
+        downstream=f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.downstream.csv",
     log:
         f"{LOGS}/{RUN}/evaluate_{{edits}}.log",
     benchmark:

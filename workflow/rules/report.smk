@@ -39,9 +39,14 @@ rule collect_results:
         ),
         records=run_outputs(f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.records.csv")
         + [path.replace(".csv", ".records.csv") for path in unedited_outputs()],
+        downstream=run_outputs(
+            f"{RESULTS}/{RUN}/metrics/edits_{{edits}}.downstream.csv"
+        )
+        + [path.replace(".csv", ".downstream.csv") for path in unedited_outputs()],
     output:
         metrics=f"{RESULTS}/collected/metrics.csv",
         records=f"{RESULTS}/collected/records.csv",
+        downstream=f"{RESULTS}/collected/downstream_records.csv",
         norms=f"{RESULTS}/collected/norms.csv",
         ledger=f"{RESULTS}/collected/ledger.csv",
         runs=f"{RESULTS}/collected/runs.csv",

@@ -12,4 +12,5 @@ collect(
     snakemake.input.manifests,
     Path(snakemake.output.metrics).parent,
     record_files=snakemake.input.records,
+    downstream_files=snakemake.input.downstream,
 )

@@ -15,6 +15,7 @@ evaluate_snapshot(
     resources=Path(params.resources),
     output=Path(snakemake.output[0]),
     records_output=Path(snakemake.output.records),
+    downstream_output=Path(snakemake.output.downstream),
     evaluation=params.evaluation,
     experiment=params.experiment,
     order_sample=params.order_sample,
