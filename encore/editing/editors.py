@@ -5,14 +5,19 @@ Notation: W (d_model x d_ff) is the weight before the batch, K (d_ff x n) the ba
 accumulated keys of previous batches, lambda_p = mom2_update_weight, lambda_n = norm_lambda (the norm
 constraint, which penalises ||W' - W||_F^2 of each batch's update). All solves run in float64 with a
 Cholesky factorisation of a symmetric positive-definite system; no explicit inverse is formed.
-The editors share everything else (keys, targets, the sequential loop) and differ only in ``solve``.
+The editors share everything else (keys, targets, the sequential loop) and differ only in ``solve``;
+an editor with ``restrains = True`` (MEMIT+RECT, MEMIT+PRUNE) also changes each update after the batch's solves
+(``restrain``, encore.editing.restraints; docs/adding-an-editor.md).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+from encore.editing import restraints
 
 
 @dataclass
@@ -45,6 +50,8 @@ class Editor:
 
     name = "memit"
     needs_projector = False
+    restrains = False  # True: edit_batch calls ``restrain`` for every layer and writes its result after the batch
+    needs_original_weights = False  # True: ``restrain`` gets the unedited weight (EditorState.original_weights)
 
     def __init__(self, mom2_update_weight: float = 1.0, norm_lambda: float = 0.0):
         self.mom2_update_weight = mom2_update_weight
@@ -68,6 +75,12 @@ class Editor:
     def update_state(self, state: LayerState, keys: torch.Tensor) -> None:
         """After the solve: S_P <- S_P + K K^T (pre-update keys of this batch)."""
         accumulate_keys(state.previous_keys, keys)
+
+    def restrain(self, delta: torch.Tensor, weight: torch.Tensor, original_weight: torch.Tensor | None) -> torch.Tensor:
+        """The update actually written for the batch (float64, like ``delta``), from the solved update ``delta``, the
+        weight before the batch and the unedited weight (None unless ``needs_original_weights``). Identity here;
+        called only when ``restrains`` is True, so MEMIT, EMMET and AlphaEdit never pass through it."""
+        return delta
 
 
 class EMMET(Editor):
@@ -134,7 +147,47 @@ def null_space_projector(covariance: torch.Tensor, threshold: float) -> torch.Te
     return null_basis @ null_basis.T
 
 
-EDITORS: dict[str, type[Editor]] = {"memit": Editor, "emmet": EMMET, "alphaedit": AlphaEdit}
+class MEMITRect(Editor):
+    """MEMIT+RECT: each batch's MEMIT update keeps only its ``fraction`` of entries with the largest relative change
+    |Delta_ij| / |W_ij + 1e-8| (W = the weight before the batch), the rest is zeroed (restraints.rect)."""
+
+    name = "memit_rect"
+    restrains = True
+
+    def __init__(self, mom2_update_weight: float = 1.0, norm_lambda: float = 0.0, fraction: float = 0.4):
+        super().__init__(mom2_update_weight, norm_lambda)
+        self.fraction = fraction
+
+    def restrain(self, delta, weight, original_weight):
+        return restraints.rect(delta, weight.to(delta.device), self.fraction)
+
+
+class MEMITPrune(Editor):
+    """MEMIT+PRUNE: after each batch, the accumulated edit A = W + Delta - W_0 has its singular values above
+    b = sigma_max(W_0) mapped to log_a(s) - log_a(b) + b (restraints.prune); the written update is A' - (W - W_0)."""
+
+    name = "memit_prune"
+    restrains = True
+    needs_original_weights = True
+
+    def __init__(self, mom2_update_weight: float = 1.0, norm_lambda: float = 0.0, log_base: float = math.e):
+        super().__init__(mom2_update_weight, norm_lambda)
+        self.log_base = log_base
+
+    def restrain(self, delta, weight, original_weight):
+        original = original_weight.to(device=delta.device, dtype=torch.float64)
+        edit = weight.to(device=delta.device, dtype=torch.float64) + delta - original  # A = W + Delta - W_0
+        correction = restraints.prune_correction(edit, restraints.spectral_norm(original), self.log_base)
+        return delta if correction is None else delta + correction  # W + Delta' - W_0 = A + correction
+
+
+EDITORS: dict[str, type[Editor]] = {
+    "memit": Editor,
+    "emmet": EMMET,
+    "alphaedit": AlphaEdit,
+    "memit_rect": MEMITRect,
+    "memit_prune": MEMITPrune,
+}
 
 
 def make_editor(hparams) -> Editor:
@@ -145,4 +198,8 @@ def make_editor(hparams) -> Editor:
         return EMMET(hparams.mom2_update_weight, hparams.norm_lambda, hparams.emmet_lambda)
     if hparams.editor == "alphaedit":
         return AlphaEdit(hparams.norm_lambda, hparams.alphaedit_l2, hparams.nullspace_threshold)
+    if hparams.editor == "memit_rect":
+        return MEMITRect(hparams.mom2_update_weight, hparams.norm_lambda, hparams.rect_fraction)
+    if hparams.editor == "memit_prune":
+        return MEMITPrune(hparams.mom2_update_weight, hparams.norm_lambda, hparams.prune_log_base)
     raise ValueError(f"unknown editor {hparams.editor!r}; known editors: {sorted(EDITORS)}")

@@ -6,6 +6,7 @@ that override some of them; ``plain`` is the base itself. ENCORE = MEMIT's ``mpe
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class Hyperparameters:
     emmet_lambda: float = 0.1
     nullspace_threshold: float = 0.02
     alphaedit_l2: float = 10.0
+    rect_fraction: float = 0.4  # MEMIT+RECT: share of each update's entries kept (ENCORE v2 memit_rect_main.py: 40%)
+    prune_log_base: float = math.e  # MEMIT+PRUNE: base alpha of F(s) = log_a(s) - log_a(b) + b (ENCORE v2: natural log)
     mpes: int | None = None
     mpes_rule: str = "all"
     context_template_length: int = 10

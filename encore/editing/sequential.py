@@ -6,6 +6,9 @@ lowest edited layer never change and run once per batch, encore.editing.keys.Bat
     K   = keys at l under the current weights,  cur_z = block-l* output at the last subject token,
     R_l = (Z - cur_z) / (|layers| - i),          W_l <- W_l + Delta_l(K, R_l),   S_P,l += K K^T.
 Weights are never restored between batches; the state a later batch depends on is ``EditorState``.
+An editor that restrains its updates (MEMIT+RECT, MEMIT+PRUNE) gets every Delta_l as above (later layers see the
+unrestrained writes of earlier ones) and its restrained updates replace them after the last layer, the order of
+the reference code (docs/algorithms-extensions.md).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ class EditorState:
     """Everything the next batch depends on besides the weights.
 
     S_P lives (float64) on the device of the solves; a snapshot does not store it but the keys of its own
-    batches (``segment_keys``), from which S_P is rebuilt exactly (encore.editing.snapshots)."""
+    batches (``segment_keys``), from which S_P is rebuilt exactly (encore.editing.snapshots). ``original_weights``
+    (the unedited W_l, model dtype, CPU) only for editors that need them (PRUNE): taken before the first batch,
+    stored once, in the first snapshot of the chain."""
 
     context_templates: list[list[str]]
     previous_keys: dict[int, torch.Tensor]  # S_P per layer, float64
@@ -36,6 +41,7 @@ class EditorState:
     batches_done: int = 0
     torch_rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
     segment_keys: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # per layer: (n, d_ff) per batch, CPU
+    original_weights: dict[int, torch.Tensor] | None = None  # per layer: unedited W_l (d_model x d_ff), CPU
 
     @classmethod
     def initial(cls, context_templates, layers, d_ff: int, device="cpu") -> EditorState:
@@ -66,6 +72,15 @@ def edit_batch(
         targets = optimise_targets(model, tokenizer, records, hparams.target_settings(), state.context_templates)
     timings["targets_s"] = time.perf_counter() - started
 
+    if editor.needs_original_weights and state.original_weights is None:
+        if state.batches_done:
+            raise ValueError(
+                f"editor {editor.name}: the state has no original weights after {state.batches_done} batches; "
+                "resume from a snapshot chain written by this editor, or start from the unedited model"
+            )
+        state.original_weights = {layer: read_weight(model, layer).detach().cpu().clone() for layer in layers}
+    restrained = {}  # layer -> weight to write once every layer is solved (restraining editors only)
+
     z_layer = layers[-1]
     started = time.perf_counter()
     batch_keys = BatchKeys(model, tokenizer, records, state.context_templates, first_layer=layers[0])
@@ -88,9 +103,15 @@ def edit_batch(
         )
         delta = editor.solve(layer_state, keys.T, residuals.T)
         weight = read_weight(model, layer)
+        if editor.restrains:
+            original = state.original_weights[layer] if editor.needs_original_weights else None
+            kept = editor.restrain(delta, weight, original)
+            restrained[layer] = weight + kept.to(device=weight.device, dtype=weight.dtype)
         write_weight(model, layer, weight + delta.to(device=weight.device, dtype=weight.dtype))
         editor.update_state(layer_state, keys.T)
         timings["solve_s"] += time.perf_counter() - started
+    for layer, new_weight in restrained.items():
+        write_weight(model, layer, new_weight)
 
     state.edits_done += len(records)
     state.batches_done += 1

@@ -12,6 +12,9 @@ Llama-3-8B's five layers) is not stored. Each snapshot keeps only its own segmen
 ``accumulate_keys`` over the chain of snapshots, in the original order: the same operations on the same
 device, so a resumed run is bitwise identical to an uninterrupted one. Evaluation reads the weights only.
 Format 1 snapshots (S_P stored in ``state.safetensors``) are still read.
+
+Editors that need the unedited weights (MEMIT+PRUNE: EditorState.original_weights) get ``original.safetensors``
+(W_l before any edit, model dtype) in the first snapshot of the chain only; resuming reads it from there.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 KEYS = "keys.safetensors"
 STATE_V1 = "state.safetensors"
+ORIGINAL = "original.safetensors"
 
 
 class SnapshotError(RuntimeError):
@@ -107,6 +111,10 @@ def save_snapshot(
     tensors["torch_rng_state"] = state.torch_rng_state
     _write_atomically(directory / KEYS, lambda path: save_file(tensors, str(path)))
     names = [WEIGHTS, KEYS, *extra_files]
+    if state.original_weights is not None and previous is None:  # once per chain, in its first snapshot
+        originals = {f"layer{layer}": state.original_weights[layer].contiguous() for layer in layers}
+        _write_atomically(directory / ORIGINAL, lambda path: save_file(originals, str(path)))
+        names.append(ORIGINAL)
     full = {
         **manifest,
         "format_version": FORMAT_VERSION,
@@ -177,6 +185,16 @@ def rebuild_previous_keys(directory: Path, layers: list[int], d_ff: int, device=
     return previous_keys
 
 
+def read_original_weights(directory: Path, layers: list[int]) -> dict[int, torch.Tensor] | None:
+    """The unedited weights stored in the first snapshot of ``directory``'s chain (None if it holds none)."""
+    first = chain(directory)[0]
+    if ORIGINAL not in _read_manifest(first, names=[]).get("files", {}):
+        return None
+    _read_manifest(first, names=[ORIGINAL])
+    stored = load_file(str(first / ORIGINAL))
+    return {layer: stored[f"layer{layer}"] for layer in layers}
+
+
 def load_snapshot(
     directory: Path,
     expected_model: dict | None = None,
@@ -198,7 +216,8 @@ def load_snapshot(
     weights = {layer: weights_file[f"layer{layer}"] for layer in layers}
     state = None
     if state_device is not None:
-        stored = load_file(str(directory / (KEYS if manifest.get("format_version", 1) >= 2 else STATE_V1)))
+        format_2 = manifest.get("format_version", 1) >= 2
+        stored = load_file(str(directory / (KEYS if format_2 else STATE_V1)))
         d_ff = weights[layers[0]].shape[1]
         state = EditorState(
             context_templates=manifest["context_templates"],
@@ -206,6 +225,7 @@ def load_snapshot(
             edits_done=manifest["edits_done"],
             batches_done=manifest["batches_done"],
             torch_rng_state=stored["torch_rng_state"],
+            original_weights=read_original_weights(directory, layers) if format_2 else None,
         )
     return Snapshot(directory=directory, manifest=manifest, weights=weights, state=state)
 

@@ -10,7 +10,9 @@ LABELS = {("memit", "plain"): "MEMIT", ("memit", "mpes"): "MEMIT+MPES", ("memit"
           ("memit", "mpes_nc"): "ENCORE", ("emmet", "plain"): "EMMET", ("emmet", "mpes"): "EMMET+MPES",
           ("emmet", "nc"): "EMMET+NC", ("emmet", "mpes_nc"): "EMMET+MPES+NC", ("alphaedit", "plain"): "AlphaEdit",
           ("alphaedit", "mpes"): "AlphaEdit+MPES", ("alphaedit", "nc"): "AlphaEdit+NC",
-          ("alphaedit", "mpes_nc"): "AlphaEdit+MPES+NC"}  # fmt: skip
+          ("alphaedit", "mpes_nc"): "AlphaEdit+MPES+NC", ("memit_rect", "plain"): "MEMIT+RECT",
+          ("memit_rect", "mpes"): "MEMIT+RECT+MPES", ("memit_prune", "plain"): "MEMIT+PRUNE",
+          ("memit_prune", "mpes"): "MEMIT+PRUNE+MPES"}  # fmt: skip
 BASE = [
     ("memit", "plain"),
     ("memit", "mpes"),
