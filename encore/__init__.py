@@ -16,8 +16,8 @@ way, from a layer to the same or a lower one (tests/test_layout.py):
   from recorded keys/values) and ``device`` (where and in which precision models run).
 * ``editing/``: ``covariance`` (the statistics rule; it lives here because C0 and AlphaEdit's projector
   are inputs of the editors and the projector comes from ``editors``), ``context``, ``keys``,
-  ``targets`` and ``target_forward``, ``editors`` (per-layer closed forms), ``hparams``, ``sequential``
-  (the batch loop) and ``snapshots``.
+  ``targets`` and ``target_forward``, ``editors`` (per-layer closed forms), ``restraints`` (RECT, PRUNE:
+  what restraining editors do to an update), ``hparams``, ``sequential`` (the batch loop) and ``snapshots``.
 * ``evaluation/``: ``rows`` (every metric of one model state as tidy rows), ``metrics`` (CounterFact),
   ``zsre_metrics``, ``fluency``, ``downstream`` with ``prefix_scoring``, ``analysis`` (norms, activation
   shares).
