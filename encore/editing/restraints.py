@@ -14,7 +14,10 @@ A = W_current - W_original = U diag(s) V^T, every singular value above the bound
 mapped to F(s) = log_alpha(s) - log_alpha(b) + b (alpha = e by default); values <= b and U, V are untouched.
 References: the ENCORE v2 repository experiments/evaluate_unified_editing.py (MEMIT_prune branch: torch.log, bound
 = max singular value of the unedited weight, strict ">"), the PRUNE repository mjy1111/PRUNE (README: "log" = base e,
-"log1_2" / "log1_5" = alpha 1.2 / 1.5).
+"log1_2" / "log1_5" = alpha 1.2 / 1.5). Deviations: applied after every batch, later batches editing the restrained
+model (the references restrain once: after the last batch, or when loading saved weights for evaluation), and
+written as W_0 + F(A) (the ENCORE v2 and AlphaEdit code add F(A) to the current weights, counting A twice).
+Both restraints are applied after the batch's last layer is solved, as in the references (sequential.edit_batch).
 """
 
 from __future__ import annotations
