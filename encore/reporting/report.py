@@ -81,6 +81,8 @@ def collect(
                 "emmet_lambda": hp["emmet_lambda"],
                 "nullspace_threshold": hp["nullspace_threshold"],
                 "alphaedit_l2": hp["alphaedit_l2"],
+                "rect_fraction": hp.get("rect_fraction"),  # absent from manifests written before RECT/PRUNE
+                "prune_log_base": hp.get("prune_log_base"),
                 "v_num_grad_steps": hp["v_num_grad_steps"],
                 "v_lr": hp["v_lr"],
                 "clamp_norm_factor": hp["clamp_norm_factor"],
