@@ -3,13 +3,15 @@
 The layout follows the pipeline (workflow/rules: statistics -> edit -> evaluate -> report). Imports go one
 way, from a layer to the same or a lower one (tests/test_layout.py):
 
-    progress, environment, datasets    foundations: progress lines, the pinned environment, the data sets
+    progress, environment, datasets,   foundations: progress lines, the pinned environment, the data sets and
+    record_formats                     their record schemas (ROME, MEND, EasyEdit)
     models/                            model I/O: loading, per-family module names, hooks, tokens, devices
     editing/                           the statistics and edit rules: C0, keys, targets, the closed forms
     evaluation/                        the evaluate rule: metric rows of one model state
     reporting/                         the report rule: tables, figures, claims, publishing a study
-    experiment, plan, benchmark,       entry points: the pipeline's stages as functions, the plan of a run,
-    gpu_check, scale_check             and the command-line checks (``python -m encore.<module>``)
+    session, experiment, api, plan,    entry points: one editing/evaluation code path (session) for the pipeline's
+    benchmark, gpu_check, scale_check  stages (experiment) and the library API (api: ``from encore.api import
+                                       load_editor``), the plan of a run, the command-line checks
 
 * ``models/``: ``loading`` (packaged GGUF, hub, local directories), ``architecture`` (where the edited
   down-projection lives per family), ``hooks``, ``tokens``, ``prefix_attention`` (forwards that continue
@@ -24,6 +26,8 @@ way, from a layer to the same or a lower one (tests/test_layout.py):
 * ``reporting/``: ``outputs`` (run names, the index of outputs), ``report`` (collected CSVs, tables),
   ``figures`` (with ``figure_kit`` and ``downstream_figures``), ``paper_values``, ``claims`` (with
   ``claims_base``, ``claims_editing``, ``claims_norms``, ``claims_general`` and ``intervals``), ``publish``.
+* ``api`` is not re-exported here: this root sits in the lowest layer, and importing the entry points from it
+  would be an upward import and a circle (encore -> api -> experiment -> encore).
 * ``datasets`` stays a top-level module (not a package: one concept, used by editing and evaluation
   alike). The other top-level modules are either used by every layer (``progress``, ``environment``) or
   use every layer (the entry points), so they stay at the top level rather than in a ``tools/`` package,

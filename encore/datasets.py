@@ -122,6 +122,11 @@ def _digests(path: str | Path) -> tuple[str, str]:
     return _DIGESTS[key]
 
 
+def file_digests(path: str | Path) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file, cached per process on (path, size, mtime)."""
+    return _digests(path)
+
+
 def file_sha256(path: str | Path) -> str:
     """sha256 hex digest of a file (streamed)."""
     return _hash_file(path)[0]
@@ -305,26 +310,11 @@ def load_counterfact(path: str | Path, qna_path: str | Path | None = None) -> li
     records, seen = [], {}
     for index, raw in enumerate(_read_json(path, list)):
         where = _Where(name, index, raw.get("case_id", "?") if isinstance(raw, dict) else "?")
-        case_id = where.get(raw, "case_id", int)
-        if case_id in seen:
-            raise where.error(f"duplicate case_id (first at record {seen[case_id]})")
-        seen[case_id] = index
-        prompt = where.get(raw, "requested_rewrite.prompt", str)
-        if prompt.count("{}") != 1:
-            raise where.error(f"field 'requested_rewrite.prompt' must contain exactly one '{{}}': {prompt!r}")
-        records.append(
-            EditRecord(
-                case_id=case_id,
-                subject=where.get(raw, "requested_rewrite.subject", str),
-                prompt=prompt,
-                target_new=where.get(raw, "requested_rewrite.target_new.str", str),
-                target_true=where.get(raw, "requested_rewrite.target_true.str", str),
-                paraphrase_prompts=where.strings(raw, "paraphrase_prompts"),
-                neighborhood_prompts=where.strings(raw, "neighborhood_prompts"),
-                generation_prompts=where.strings(raw, "generation_prompts"),
-                relation_id=where.get(raw, "requested_rewrite.relation_id", str),
-            )
-        )
+        record = counterfact_record(raw, where)
+        if record.case_id in seen:
+            raise where.error(f"duplicate case_id (first at record {seen[record.case_id]})")
+        seen[record.case_id] = index
+        records.append(record)
     if qna_path is not None:
         qna_name = Path(qna_path).name
         by_id = {record.case_id: record for record in records}
@@ -337,6 +327,25 @@ def load_counterfact(path: str | Path, qna_path: str | Path | None = None) -> li
     return records
 
 
+def counterfact_record(raw: Any, where: _Where) -> EditRecord:
+    """One CounterFact record in the ROME schema (``where`` names it in errors)."""
+    case_id = where.get(raw, "case_id", int)
+    prompt = where.get(raw, "requested_rewrite.prompt", str)
+    if prompt.count("{}") != 1:
+        raise where.error(f"field 'requested_rewrite.prompt' must contain exactly one '{{}}': {prompt!r}")
+    return EditRecord(
+        case_id=case_id,
+        subject=where.get(raw, "requested_rewrite.subject", str),
+        prompt=prompt,
+        target_new=where.get(raw, "requested_rewrite.target_new.str", str),
+        target_true=where.get(raw, "requested_rewrite.target_true.str", str),
+        paraphrase_prompts=where.strings(raw, "paraphrase_prompts"),
+        neighborhood_prompts=where.strings(raw, "neighborhood_prompts"),
+        generation_prompts=where.strings(raw, "generation_prompts"),
+        relation_id=where.get(raw, "requested_rewrite.relation_id", str),
+    )
+
+
 _NQ_PREFIX = "nq question: "
 
 
@@ -347,38 +356,43 @@ def load_zsre(path: str | Path, generation_pool: Sequence[str] | None = None) ->
     random.Random(case_id); otherwise none.
     """
     name = Path(path).name
-    records = []
-    for index, raw in enumerate(_read_json(path, list)):
-        where = _Where(name, index, index)
-        subject = where.get(raw, "subject", str)
-        src = where.get(raw, "src", str)
-        if not subject or subject not in src:
-            raise where.error(f"field 'src' does not contain the subject {subject!r}: {src!r}")
-        answers = where.strings(raw, "answers")
-        if not answers:
-            raise where.error("field 'answers' is empty")
-        # Escape literal braces so that prompt.format(subject) == src; only the first occurrence
-        # of the subject becomes the placeholder.
-        escaped = src.replace("{", "{{").replace("}", "}}")
-        subject_escaped = subject.replace("{", "{{").replace("}", "}}")
-        prompt = escaped.replace(subject_escaped, "{}", 1)
-        generation: list[str] = []
-        if generation_pool:
-            generation = random.Random(index).sample(list(generation_pool), min(10, len(generation_pool)))
-        records.append(
-            EditRecord(
-                case_id=index,
-                subject=subject,
-                prompt=prompt,
-                target_new=answers[0],
-                target_true="<|endoftext|>",
-                paraphrase_prompts=[where.get(raw, "rephrase", str)],
-                neighborhood_prompts=[where.get(raw, "loc", str).removeprefix(_NQ_PREFIX) + "?"],
-                generation_prompts=generation,
-                neighborhood_target=where.get(raw, "loc_ans", str),
-            )
-        )
-    return records
+    return [
+        zsre_record(raw, _Where(name, index, index), index, generation_pool)
+        for index, raw in enumerate(_read_json(path, list))
+    ]
+
+
+def subject_template(text: str, subject: str, where: _Where, field_name: str) -> str:
+    """``text`` with its first occurrence of ``subject`` replaced by the "{}" slot, literal braces escaped so that
+    ``template.format(subject) == text``; a one-line error when the subject is empty or not in the text."""
+    if not subject or subject not in text:
+        raise where.error(f"field '{field_name}' does not contain the subject {subject!r}: {text!r}")
+    escaped = text.replace("{", "{{").replace("}", "}}")
+    return escaped.replace(subject.replace("{", "{{").replace("}", "}}"), "{}", 1)
+
+
+def zsre_record(raw: Any, where: _Where, case_id: int, generation_pool: Sequence[str] | None = None) -> EditRecord:
+    """One zsRE record in the MEND schema: the edit target is ``answers[0]`` and the neighborhood prompt the NQ
+    question ``loc`` without its "nq question: " prefix plus "?" (the MEMIT reference)."""
+    subject = where.get(raw, "subject", str)
+    prompt = subject_template(where.get(raw, "src", str), subject, where, "src")
+    answers = where.strings(raw, "answers")
+    if not answers:
+        raise where.error("field 'answers' is empty")
+    generation: list[str] = []
+    if generation_pool:
+        generation = random.Random(case_id).sample(list(generation_pool), min(10, len(generation_pool)))
+    return EditRecord(
+        case_id=case_id,
+        subject=subject,
+        prompt=prompt,
+        target_new=answers[0],
+        target_true="<|endoftext|>",
+        paraphrase_prompts=[where.get(raw, "rephrase", str)],
+        neighborhood_prompts=[where.get(raw, "loc", str).removeprefix(_NQ_PREFIX) + "?"],
+        generation_prompts=generation,
+        neighborhood_target=where.get(raw, "loc_ans", str),
+    )
 
 
 def load_order(path: str | Path, sample: str | int = "0") -> list[int]:

@@ -2,94 +2,115 @@
 
 Stages: statistics -> edit segments (each continues from the previous snapshot) -> evaluation of
 each snapshot. Every output records what it depends on: model identity, hyperparameters, seeds,
-data checksums and the code version.
+data checksums and the code version. The editing and evaluation themselves are encore.session's, shared with the
+library API (encore.api).
 """
 
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
+import os
 import time
 from pathlib import Path
 
-import pandas as pd
-import torch
-import transformers
-
-import encore
-from encore import datasets
-from encore.editing.context import generate_context_templates
-from encore.editing.covariance import (
-    load_or_compute_projector,
-    load_or_compute_statistics,
-    load_statistic,
-    statistics_key,
-)
-from encore.editing.editors import make_editor
+from encore import datasets, record_formats
 from encore.editing.hparams import Hyperparameters
-from encore.editing.sequential import EditorState, edit_batch, ledger_rows
-from encore.editing.snapshots import apply_snapshot, load_snapshot, save_snapshot
-from encore.models.architecture import read_weight
-from encore.models.device import resolve_execution, state_device
+from encore.models.device import resolve_execution
 from encore.models.loading import load_model
 from encore.progress import clock, log
+from encore.session import (
+    EditingSession,
+    code_version,
+    evaluate_model,
+    load_covariances,
+    read_requests,
+    statistics_manifest,
+    write_evaluation,
+)
+
+__all__ = ["code_version", "load_covariances"]  # kept importable from here
 
 
-def code_version() -> dict:
-    """Package version and, inside a git checkout, the commit and whether the tree is dirty."""
-    version = {
-        "encore": encore.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
-    from encore.environment import summary as environment_summary
+def load_requests(
+    dataset: str, data_dir, cache_dir, order_sample: str, limit: int | None, records_files: list | None = None
+):
+    """Edit requests in the authors' order (filtered to the records available) and their provenance.
 
-    version["environment"] = environment_summary()
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        version.update(git_commit=commit, git_dirty=bool(dirty))
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return version
-
-
-def load_requests(dataset: str, data_dir, cache_dir, order_sample: str, limit: int | None):
-    """Edit requests in the authors' order (filtered to the records available) and their provenance."""
-    if dataset == "counterfact":
-        records_file = datasets.resolve_data_file("counterfact", data_dir, cache_dir)
-        order_file = datasets.resolve_data_file("counterfact_order", data_dir, cache_dir)
-        records = datasets.load_counterfact(records_file.path)
-    elif dataset == "zsre":
-        records_file = datasets.resolve_data_file("zsre", data_dir, cache_dir)
-        order_file = datasets.resolve_data_file("zsre_order", data_dir, cache_dir)
-        records = datasets.load_zsre(records_file.path)
-    else:
+    ``records_files`` (config key): JSON files read instead of the dataset's registered records file, each in any
+    schema of encore.record_formats (ROME or EasyEdit CounterFact, MEND or EasyEdit/KnowEdit zsRE; detected per
+    file). A relative path is looked up in the data directory (``data_dir`` or ENCORE_DATA_DIR), then in the working
+    directory. The authors' order applies when every record has its own case_id (both CounterFact schemas), or to
+    the full registered zsRE file; other records are edited in the files' order."""
+    if dataset not in ("counterfact", "zsre"):
         raise ValueError(f"unknown dataset {dataset!r} (known: counterfact, zsre)")
-    order = datasets.load_order(order_file.path, order_sample)
-    if dataset == "zsre" and records_file.source == "local":
+    if records_files:
+        records, files = _load_records_files(dataset, records_files, data_dir)
+        order_file = datasets.resolve_data_file(f"{dataset}_order", data_dir, cache_dir)
+        full_zsre = [f["git_blob_sha1"] for f in files] == [datasets.REGISTRY["zsre"].git_blob_sha1]
+        authors_order = all(f["own_case_ids"] for f in files) or full_zsre
+        source = {"records_files": [{k: v for k, v in f.items() if k != "own_case_ids"} for f in files]}
+    else:
+        records_file = datasets.resolve_data_file(dataset, data_dir, cache_dir)
+        order_file = datasets.resolve_data_file(f"{dataset}_order", data_dir, cache_dir)
+        load = datasets.load_counterfact if dataset == "counterfact" else datasets.load_zsre
+        records = load(records_file.path)
         # positions of the local zsRE subset in the full file are unknown: the authors' order cannot apply
+        authors_order = not (dataset == "zsre" and records_file.source == "local")
+        source = {"records_file": {"path": str(records_file.path), "sha256": records_file.sha256,
+                                   "source": records_file.source}}  # fmt: skip
+    order = datasets.load_order(order_file.path, order_sample)
+    if not authors_order:
         order = [record.case_id for record in records]
     ordered, skipped = datasets.order_records(records, order, limit)
     provenance = {
         "dataset": dataset,
-        "records_file": {"path": str(records_file.path), "sha256": records_file.sha256, "source": records_file.source},
+        **source,
         "order_file": {"path": str(order_file.path), "sha256": order_file.sha256, "sample": order_sample},
         "order_ids_not_available": skipped,
         "records_available": len(records),
     }
+    if records_files:
+        provenance["order"] = "authors" if authors_order else "file"
     return ordered, provenance
+
+
+def _records_path(name, data_dir) -> Path:
+    """A records file: absolute, or relative to the data directory (if set and there), else to the working one."""
+    path = Path(name)
+    directory = data_dir or os.environ.get("ENCORE_DATA_DIR")
+    if not path.is_absolute() and directory and (Path(directory) / path).is_file():
+        return Path(directory) / path
+    if not path.is_file():
+        where = f"{directory} or the working directory" if directory else "the working directory"
+        raise datasets.DataError(f"records_files: {name} not found (looked in {where}); give an existing JSON file")
+    return path
+
+
+def _load_records_files(dataset: str, names: list, data_dir) -> tuple[list, list[dict]]:
+    """Records of every file (case ids unique over all of them) and, per file, what the provenance records."""
+    records, files, first_file = [], [], {}
+    for name in names:
+        path = _records_path(name, data_dir)
+        loaded, info = record_formats.load_records(path, dataset, first_case_id=len(records))
+        for record in loaded:
+            if record.case_id in first_file:
+                raise datasets.DataError(
+                    f"records_files: case_id {record.case_id} is in {first_file[record.case_id]} and in {path}; "
+                    "give every record its own case_id"
+                )
+            first_file[record.case_id] = path
+        sha256, blob = datasets.file_digests(path)
+        files.append({**info, "sha256": sha256, "git_blob_sha1": blob})
+        for note in info["notes"]:
+            log(f"{path.name} ({info['schema']} schema): {note}")
+        records += loaded
+    return records, files
+
+
+def _records_description(provenance: dict) -> str:
+    if "records_files" in provenance:
+        return ", ".join(entry["path"] for entry in provenance["records_files"])
+    return provenance["records_file"]["path"]
 
 
 def check_methods(methods: list[str], hparams_dir) -> None:
@@ -104,38 +125,22 @@ def check_methods(methods: list[str], hparams_dir) -> None:
             )
 
 
-def check_edit_count(dataset: str, data_dir, cache_dir, order_sample: str, num_edits: int) -> int | None:
+def check_edit_count(
+    dataset: str, data_dir, cache_dir, order_sample: str, num_edits: int, records_files: list | None = None
+) -> int | None:
     """Requests available in the ordering; a clear error when ``num_edits`` exceeds them. Returns None (no
     check) when the data files would first have to be downloaded: the edit rule checks again."""
     keys = {"counterfact": ("counterfact", "counterfact_order"), "zsre": ("zsre", "zsre_order")}[dataset]
-    if not all(datasets.is_available(key, data_dir, cache_dir) for key in keys):
+    if not all(datasets.is_available(key, data_dir, cache_dir) for key in keys[1 if records_files else 0 :]):
         return None
-    records, provenance = load_requests(dataset, data_dir, cache_dir, order_sample, None)
+    records, provenance = load_requests(dataset, data_dir, cache_dir, order_sample, None, records_files)
     if num_edits > len(records):
         raise ValueError(
             f"num_edits: {num_edits} edits requested, but ordering {order_sample} of {dataset} has only {len(records)} "
-            f"requests among the {provenance['records_available']} records of {provenance['records_file']['path']}; "
+            f"requests among the {provenance['records_available']} records of {_records_description(provenance)}; "
             f"lower num_edits to at most {len(records)}"
         )
     return len(records)
-
-
-def load_covariances(
-    statistics_manifest: Path, layers: list[int], projector_threshold: float | None = None, device="cpu"
-):
-    """({layer: C0}, {layer: null-space projector} or None) from the statistics rule's manifest."""
-    manifest = json.loads(Path(statistics_manifest).read_text())
-    covariances, projectors = {}, {}
-    for layer in layers:
-        entry = manifest["layers"].get(str(layer))
-        if entry is None:
-            raise ValueError(f"{statistics_manifest}: no statistics for layer {layer}; rerun the statistics rule")
-        covariances[layer] = load_statistic(Path(entry["path"]), entry["key"])
-        if projector_threshold is not None:
-            projectors[layer] = load_or_compute_projector(
-                Path(entry["path"]), entry["key"], projector_threshold, device
-            )
-    return covariances, (projectors if projector_threshold is not None else None)
 
 
 def compute_statistics(
@@ -150,41 +155,7 @@ def compute_statistics(
     """C0 for every layer (cached, content-addressed) and a manifest pointing at the cache files."""
     run = resolve_execution(**(execution or {}))
     loaded = load_model(model_name, cache_dir=resources / "models", device=run.device, dtype=run.torch_dtype)
-    corpus = datasets.resolve_data_file("wikipedia", data_dir, resources / "data")
-    started = time.perf_counter()
-    paths = load_or_compute_statistics(
-        loaded.model,
-        loaded.tokenizer,
-        loaded.identity,
-        layers,
-        documents_loader=lambda: list(datasets.iter_corpus_texts(corpus.path)),
-        corpus_sha256=corpus.sha256,
-        n_samples=hparams.mom2_n_samples,
-        max_length=hparams.mom2_max_length,
-        cache_dir=resources / "statistics",
-        dtype=hparams.mom2_dtype,
-    )
-    manifest = {
-        "model": loaded.identity,
-        "corpus": {"path": str(corpus.path), "sha256": corpus.sha256, "source": corpus.source},
-        "layers": {
-            str(layer): {
-                "path": str(path),
-                "key": statistics_key(
-                    loaded.identity,
-                    layer,
-                    corpus.sha256,
-                    hparams.mom2_n_samples,
-                    hparams.mom2_max_length,
-                    hparams.mom2_dtype,
-                ),
-            }
-            for layer, path in paths.items()
-        },
-        "seconds": round(time.perf_counter() - started, 2),
-        "execution": run.describe(),
-        "code": code_version(),
-    }
+    manifest = statistics_manifest(loaded, layers, hparams, data_dir, resources, run)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -209,64 +180,35 @@ def run_edit_segment(
     output: Path,
     experiment: str,
     execution: dict | None = None,
+    records_files: list | None = None,
 ) -> Path:
     """Continue sequential editing from ``previous`` (or the unedited model) for ``n_batches`` batches."""
-    layers = sorted(hparams.layers)
     run_on = resolve_execution(**(execution or {}))
     loaded = load_model(model_name, cache_dir=resources / "models", device=run_on.device, dtype=run_on.torch_dtype)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    records, provenance = load_requests(dataset, data_dir, resources / "data", order_sample, num_edits)
+    records, provenance = load_requests(dataset, data_dir, resources / "data", order_sample, num_edits, records_files)
     if len(records) < num_edits:
         raise ValueError(
             f"only {len(records)} {dataset} requests are available but num_edits = {num_edits}; lower num_edits"
         )
-    editor = make_editor(hparams)
-    d_ff = read_weight(loaded.model, layers[0]).shape[1]
-    solves_on = state_device(run_on, d_ff, len(layers), editor.needs_projector)
-    norm_rows = []
-    if previous is None:
-        torch.manual_seed(seed)
-        templates = generate_context_templates(
-            model, tokenizer, seed, hparams.context_seed_words, hparams.context_template_length
+    statistics = json.loads(Path(statistics_manifest).read_text())
+    session = EditingSession.open(loaded, hparams, run_on, statistics, seed, previous)
+    state = session.state
+    if session.case_ids != [record.case_id for record in records[: state.edits_done]]:
+        raise ValueError(
+            f"{previous}: its edited case ids differ from the current edit order (data or order changed); "
+            "rerun from the first segment"
         )
-        state = EditorState.initial(templates, layers, d_ff, device=solves_on)
-        norm_rows += [
-            {"edits": 0, "batch": 0, "layer": layer, "frobenius_norm": float(read_weight(model, layer).double().norm())}
-            for layer in layers
-        ]
-    else:
-        snapshot = load_snapshot(
-            previous, expected_model=loaded.identity, expected_layers=layers, state_device=solves_on
-        )
-        apply_snapshot(model, snapshot)
-        state = snapshot.state
-        if snapshot.manifest["case_ids"] != [record.case_id for record in records[: state.edits_done]]:
-            raise ValueError(
-                f"{previous}: its edited case ids differ from the current edit order (data or order changed); "
-                "rerun from the first segment"
-            )
-    covariances, projectors = load_covariances(
-        statistics_manifest, layers, hparams.nullspace_threshold if editor.needs_projector else None, run_on.device
-    )
-    if solves_on != "cpu":  # resident on the GPU in float64 for the whole segment
-        covariances = {layer: c.to(solves_on, torch.float64) for layer, c in covariances.items()}
-        projectors = projectors and {layer: p.to(solves_on, torch.float64) for layer, p in projectors.items()}
-    log(f"{method}/{variant}: model on {run_on.device} ({run_on.dtype}), float64 solves on {solves_on}")
+    log(f"{method}/{variant}: model on {run_on.device} ({run_on.dtype}), float64 solves on {session.solves_on}")
 
-    ledger, started, first_edit = [], time.perf_counter(), state.edits_done
+    started, first_edit = time.perf_counter(), state.edits_done
     total_batches = -(-num_edits // batch_size)
     log(f"{method}/{variant}: segment of {n_batches} batches from edit {state.edits_done} of {num_edits}")
     for k in range(n_batches):
         batch = records[state.edits_done : state.edits_done + batch_size]
         if not batch:
             break
-        first_position, batch_index = state.edits_done, state.batches_done
-        result = edit_batch(model, tokenizer, batch, hparams, editor, state, covariances, projectors)
-        ledger += ledger_rows(batch, result, batch_index, first_position)
-        norm_rows += [
-            {"edits": state.edits_done, "batch": batch_index + 1, "layer": layer, "frobenius_norm": value}
-            for layer, value in result["norms"].items()
-        ]
+        batch_index = state.batches_done
+        result = session.edit(batch)
         per_edit = (time.perf_counter() - started) / (state.edits_done - first_edit)
         segment_left = min(first_edit + n_batches * batch_size, num_edits) - state.edits_done
         iterations = result["targets"].iterations
@@ -278,30 +220,9 @@ def run_edit_segment(
             + f"), ETA segment {clock(per_edit * segment_left)}, "
             f"run {clock(per_edit * (num_edits - state.edits_done))}"
         )
-
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    run = {"method": method, "variant": variant, "order": order_sample}
-    pd.DataFrame([{**run, **row} for row in ledger]).to_csv(output / "ledger.csv", index=False)
-    pd.DataFrame([{**run, **row} for row in norm_rows]).to_csv(output / "norms.csv", index=False)
-    manifest = {
-        "experiment": experiment,
-        "model": loaded.identity,
-        "model_name": model_name,
-        "method": method,
-        "variant": variant,
-        "hparams": hparams.as_dict(),
-        "seed": seed,
-        "batch_size": batch_size,
-        "data": provenance,
-        "case_ids": [record.case_id for record in records[: state.edits_done]],
-        "statistics": json.loads(Path(statistics_manifest).read_text())["layers"],
-        "execution": {**run_on.describe(), "solves": solves_on},
-        "code": code_version(),
-    }
-    return save_snapshot(
-        output, model, state, layers, manifest, extra_files=("ledger.csv", "norms.csv"), previous=previous
-    )
+    manifest = session.manifest(experiment=experiment, model_name=model_name, method=method, variant=variant,
+                                seed=seed, batch_size=batch_size, data=provenance)  # fmt: skip
+    return session.save(output, manifest, {"method": method, "variant": variant, "order": order_sample})
 
 
 def evaluate_snapshot(
@@ -320,11 +241,14 @@ def evaluate_snapshot(
     execution: dict | None = None,
     records_output: Path | None = None,
     downstream_output: Path | None = None,
-) -> pd.DataFrame:
+    records_files: list | None = None,
+):
     """All metrics of a snapshot (or of the unedited model when ``snapshot`` is None) from files alone.
-    Next to ``output`` a ``.provenance.json`` records where and with which code each part was computed, and
-    ``records_output`` (default: ``output`` with the suffix ``.records.csv``) the per-record editing scores and
-    ``downstream_output`` (default: the suffix ``.downstream.csv``) the per-item downstream predictions.
+    Next to ``output`` a ``.provenance.json`` records where and with which code each part was computed (and the
+    metrics the records cannot support, ``skipped_metrics``), ``records_output`` (default: ``output`` with the
+    suffix ``.records.csv``) the per-record editing scores and ``downstream_output`` (default: the suffix
+    ``.downstream.csv``) the per-item downstream predictions. A snapshot written by the API (encore.api) scores the
+    requests it stores; a pipeline snapshot those of its case ids in the data files.
 
     ``evaluation`` (config key): generation / downstream / analysis = "none" | "final" | "all" (at which
     snapshots; the unedited model counts as final), generation_records, downstream_tasks,
@@ -332,118 +256,41 @@ def evaluate_snapshot(
     fact edited so far) | "final" (earlier snapshots score the authors' seeded 20% of them); perplexity_tokens
     (0: none), perplexity_window: WikiText-2 test perplexity at every evaluation.
     """
-    from encore.evaluation import rows as ev
+    from encore.editing.snapshots import apply_snapshot, load_snapshot
 
     run_on = resolve_execution(**(execution or {}))
     loaded = load_model(model_name, cache_dir=resources / "models", device=run_on.device, dtype=run_on.torch_dtype)
     model, tokenizer = loaded.model, loaded.tokenizer
     if snapshot is None:
-        records, _ = load_requests(dataset, data_dir, resources / "data", order_sample, num_edits)
-        subset, final = "to-be-edited", True
+        records, _ = load_requests(dataset, data_dir, resources / "data", order_sample, num_edits, records_files)
+        final = True
         labels = {"method": "unedited", "variant": "unedited", "order": order_sample, "edits": 0}
     else:
         manifest = json.loads((Path(snapshot) / "manifest.json").read_text())
         restored = load_snapshot(snapshot, expected_model=loaded.identity, expected_layers=manifest["layers"])
         apply_snapshot(model, restored)
-        everything, _ = load_requests(
-            dataset, data_dir, resources / "data", manifest["data"]["order_file"]["sample"], None
-        )
-        by_id = {record.case_id: record for record in everything}
-        records = [by_id[case_id] for case_id in manifest["case_ids"]]
-        subset, final = "edited-so-far", manifest["edits_done"] == num_edits
+        records = read_requests(snapshot) if "requests.json" in manifest["files"] else None
+        if records is None:
+            sample = manifest["data"]["order_file"]["sample"]
+            everything, _ = load_requests(dataset, data_dir, resources / "data", sample, None, records_files)
+            by_id = {record.case_id: record for record in everything}
+            records = [by_id[case_id] for case_id in manifest["case_ids"]]
+        final = manifest["edits_done"] == num_edits
         labels = {
             "method": manifest["method"],
             "variant": manifest["variant"],
             "order": manifest["data"]["order_file"]["sample"],
             "edits": manifest["edits_done"],
         }
-
-    started = time.perf_counter()
-    wanted = {"all": True, "final": final, "none": False}
-    scored, scored_subset = records, subset
-    if snapshot is not None and not final and evaluation.get("edited_facts", "all") == "final":
-        scored, scored_subset = ev.authors_subset_of(records), "authors-20pct"  # before the last snapshot
-    record_frames, item_frames = [], []
-
-    def with_records(results, frames=record_frames):  # metric rows; the per-record/-item frame goes to its file
-        rows, frame = results
-        frames.append(frame)
-        return rows
-
-    parts = [
-        (
-            f"editing metrics on {len(scored)} {scored_subset} facts"
-            + (" (+ the authors' 20% subset)" if snapshot is not None and final else ""),
-            lambda: with_records(
-                ev.editing_results(
-                    model,
-                    tokenizer,
-                    dataset,
-                    scored,
-                    scored_subset,
-                    unedited=snapshot is None,
-                    authors_subset=snapshot is not None and final,
-                )
-            ),
-        )
-    ]
-    if evaluation.get("perplexity_tokens", 0):
-        parts.append(
-            ("perplexity", lambda: ev.perplexity_rows(model, tokenizer, data_dir, resources / "data", evaluation))
-        )
-    if wanted[evaluation.get("generation", "final")] and dataset == "counterfact":
-        parts.append(
-            (
-                "generation entropy",
-                lambda: with_records(
-                    ev.generation_results(model, tokenizer, records, subset, evaluation.get("generation_records"), seed)
-                ),
-            )
-        )
-    if wanted[evaluation.get("downstream", "final")]:
-        parts.append(
-            (
-                "downstream tasks",
-                lambda: with_records(ev.downstream_results(model, tokenizer, data_dir, evaluation), item_frames),
-            )
-        )
-    if wanted[evaluation.get("analysis", "all")]:
-        from encore.evaluation.analysis import analysis_rows
-
-        prompts = [r.rewrite_prompt for r in records[: evaluation.get("analysis_records", 100)]]
-        parts.append(
-            (
-                "norm and activation analyses",
-                lambda: analysis_rows(model, tokenizer, prompts, f"{dataset}-{subset}-rewrite-prompts"),
-            )
-        )
-    rows, seconds = [], {}
-    for number, (name, compute) in enumerate(parts, start=1):
-        log(f"evaluation part {number}/{len(parts)}: {name}")
-        part_started = time.perf_counter()
-        rows += compute()
-        seconds[name] = round(time.perf_counter() - part_started, 2)
-        log(f"evaluation part {number}/{len(parts)}: {name} done in {seconds[name]:.1f} s")
-    rows.append({"metric": "evaluation_seconds", "value": time.perf_counter() - started, "protocol": "timing"})
-    table = ev.to_frame(rows, experiment=experiment, model=model_name, dataset=dataset, **labels)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    result = evaluate_model(model, tokenizer, dataset=dataset, records=records, unedited=snapshot is None,
+                            final=final, evaluation=evaluation, data_dir=data_dir, resources=resources,
+                            seed=seed)  # fmt: skip
     provenance = {
         "snapshot": str(snapshot) if snapshot else None,
         "model": loaded.identity,
         "execution": run_on.describe(),
         "evaluation": evaluation,
-        "seconds": seconds,
-        "code": code_version(),
     }
-    Path(output).with_suffix(".provenance.json").write_text(json.dumps(provenance, indent=1))
-    records_table = ev.to_frame(
-        pd.concat(record_frames, ignore_index=True), experiment=experiment, model=model_name, dataset=dataset, **labels
-    )
-    ev.write_records(records_table, records_output or ev.records_path(output))
-    from encore.evaluation.downstream import ITEM_COLUMNS
-
-    items = pd.concat(item_frames, ignore_index=True) if item_frames else pd.DataFrame(columns=ITEM_COLUMNS)
-    items_table = ev.to_frame(items, experiment=experiment, model=model_name, dataset=dataset, **labels)
-    items_table.to_csv(downstream_output or ev.downstream_records_path(output), index=False)
-    table.to_csv(output, index=False)
-    return table
+    return write_evaluation(result, output, labels=labels, experiment=experiment, model_name=model_name,
+                            dataset=dataset, provenance=provenance, records_output=records_output,
+                            downstream_output=downstream_output)  # fmt: skip

@@ -10,12 +10,12 @@ PACKAGE = REPO / "encore"
 
 # Lowest first. A unit is a subpackage of encore or a top-level module (``encore`` itself: the root __init__).
 LAYERS = [
-    {"encore", "progress", "environment", "datasets"},  # foundations
+    {"encore", "progress", "environment", "datasets", "record_formats"},  # foundations
     {"models"},  # model I/O
     {"editing"},  # the statistics and edit rules
     {"evaluation"},  # the evaluate rule
     {"reporting"},  # the report rule
-    {"experiment", "plan", "benchmark", "gpu_check", "scale_check"},  # entry points
+    {"session", "experiment", "api", "plan", "benchmark", "gpu_check", "scale_check"},  # entry points
 ]
 LAYER_OF = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

@@ -142,4 +142,5 @@ for _order in ORDERS:
         Path(config["resources"]) / "data",
         _order,
         config["num_edits"],
+        config["records_files"],
     )

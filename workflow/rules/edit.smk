@@ -33,6 +33,7 @@ rule edit_segment:
         execution=EXECUTION,
         dataset=config["dataset"],
         data_dir=config["data_dir"],
+        records_files=config["records_files"],
         resources=config["resources"],
         order_sample=lambda wildcards: wildcards.order,
         num_edits=config["num_edits"],

@@ -30,6 +30,7 @@ def edit():
         output=Path(snakemake.output[0]).parent,
         experiment=params.experiment,
         execution=params.execution,
+        records_files=params.records_files,
     )
 
 

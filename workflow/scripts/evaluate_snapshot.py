@@ -22,4 +22,5 @@ evaluate_snapshot(
     num_edits=params.num_edits,
     seed=params.seed,
     execution=params.execution,
+    records_files=params.records_files,
 )
