@@ -13,6 +13,7 @@ import torch
 from encore.datasets import EditRecord
 from encore.models.architecture import architecture_of, block_output_tensor, down_proj_module
 from encore.models.hooks import StopForward, record_inputs, replay_blocks, stop_after
+from encore.models.precision import matmul_precision
 from encore.models.tokens import encode, fill_subject, pad_id, pad_right, subject_last_index
 
 
@@ -53,7 +54,8 @@ class _Chunks:
 
         handle = block.register_forward_pre_hook(hook, with_kwargs=True)
         try:
-            self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            with matmul_precision(self.model):
+                self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
         except StopForward:
             pass
         finally:
@@ -66,9 +68,10 @@ class _Chunks:
         rows = []
         for index, batch in enumerate(self.chunks):
             if self.inputs is None:
-                activations = read(batch)
+                with matmul_precision(self.model):
+                    activations = read(batch)
             else:
-                with replay_blocks(self.model, self.first - 1, self.inputs[index]):
+                with replay_blocks(self.model, self.first - 1, self.inputs[index]), matmul_precision(self.model):
                     activations = read(batch)
             position = self.positions[index].to(activations.device)
             rows.append(activations[torch.arange(len(position), device=activations.device), position])

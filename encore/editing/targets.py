@@ -26,6 +26,7 @@ import torch
 
 from encore.datasets import EditRecord
 from encore.editing.target_forward import FullSequences, PrefixReuse, TargetSequence
+from encore.models.precision import with_matmul_precision
 from encore.models.tokens import answer_token_ids, encode, fill_subject, pad_id, subject_last_index
 
 KL_PROMPT = "{} is a"
@@ -90,6 +91,7 @@ def _log_softmax_head(model, hidden: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1)
 
 
+@with_matmul_precision  # precision: bf16-mixed: bfloat16 matrix products, delta/loss/stops float32
 def optimise_targets(
     model, tokenizer, records: list[EditRecord], settings: TargetSettings, context_templates: list[list[str]]
 ) -> TargetResult:

@@ -24,6 +24,7 @@ import torch
 from scipy.stats import hmean
 
 from encore.models.architecture import ARCHITECTURES, num_layers
+from encore.models.precision import matmul_precision
 from encore.models.prefix_attention import KeyValueRecorder, PrefixKeyValues, attention_mask, grouped_query_sdpa
 from encore.models.tokens import answer_token_ids, encode, pad_id, pad_right
 from encore.progress import Progress
@@ -111,8 +112,11 @@ def mean_answer_token_score(model, tokenizer, prompts: list[str], answers: list[
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         scorer = _score_chunk if _supports_prefix_reuse(model) else _score_chunk_whole
-        pairs, hidden, labels = scorer(model, tokenizer, [prompt_ids[i] for i in chunk], [candidates[i] for i in chunk])
-        scores = token_score(hidden, labels)
+        with matmul_precision(model):  # precision: bf16-mixed: bfloat16 products, log-softmax and scores float32
+            pairs, hidden, labels = scorer(
+                model, tokenizer, [prompt_ids[i] for i in chunk], [candidates[i] for i in chunk]
+            )
+            scores = token_score(hidden, labels)
         owner = torch.repeat_interleave(torch.arange(len(pairs)), torch.tensor([len(ids) for _, ids in pairs]))
         sums = torch.zeros((len(pairs), *scores.shape[1:]), dtype=scores.dtype).index_add_(0, owner, scores.cpu())
         counts = torch.tensor([len(ids) for _, ids in pairs], dtype=scores.dtype).view(-1, *([1] * (scores.dim() - 1)))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from encore.evaluation.metrics import _log_probs
+from encore.models.precision import with_matmul_precision
 from encore.models.tokens import answer_token_ids, encode, pad_id
 
 
@@ -150,6 +151,7 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 @torch.no_grad()
+@with_matmul_precision  # precision: bf16-mixed: bfloat16 matrix products, log-softmax float32
 def score_with_shared_prefix(
     model,
     tokenizer,

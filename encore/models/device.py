@@ -2,8 +2,10 @@
 
 device: auto (CUDA when available, else the CPU) | cpu | cuda | cuda:N. dtype: float32 (the reference's
 precision, the default) | bfloat16 | float16. tf32: let float32 matmuls use TF32 tensor cores (faster on
-Ampere and newer, ~1e-3 relative error per product; off by default). The editors' closed-form solves always
-run in float64, on the GPU when C0, S_P (and AlphaEdit's projector) fit in its free memory, else on the CPU.
+Ampere and newer, ~1e-3 relative error per product; off by default). precision: fp32 (the default) | bf16-mixed
+(bfloat16 matrix products in a float32 model where the hardware has them; encore.models.precision). The editors'
+closed-form solves always run in float64, on the GPU when C0, S_P (and AlphaEdit's projector) fit in its free memory,
+else on the CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from encore.models.precision import check_precision, set_precision
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -20,6 +24,7 @@ class Execution:
     device: str  # resolved: "cpu" or "cuda:N"
     dtype: str
     tf32: bool = False
+    precision: str = "fp32"  # fp32 | bf16-mixed (encore.models.precision)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -33,6 +38,8 @@ class Execution:
         """What a result records about where it was computed."""
         record = {"device": self.device, "dtype": self.dtype, "tf32": self.tf32, "torch": torch.__version__,
                   "cpu_threads": torch.get_num_threads()}  # fmt: skip
+        if self.precision != "fp32":  # fp32 records stay as they were
+            record["precision"] = self.precision
         if self.is_cuda:
             record.update(
                 gpu_name=torch.cuda.get_device_name(self.device),
@@ -42,8 +49,11 @@ class Execution:
         return record
 
 
-def resolve_execution(device: str = "auto", dtype: str = "float32", tf32: bool = False) -> Execution:
-    """Check the settings against this machine and apply ``tf32``; one-line errors name the config key."""
+def resolve_execution(
+    device: str = "auto", dtype: str = "float32", tf32: bool = False, precision: str = "fp32"
+) -> Execution:
+    """Check the settings against this machine and apply ``tf32`` and ``precision`` (process-wide); one-line errors
+    name the config key."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     if device == "auto":
@@ -64,7 +74,9 @@ def resolve_execution(device: str = "auto", dtype: str = "float32", tf32: bool =
         raise ValueError(f"device: {device!r} is not auto, cpu, cuda or cuda:N")
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    return Execution(device=device, dtype=dtype, tf32=tf32)
+    check_precision(precision, device, dtype)
+    set_precision(precision)
+    return Execution(device=device, dtype=dtype, tf32=tf32, precision=precision)
 
 
 def state_fits(d_ff: int, n_layers: int, with_projector: bool, free_bytes: float, share: float = 0.5) -> bool:

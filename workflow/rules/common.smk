@@ -22,6 +22,7 @@ EXECUTION = {
     "device": config["device"],
     "dtype": config["dtype"],
     "tf32": config["tf32"],
+    "precision": config["precision"],
 }
 # Memory and run time of each step from the experiment plan (encore.plan), sized for the GPU named by
 # plan_gpu unless the models run on the CPU. Raised with each retry.
