@@ -9,6 +9,14 @@
 
 Solves are the same in all three. The same-result check prints the largest relative difference of the
 targets z (per request) and of the weight update Delta between the paths.
+
+    python -m encore.benchmark --compare-precision --edits 100 [--variant mpes_nc]
+
+runs the default path (batched + prefix reuse) in fp32 and in bf16-mixed (encore.models.precision) on the same
+batch instead: seconds per edit of each phase side by side with their ratio, the same-result check (z, Delta,
+equal stop iterations, p(target) at the stop), a profile of each (a few target-optimisation iterations: where the
+time goes) and its distance from the floor of this machine (the profile's matrix-product FLOPs at the measured
+peak GEMM rate of that precision; encore.precision_benchmark).
 """
 
 from __future__ import annotations
@@ -66,8 +74,36 @@ def main(argv=None) -> None:
     parser.add_argument("--resources", default="resources")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--compare-precision", action="store_true", help="fp32 vs bf16-mixed on the default path")
+    parser.add_argument("--profile-steps", type=int, default=3, help="target iterations profiled per precision")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    setting = prepare(args)
+    if args.compare_precision:
+        from encore.precision_benchmark import compare_precisions
+
+        compare_precisions(setting, args.profile_steps)
+    else:
+        compare_paths(setting, args.skip_per_request)
+
+
+@dataclasses.dataclass
+class Setting:
+    """One batch and everything its edit needs, shared by the compared paths."""
+
+    model: object
+    tokenizer: object
+    hparams: Hyperparameters
+    records: list
+    templates: list
+    covariances: dict
+    projectors: dict | None
+    device: str
+    threads: int
+
+
+def prepare(args) -> Setting:
+    """Model, the batch (the first ``--edits`` requests of CounterFact order 0), context templates, C0 (cached)."""
     resources = Path(args.resources)
 
     hparams = Hyperparameters.from_yaml(
@@ -80,13 +116,12 @@ def main(argv=None) -> None:
     templates = generate_context_templates(
         model, tokenizer, 0, hparams.context_seed_words, hparams.context_template_length
     )
-    settings = hparams.target_settings()
-    layers = sorted(hparams.layers)
-    n = len(records)
     print(
-        f"model {args.model}, {args.method}/{args.variant}, one batch of {n} CounterFact edits, {args.threads} threads",
+        f"model {args.model}, {args.method}/{args.variant}, one batch of {len(records)} CounterFact edits, "
+        f"{args.threads} threads",
         flush=True,
     )
+    layers = sorted(hparams.layers)
 
     corpus = datasets.resolve_data_file("wikipedia", args.data_dir, resources / "data")
     paths = load_or_compute_statistics(
@@ -134,9 +169,21 @@ def main(argv=None) -> None:
             for layer in layers
         }
 
+    return Setting(
+        model, tokenizer, hparams, records, templates, covariances, projectors, execution.device, args.threads
+    )
+
+
+def compare_paths(setting: Setting, skip_per_request: bool) -> None:
+    """Per-request vs batched vs batched + prefix reuse (see the module docstring)."""
+    model, tokenizer, hparams, records, templates = (
+        setting.model, setting.tokenizer, setting.hparams, setting.records, setting.templates
+    )  # fmt: skip
+    covariances, projectors = setting.covariances, setting.projectors
+    settings, layers, n = hparams.target_settings(), sorted(hparams.layers), len(setting.records)
     rows = {}
     whole_settings = dataclasses.replace(settings, prefix_reuse=False)
-    if not args.skip_per_request:
+    if not skip_per_request:
         singles, seconds = _timed(
             lambda: [optimise_targets(model, tokenizer, [r], whole_settings, templates) for r in records]
         )
@@ -155,7 +202,7 @@ def main(argv=None) -> None:
     original = {layer: read_weight(model, layer).clone() for layer in layers}
     deltas = {}
     for name in ("batched", "batched + prefix reuse"):
-        state = EditorState.initial(templates, layers, original[layers[0]].shape[1], device=execution.device)
+        state = EditorState.initial(templates, layers, original[layers[0]].shape[1], device=setting.device)
         timings = edit_batch(
             model,
             tokenizer,

@@ -2,7 +2,9 @@
 
 A randomly initialised model of the shape (no download: built from a config; timing does not depend on the
 weights' values) edits one batch of CounterFact requests with MEMIT and ENCORE; each phase is timed (targets,
-keys, solves), with peak GPU memory and a short evaluation (CounterFact scoring of the edited facts). First, a
+keys, solves), with peak GPU memory and a short evaluation (CounterFact scoring of the edited facts), in fp32 and,
+where the device has bfloat16 (``--precisions auto``: a CUDA GPU with native bf16), again in bf16-mixed
+(encore.models.precision) with its targets, stops and Delta compared to fp32's (key ``bf16-mixed``). First, a
 tiny float64 Llama edits the same batch on the CPU and on the device: targets z, stops, keys and Delta must agree
 to float tolerance (as tests/models/test_device.py asserts where a GPU is present).
 
@@ -35,6 +37,7 @@ from encore.editing.hparams import Hyperparameters
 from encore.editing.sequential import EditorState, edit_batch
 from encore.models.architecture import read_weight, write_weight
 from encore.models.device import resolve_execution, state_device
+from encore.models.precision import PRECISIONS, bf16_missing, check_precision, precision_scope
 
 # Shapes of the paper's models (their Hugging Face configs) and a tiny one for the CPU; hparams: the file whose
 # layers, steps and lambdas the batch uses.
@@ -135,32 +138,65 @@ def time_paper_shape(args, tokenizer, records, documents, execution) -> dict:
     state_on = state_device(execution, d_ff, len(layers), with_projector=False)
     report["solves_on"] = state_on
 
-    for variant in ("plain", "mpes_nc"):
-        hparams = hparams_of(variant)
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(execution.device)
-        started = time.perf_counter()
-        out = _edit_once(model, tokenizer, records, templates, hparams, covariances, state_on)
-        if cuda:
-            torch.cuda.synchronize()
-        wall = time.perf_counter() - started
-        iterations = out["targets"].iterations
-        report[variant] = {
-            **{phase: round(seconds, 3) for phase, seconds in out["timings"].items()},
-            "total_s": round(wall, 3),
-            "s_per_edit": round(wall / len(records), 4),
-            "mean_iterations": sum(iterations) / len(iterations),
-            "peak_gpu_gib": _peak_gib(execution.device),
-        }
-        print(f"  {variant}: {json.dumps(report[variant])}", flush=True)
+    fp32_outputs = {}
+    for precision in precisions(args.precisions, execution.device, execution.dtype):
+        part = report if precision == "fp32" else report.setdefault(precision, {})
+        for variant in ("plain", "mpes_nc"):
+            hparams = hparams_of(variant)
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats(execution.device)
+            started = time.perf_counter()
+            with precision_scope(precision):
+                out = _edit_once(model, tokenizer, records, templates, hparams, covariances, state_on)
+            if cuda:
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - started
+            iterations = out["targets"].iterations
+            part[variant] = {
+                **{phase: round(seconds, 3) for phase, seconds in out["timings"].items()},
+                "total_s": round(wall, 3),
+                "s_per_edit": round(wall / len(records), 4),
+                "mean_iterations": sum(iterations) / len(iterations),
+                "peak_gpu_gib": _peak_gib(execution.device),
+            }
+            if precision == "fp32":
+                fp32_outputs[variant] = out
+            elif variant in fp32_outputs:
+                part[variant]["vs_fp32"] = agreement(out, fp32_outputs[variant], layers)
+            print(f"  {precision} {variant}: {json.dumps(part[variant])}", flush=True)
 
-    evaluated = records[: args.evaluate]
-    started = time.perf_counter()
-    counterfact_record_scores(model, tokenizer, evaluated)
-    report["evaluation"] = {"s": time.perf_counter() - started, "records": len(evaluated),
-                            "peak_gpu_gib": _peak_gib(execution.device)}  # fmt: skip
+        evaluated = records[: args.evaluate]
+        started = time.perf_counter()
+        with precision_scope(precision):
+            counterfact_record_scores(model, tokenizer, evaluated)
+        part["evaluation"] = {"s": time.perf_counter() - started, "records": len(evaluated),
+                              "peak_gpu_gib": _peak_gib(execution.device)}  # fmt: skip
     return report
+
+
+def precisions(choice: str, device: str, dtype: str = "float32") -> list[str]:
+    """``auto``: fp32, plus bf16-mixed for a float32 model on a CUDA GPU with native bfloat16; else the
+    comma-separated list (checked)."""
+    if choice == "auto":
+        extra = dtype == "float32" and device.startswith("cuda") and bf16_missing(device) is None
+        return ["fp32", "bf16-mixed"] if extra else ["fp32"]
+    chosen = [name.strip() for name in choice.split(",") if name.strip()]
+    for name in chosen:
+        if name not in PRECISIONS:
+            raise ValueError(f"--precisions: {name!r} is not one of auto, {', '.join(PRECISIONS)}")
+        check_precision(name, device, dtype)
+    return sorted(chosen, key=PRECISIONS.index)  # fp32 first: bf16-mixed is compared to it
+
+
+def agreement(out: dict, reference: dict, layers: list[int]) -> dict:
+    """bf16-mixed against fp32 on the same batch: z per request (max, median), Delta of all layers, equal stops."""
+    z = (out["targets"].z - reference["targets"].z).double().norm(dim=1) / reference["targets"].z.double().norm(dim=1)
+    delta = torch.cat([(out["deltas"][layer] - reference["deltas"][layer]).flatten().double() for layer in layers])
+    base = torch.cat([reference["deltas"][layer].flatten().double() for layer in layers])
+    pairs = list(zip(out["targets"].iterations, reference["targets"].iterations))
+    return {"z_max": float(z.max()), "z_median": float(z.median()), "delta": float(delta.norm() / base.norm()),
+            "equal_iterations": sum(a == b for a, b in pairs), "requests": len(pairs)}  # fmt: skip
 
 
 def load_assets(assets: Path):
@@ -240,6 +276,8 @@ def main(argv=None) -> None:
     check.add_argument("--device", default="auto")
     check.add_argument("--dtype", default="float32")
     check.add_argument("--tf32", action="store_true")
+    check.add_argument("--precisions", default="auto", help="auto (fp32, + bf16-mixed on a CUDA GPU with bf16) or "
+                       "a list: fp32,bf16-mixed")  # fmt: skip
     check.add_argument("--edits", type=int, default=100)
     check.add_argument("--steps", type=int, default=None, help="target optimisation steps (default: the hparams')")
     check.add_argument("--documents", type=int, default=100, help="corpus documents for C0")

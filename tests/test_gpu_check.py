@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from conftest import data_dir
 
@@ -57,3 +58,37 @@ def test_built_shapes_have_the_paper_models_widths():
     assert (config.hidden_size, config.intermediate_size, config.num_key_value_heads) == (4096, 14336, 8)
     assert config.vocab_size == 128256 and config.num_hidden_layers == 1
     assert model.model.layers[0].mlp.down_proj.weight.shape == (4096, 14336)
+
+
+def test_check_runs_both_precisions_and_compares_bf16_to_fp32(tmp_path, bos_tokenizer, monkeypatch):
+    """With bf16-mixed the report repeats each phase in that precision and says how far it lands from fp32."""
+    from encore.models import precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)  # the arithmetic runs on any CPU; speed aside
+    assets = _prepare(tmp_path, bos_tokenizer, monkeypatch, edits=4, documents=30)
+    out = tmp_path / "report.json"
+    gpu_check.main(["run", "--assets", str(assets), "--shape", "tiny", "--device", "cpu", "--edits", "4",
+                    "--steps", "3", "--documents", "30", "--max-length", "64", "--evaluate", "4",
+                    "--precisions", "bf16-mixed,fp32", "--out", str(out)])  # fmt: skip
+    report = json.loads(out.read_text())
+    mixed = report["bf16-mixed"]
+    for variant in ("plain", "mpes_nc"):
+        assert report[variant]["targets_s"] > 0 and "vs_fp32" not in report[variant]
+        phases = mixed[variant]
+        assert phases["targets_s"] > 0 and phases["keys_s"] > 0 and 1 <= phases["mean_iterations"] <= 3
+        versus = phases["vs_fp32"]
+        assert 0 < versus["z_median"] <= versus["z_max"] < 0.5 and 0 < versus["delta"] < 1  # bf16 active, near
+        assert versus["requests"] == 4 and 0 <= versus["equal_iterations"] <= 4
+    assert mixed["evaluation"]["records"] == 4 and precision.get_precision() == "fp32"
+
+
+def test_precision_choice_auto_adds_bf16_only_on_a_cuda_gpu_and_names_bad_values(monkeypatch):
+    from encore.models import precision
+
+    assert gpu_check.precisions("auto", "cpu") == ["fp32"]
+    monkeypatch.setattr(precision, "bf16_missing", lambda device: None)
+    monkeypatch.setattr(gpu_check, "bf16_missing", lambda device: None)
+    assert gpu_check.precisions("auto", "cuda:0") == ["fp32", "bf16-mixed"]
+    assert gpu_check.precisions("auto", "cuda:0", "bfloat16") == ["fp32"]
+    with pytest.raises(ValueError, match=r"^--precisions: 'bf16' is not one of auto, fp32, bf16-mixed$"):
+        gpu_check.precisions("fp32,bf16", "cpu")

@@ -15,7 +15,8 @@ LAYERS = [
     {"editing"},  # the statistics and edit rules
     {"evaluation"},  # the evaluate rule
     {"reporting"},  # the report rule
-    {"session", "experiment", "api", "plan", "benchmark", "gpu_check", "scale_check"},  # entry points
+    {"session", "experiment", "api", "plan", "benchmark", "gpu_check", "scale_check"}
+    | {"precision_benchmark", "precision_fidelity"},  # entry points
 ]
 LAYER_OF = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 
