@@ -4,7 +4,8 @@ Both precisions edit the same batch from the same weights on the default path (b
 per edit of each phase (targets, keys, solves) and their ratio; the same-result check (z and Delta relative to
 fp32, requests whose stop iteration and reason are equal, p(target) at the stop); then, per precision, a profile
 of ``profile_steps`` target-optimisation iterations (every request runs them all: MPES and the loss stop are off)
-split into matrix products, attention, casts, log-softmax and the rest, and its floor on this machine:
+split into matrix products, attention, casts, log-softmax and the rest (torch.profiler), and its floor on this
+machine:
 
     floor = matrix-product FLOPs of the profiled run / peak GEMM rate of that precision,
 
@@ -94,24 +95,34 @@ def _category(name: str) -> str:
 
 
 def profile_targets(setting, precision: str, steps: int) -> dict:
-    """Seconds per category of ``steps`` target-optimisation iterations (no early stop) and their matmul FLOPs."""
+    """Seconds per category of ``steps`` target-optimisation iterations (no early stop), and the matrix-product FLOPs
+    of the same run counted separately (torch.utils.flop_counter: the profiler's own FLOP count records every
+    op's shapes: +3 GB for 20 requests x 3 iterations on SmolLM2)."""
     from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
 
     cuda = setting.device.startswith("cuda")
     settings = dataclasses.replace(setting.hparams.target_settings(), steps=steps, mpes=None, loss_stop=-1.0)
+
+    def run():
+        optimise_targets(setting.model, setting.tokenizer, setting.records, settings, setting.templates)
+
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with precision_scope(precision), profile(activities=activities, with_flops=True) as profiler:
+    with precision_scope(precision), profile(activities=activities) as profiler:
         _sync(setting.device)
         started = time.perf_counter()
-        optimise_targets(setting.model, setting.tokenizer, setting.records, settings, setting.templates)
+        run()
         _sync(setting.device)
         wall = time.perf_counter() - started
-    seconds, flops = defaultdict(float), 0
+    seconds = defaultdict(float)
     for event in profiler.key_averages():
         own = event.self_device_time_total if cuda else event.self_cpu_time_total
         seconds[_category(event.key)] += own / 1e6
-        if event.key in MATMULS:
-            flops += event.flops or 0
+    counter = FlopCounterMode(display=False)
+    with precision_scope(precision), counter:
+        run()
+    counts = counter.get_flop_counts().get("Global", {})
+    flops = sum(value for op, value in counts.items() if str(op).replace(".", "::", 1) in MATMULS)
     return {"wall_s": wall, "seconds": dict(seconds), "matmul_flops": flops}
 
 
