@@ -117,7 +117,7 @@ def prepare(args) -> Setting:
         model, tokenizer, 0, hparams.context_seed_words, hparams.context_template_length
     )
     print(
-        f"model {args.model}, {args.method}/{args.variant}, one batch of {len(records)} CounterFact edits, "
+        f"model {args.model}, {args.method}/{args.variant}, {len(records)} CounterFact edits (order 0), "
         f"{args.threads} threads",
         flush=True,
     )
