@@ -125,7 +125,7 @@ _RECOLLECT = "delete it and rerun snakemake to collect the results again"
 def summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, dataset, method, variant, edits): ES, PS, NS, S on the facts edited so far (the
     unedited model: the facts to be edited; a snapshot scored only on the authors' 20% of them: those, and
-    ``facts`` says so), GE x100, p_new and the average downstream F1 x100."""
+    ``facts`` says so), GE x100, WikiText-2 perplexity, p_new and the average downstream F1 x100."""
     wanted = metrics["metric"].isin(EDITING_METRICS + ["n_records", "p_new"])
     main = metrics[metrics["protocol"].str.match(MAIN_PROTOCOL) & wanted].assign(facts="all")
     keys = ["model", "dataset", "method", "variant", "order", "edits"]
@@ -134,7 +134,7 @@ def summary(metrics: pd.DataFrame) -> pd.DataFrame:
         have = set(map(tuple, main[keys].astype(str).values))
         sampled = sampled[[tuple(row) not in have for row in sampled[keys].astype(str).values]]
         main = pd.concat([main, sampled])
-    extra = metrics[metrics["metric"].isin(["GE", "p_true_known", "n_known"])]
+    extra = metrics[metrics["metric"].isin(["GE", "perplexity", "p_true_known", "n_known"])]
     for prefix, column in DOWNSTREAM_COLUMNS.items():
         rows = metrics[(metrics["metric"] == "average.f1") & metrics["protocol"].str.startswith(prefix)].copy()
         rows["metric"] = column
@@ -144,7 +144,16 @@ def summary(metrics: pd.DataFrame) -> pd.DataFrame:
     table = table.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
     columns = [
         c
-        for c in ["n_records", *EDITING_METRICS, "GE", *DOWNSTREAM_COLUMNS.values(), "p_new", "p_true_known", "n_known"]
+        for c in [
+            "n_records",
+            *EDITING_METRICS,
+            "GE",
+            "perplexity",
+            *DOWNSTREAM_COLUMNS.values(),
+            "p_new",
+            "p_true_known",
+            "n_known",
+        ]
         if c in table.columns
     ]
     table = table[keys + columns]
@@ -401,6 +410,26 @@ COUNTERFACT_TABLES = [
 ]
 
 
+REGULARISER_RUNS = [("memit", "plain"), ("memit", "mpes_nc"), ("memit_rect", "plain"), ("memit_prune", "plain")]
+
+
+def regularisers_table(final: pd.DataFrame, model: str, write: _Writer, index: Index) -> None:
+    """Table 4 layout for the lifelong-editing regularisers beside MEMIT and ENCORE (not in the paper: RECT, Gu et
+    al. 2024; PRUNE, Ma et al. 2025), with the perplexity; written when a RECT or PRUNE run exists."""
+    name = "table04b_regularisers"
+    if not final["method"].isin(["memit_rect", "memit_prune"]).any():
+        index.missing.append((name, "needs a memit_rect or memit_prune run"))
+        return
+    frame, missing = _run_rows(
+        final, REGULARISER_RUNS, ["ES", "PS", "NS", "S", "GE", "perplexity"], lambda *_: None, model
+    )
+    caption = (
+        "Table 4 layout, lifelong-editing regularisers: MEMIT, ENCORE, MEMIT+RECT and MEMIT+PRUNE (CounterFact, last "
+        "snapshot; perplexity: WikiText-2 test; no paper values, the paper has no RECT or PRUNE runs)."
+    )
+    write(name, frame, missing, caption, "memit, memit/mpes_nc, memit_rect, memit_prune")
+
+
 def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
     """Tables 1-5 and 12-14 from the collected results, 6-11 from the hyperparameters used."""
     metrics = pd.read_csv(results / "metrics.csv")
@@ -424,6 +453,7 @@ def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
         for name, runs, caption, lookup in COUNTERFACT_TABLES:
             frame, missing = _run_rows(final, runs, ["ES", "PS", "NS", "S", "GE"], lookup, model)
             write(name, frame, missing, caption, "methods and variants in the config")
+        regularisers_table(final, model, write, index)
         index.missing.append(("table12-14_zsre", "needs an experiment with dataset: zsre"))
     else:
         frame, missing = _run_rows(
