@@ -54,7 +54,7 @@ demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15  # the 15 slowest tests, to keep the run near 15 minutes
 
 # The real-Slurm test alone (tests/test_slurm.py; README "Cluster"): as root it installs Slurm with apt-get when
 # missing, starts a one-node cluster in a temporary folder and runs a small experiment through profiles/slurm.
