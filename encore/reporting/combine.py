@@ -2,7 +2,7 @@
 published study), cut at a common number of edits.
 
     python -m encore.reporting.combine docs/results/lifelong-cpu results/lifelong-cpu-rect-prune/collected \\
-        --up-to 1000 --out docs/results/rect-prune-cpu
+        --up-to 500 --out docs/results/rect-prune-cpu
 
 A source is a published directory (its ``data/``) or a ``collected/`` directory. The data files are
 concatenated, each cut at ``--up-to`` edits (snapshots, norms, ledger rows and records after it dropped), and
