@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from encore.reporting.publish import DATA_FILES, regenerate
+from encore.reporting.publish import DATA_FILES, OPTIONAL_DATA_FILES, regenerate
 
 SHARED_SETTINGS = ("model", "batch_size", "seed", "mom2_n_samples", "order")
 RUN = ["method", "variant", "order"]
@@ -79,8 +79,9 @@ def combine(sources, out: Path, up_to: int | None = None, title: str | None = No
         for name in DATA_FILES:
             if (directory / name).exists():
                 frames[name].append((directory, _cut(pd.read_csv(directory / name), name, up_to)))
-            elif name not in ("records.csv", "downstream_records.csv"):
-                raise CombineError(f"{directory / name}: missing; a source needs {', '.join(DATA_FILES[:4])}")
+            elif name not in OPTIONAL_DATA_FILES:
+                required = [file for file in DATA_FILES if file not in OPTIONAL_DATA_FILES]
+                raise CombineError(f"{directory / name}: missing; a source needs {', '.join(required)}")
     _check_settings(frames["runs.csv"])
     only_some = _check_runs_and_protocols(frames["metrics.csv"])
     data = Path(out) / "data"
