@@ -10,7 +10,7 @@ ifneq ($(strip $(DATA_DIR)),)
 export ENCORE_DATA_DIR := $(DATA_DIR)
 endif
 
-.PHONY: setup demo test lint format dryrun lock gpu-check-assets clean-results
+.PHONY: setup demo test lint format dryrun lock gpu-check-assets clean-results study study-status study-collect
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,3 +93,20 @@ gpu-check-assets: setup
 
 clean-results:
 	rm -rf results logs .snakemake
+
+# A long study (tools/study.py, docs/studies.md) in STUDY_DIR, outside this checkout: the first `make study` pins this
+# checkout's HEAD, clones it there with its own venv and starts the lanes in the background; run it again after any
+# interruption to resume. study-status: where every run stands; study-collect: CSVs and pages into docs/results/.
+STUDY ?= lifelong-cpu
+STUDY_DIR ?=
+study: setup
+	@test -n "$(STUDY_DIR)" || { echo "make study: give STUDY_DIR=<a directory outside the checkout>"; exit 2; }
+	$(BIN)/python tools/study.py start --dir $(STUDY_DIR) --study $(STUDY)
+
+study-status: setup
+	@test -n "$(STUDY_DIR)" || { echo "make study-status: give STUDY_DIR=<the study directory>"; exit 2; }
+	$(BIN)/python tools/study.py status --dir $(STUDY_DIR)
+
+study-collect: setup
+	@test -n "$(STUDY_DIR)" || { echo "make study-collect: give STUDY_DIR=<the study directory>"; exit 2; }
+	$(BIN)/python tools/study.py collect --dir $(STUDY_DIR)

@@ -143,6 +143,12 @@ def check_edit_count(
     return len(records)
 
 
+def snapshot_edits(num_edits: int, batch_size: int, snapshot_every: int) -> list[int]:
+    """Edit counts at which a run writes a snapshot: every ``snapshot_every`` batches, and at the end."""
+    step = batch_size * snapshot_every
+    return list(range(step, num_edits, step)) + [num_edits]
+
+
 def compute_statistics(
     model_name: str,
     layers: list[int],
@@ -215,6 +221,7 @@ def run_edit_segment(
         log(
             f"batch {k + 1} of {n_batches} in this segment ({batch_index + 1} of {total_batches} in the run): "
             f"{state.edits_done}/{num_edits} edits, mean iterations {sum(iterations) / len(iterations):.1f}, "
+            f"post-update efficacy {100 * sum(row['post_success'] for row in session.ledger[-len(batch) :]) / len(batch):.0f}%, "
             f"{per_edit:.2f} s/edit ("
             + ", ".join(f"{name} {value:.1f} s" for name, value in result["timings"].items())
             + f"), ETA segment {clock(per_edit * segment_left)}, "

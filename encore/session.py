@@ -37,9 +37,11 @@ from encore.editing.editors import Editor, make_editor
 from encore.editing.hparams import Hyperparameters
 from encore.editing.sequential import EditorState, edit_batch, ledger_rows
 from encore.editing.snapshots import SnapshotError, apply_snapshot, load_snapshot, save_snapshot
+from encore.evaluation.efficacy import post_update_efficacy
 from encore.models.architecture import read_weight
 from encore.models.device import Execution, state_device
 from encore.models.loading import LoadedModel
+from encore.models.precision import precision_scope
 from encore.progress import log
 from encore.record_formats import missing_metrics
 
@@ -199,13 +201,19 @@ class EditingSession:
         return session
 
     def edit(self, batch: list[EditRecord]) -> dict:
-        """Apply one batch of edits in place; its ledger and norm rows are kept for the next ``save``."""
+        """Apply one batch of edits in place, then score the batch's own facts right after the update
+        (post-update efficacy, encore.evaluation.efficacy); its ledger and norm rows are kept for the next ``save``."""
         first_position, batch_index = self.state.edits_done, self.state.batches_done
         result = edit_batch(
             self.loaded.model, self.loaded.tokenizer, batch, self.hparams, self.editor, self.state,
             self.covariances, self.projectors,
         )  # fmt: skip
-        self.ledger += ledger_rows(batch, result, batch_index, first_position)
+        started = time.perf_counter()
+        with precision_scope(self.execution.scoring):  # scored as the evaluations score (no RNG, weights untouched)
+            efficacy = post_update_efficacy(self.loaded.model, self.loaded.tokenizer, batch)
+        result["timings"]["efficacy_s"] = time.perf_counter() - started
+        rows = ledger_rows(batch, result, batch_index, first_position)
+        self.ledger += [{**row, **scores} for row, scores in zip(rows, efficacy)]
         self.norm_rows += [
             {"edits": self.state.edits_done, "batch": batch_index + 1, "layer": layer, "frobenius_norm": value}
             for layer, value in result["norms"].items()

@@ -20,7 +20,7 @@ from encore import api, experiment
 from encore.datasets import DataError
 from encore.editing.hparams import Hyperparameters
 
-TIMINGS = ["targets_s", "keys_s", "solve_s"]
+TIMINGS = ["targets_s", "keys_s", "solve_s", "efficacy_s"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The Snakemake workflow: lint, config validation, an end-to-end run on a tiny local model, and a
 killed run that resumes to bitwise-identical weights."""
 
+import json
 import os
 import re
 import signal
@@ -71,7 +72,8 @@ def tiny_model(tmp_path_factory):
 @pytest.mark.slow
 def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
     model_dir, resources = tiny_model
-    args = make_workdir(tmp_path, model_dir, resources, variants=["plain", "mpes_nc"])
+    precision = {"edit": "bf16-mixed", "score": "fp32"}  # edit jobs in one precision, scoring in the other
+    args = make_workdir(tmp_path, model_dir, resources, variants=["plain", "mpes_nc"], precision=precision)
     snakemake(*args)
     results = tmp_path / "results" / "tiny"
     table = pd.read_csv(results / "tables" / "editing_metrics.csv")
@@ -149,6 +151,16 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
     assert list(ledger["position"]) == [4, 5]
     encore = pd.read_csv(results / "memit" / "mpes_nc" / "order0" / "snapshots" / "edits_00006" / "ledger.csv")
     assert set(encore["stop_reason"]) <= {"mpes", "loss", "budget"}
+    # post-update efficacy of each batch in the ledger; each phase's precision in every manifest and in runs.csv
+    assert set(ledger["post_success"]) <= {0.0, 1.0} and ledger["post_p_new"].between(0, 1).all()
+    manifest = json.loads((snapshots / "edits_00006" / "manifest.json").read_text())
+    assert (manifest["execution"]["precision"], manifest["execution"]["score_precision"]) == ("bf16-mixed", "fp32")
+    provenance = json.loads(
+        (results / "memit" / "plain" / "order0" / "metrics" / "edits_00006.provenance.json").read_text()
+    )
+    assert "precision" not in provenance["execution"]  # scored in fp32
+    runs = pd.read_csv(results / "collected" / "runs.csv")
+    assert set(runs["edit_precision"]) == {"bf16-mixed"} and set(runs["score_precision"]) == {"fp32"}
     again = snakemake(*args, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
     snakemake(*args, "--report", str(tmp_path / "report.html"))

@@ -3,7 +3,9 @@
 device: auto (CUDA when available, else the CPU) | cpu | cuda | cuda:N. dtype: float32 (the reference's
 precision, the default) | bfloat16 | float16. tf32: let float32 matmuls use TF32 tensor cores (faster on
 Ampere and newer, ~1e-3 relative error per product; off by default). precision: fp32 (the default) | bf16-mixed
-(bfloat16 matrix products in a float32 model where the hardware has them; encore.models.precision). The editors'
+(bfloat16 matrix products in a float32 model where the hardware has them; encore.models.precision), one value for
+both phases or a mapping ``{edit: ..., score: ...}``: editing (targets, keys) and scoring (answers, downstream tasks,
+and the post-update efficacy an edit job measures) each in their own precision (``phase_precisions``). The editors'
 closed-form solves always run in float64, on the GPU when C0, S_P (and AlphaEdit's projector) fit in its free memory,
 else on the CPU.
 """
@@ -24,7 +26,13 @@ class Execution:
     device: str  # resolved: "cpu" or "cuda:N"
     dtype: str
     tf32: bool = False
-    precision: str = "fp32"  # fp32 | bf16-mixed (encore.models.precision)
+    precision: str = "fp32"  # fp32 | bf16-mixed (encore.models.precision): the job's own model products
+    score_precision: str | None = None  # answer scoring inside an edit job (post-update efficacy); None: precision
+
+    @property
+    def scoring(self) -> str:
+        """The precision in which this job scores answers."""
+        return self.score_precision or self.precision
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -40,6 +48,8 @@ class Execution:
                   "cpu_threads": torch.get_num_threads()}  # fmt: skip
         if self.precision != "fp32":  # fp32 records stay as they were
             record["precision"] = self.precision
+        if self.scoring != self.precision:
+            record["score_precision"] = self.scoring
         if self.is_cuda:
             record.update(
                 gpu_name=torch.cuda.get_device_name(self.device),
@@ -49,11 +59,27 @@ class Execution:
         return record
 
 
+def phase_precisions(precision: str | dict) -> tuple[str, str]:
+    """(editing, scoring) precision from the config key ``precision``: one value for both, or ``{edit:, score:}``
+    (a missing phase is fp32). Every job of an experiment edits in the first and scores in the second."""
+    if isinstance(precision, str):
+        return precision, precision
+    unknown = sorted(set(precision) - {"edit", "score"})
+    if unknown:
+        raise ValueError(f"precision: unknown phase(s) {unknown}; give a value or a mapping with edit and score")
+    return precision.get("edit", "fp32"), precision.get("score", "fp32")
+
+
 def resolve_execution(
-    device: str = "auto", dtype: str = "float32", tf32: bool = False, precision: str = "fp32"
+    device: str = "auto",
+    dtype: str = "float32",
+    tf32: bool = False,
+    precision: str = "fp32",
+    score_precision: str | None = None,
 ) -> Execution:
-    """Check the settings against this machine and apply ``tf32`` and ``precision`` (process-wide); one-line errors
-    name the config key."""
+    """Check the settings against this machine and apply ``tf32`` and ``precision`` (process-wide; the job's model
+    products) after checking ``score_precision`` too (the answer scoring inside an edit job, applied where it
+    scores); one-line errors name the config key."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     if device == "auto":
@@ -75,8 +101,10 @@ def resolve_execution(
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     check_precision(precision, device, dtype)
+    if score_precision is not None:
+        check_precision(score_precision, device, dtype)
     set_precision(precision)
-    return Execution(device=device, dtype=dtype, tf32=tf32, precision=precision)
+    return Execution(device=device, dtype=dtype, tf32=tf32, precision=precision, score_precision=score_precision)
 
 
 def state_fits(d_ff: int, n_layers: int, with_projector: bool, free_bytes: float, share: float = 0.5) -> bool:

@@ -7,7 +7,7 @@ published study), cut at a common number of edits.
 A source is a published directory (its ``data/``) or a ``collected/`` directory. The data files are
 concatenated, each cut at ``--up-to`` edits (snapshots, norms, ledger rows and records after it dropped), and
 the tables and figures rebuilt from them (``publish.regenerate``). Refused, with the key and the files named:
-sources that differ in model, dataset, batch size, seed, C0 sample count or edit ordering; a run in two sources;
+sources that differ in model, dataset, batch size, seed, C0 sample count, edit ordering or scoring precision; a run in two sources;
 a snapshot count scored in both under different editing-metric protocols. Metrics that only some sources have
 (e.g. perplexity, added later) are kept and listed, never filled in.
 """
@@ -21,7 +21,8 @@ import pandas as pd
 
 from encore.reporting.publish import DATA_FILES, OPTIONAL_DATA_FILES, regenerate
 
-SHARED_SETTINGS = ("model", "batch_size", "seed", "mom2_n_samples", "order")
+SHARED_SETTINGS = ("model", "batch_size", "seed", "mom2_n_samples", "order", "score_precision")
+DEFAULTS = {"score_precision": "fp32"}  # runs.csv written before the key existed: every run was scored in fp32
 RUN = ["method", "variant", "order"]
 
 
@@ -43,6 +44,8 @@ def _cut(frame: pd.DataFrame, name: str, up_to: int | None) -> pd.DataFrame:
 
 def _check_settings(runs: list[tuple[Path, pd.DataFrame]]) -> None:
     for key in SHARED_SETTINGS:
+        if key in DEFAULTS:
+            runs = [(path, frame if key in frame else frame.assign(**{key: DEFAULTS[key]})) for path, frame in runs]
         values = {str(v) for _, frame in runs if key in frame for v in frame[key].unique()}
         if len(values) > 1:
             where = "; ".join(f"{path}: {sorted(map(str, frame[key].unique()))}" for path, frame in runs)

@@ -48,6 +48,7 @@ def collect(
     checked against its manifest first."""
     from encore.editing.snapshots import _read_manifest
 
+    scored_in = score_precisions(metric_files)  # before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in manifest_files:
@@ -66,6 +67,7 @@ def collect(
         manifest = json.loads(Path(path).read_text())
         key = (manifest["method"], manifest["variant"], manifest["data"]["order_file"]["sample"])
         if key not in runs or manifest["edits_done"] > runs[key]["edits"]:
+            execution = manifest.get("execution", {})
             hp = manifest["hparams"]
             runs[key] = {
                 "method": key[0],
@@ -90,12 +92,58 @@ def collect(
                 "mom2_n_samples": hp["mom2_n_samples"],
                 "seed": manifest["seed"],
                 "batch_size": manifest["batch_size"],
+                "edit_precision": execution.get("precision", "fp32"),
+                "score_precision": scored_in,
                 "code": json.dumps(manifest.get("code")),
             }
     pd.DataFrame(list(runs.values())).to_csv(out_dir / "runs.csv", index=False)
     names = COLLECTED + tuple(name for name in OPTIONAL_COLLECTED if (out_dir / name).exists())
     checksums = {name: _sha256(out_dir / name) for name in names}
     (out_dir / CHECKSUMS).write_text(json.dumps(checksums, indent=1) + "\n")
+
+
+def completed_results(results: Path) -> dict[str, list[Path]]:
+    """``collect``'s inputs from what an experiment has finished so far (a study in progress): every snapshot whose
+    manifest is written (a snapshot's last file) and every evaluation whose metrics CSV is written (an evaluation's
+    last file), the unedited model's included. Keys: metrics, norms, ledgers, manifests, records, downstream."""
+    results = Path(results)
+    manifests = sorted(results.glob("*/*/order*/snapshots/edits_*/manifest.json"))
+    metrics = sorted(results.glob("*/*/order*/metrics/edits_*[0-9].csv")) + sorted(
+        results.glob("unedited/order*/metrics.csv")
+    )
+    return {
+        "metrics": metrics,
+        "norms": [path.with_name("norms.csv") for path in manifests],
+        "ledgers": [path.with_name("ledger.csv") for path in manifests],
+        "manifests": manifests,
+        "records": [path.with_suffix(".records.csv") for path in metrics],
+        "downstream": [path.with_suffix(".downstream.csv") for path in metrics],
+    }
+
+
+def score_precision(metrics_file: Path) -> str:
+    """The precision an evaluation scored in, from the ``.provenance.json`` beside its metrics CSV (fp32 where the
+    record predates the setting or is absent)."""
+    provenance = Path(metrics_file).with_suffix(".provenance.json")
+    if not provenance.exists():
+        return "fp32"
+    return json.loads(provenance.read_text()).get("execution", {}).get("precision", "fp32")
+
+
+def score_precisions(metric_files) -> str:
+    """The one precision every evaluation of a collection scored in; a one-line error naming two files that
+    differ, since runs scored in different precisions are never compared (docs/precision.md)."""
+    first = {}
+    for path in metric_files:
+        precision = score_precision(path)
+        first.setdefault(precision, path)
+        if len(first) > 1:
+            (a, file_a), (b, file_b) = list(first.items())[:2]
+            raise ValueError(
+                f"{file_b}: scored in {b} but {file_a} in {a}; runs scored in different precisions are not compared: "
+                "re-evaluate them with one scoring precision (config key precision: {edit: ..., score: ...})"
+            )
+    return next(iter(first), "fp32")
 
 
 def _sha256(path: Path) -> str:

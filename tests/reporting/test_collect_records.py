@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import encore.reporting.publish as publish_module
-from encore.reporting.report import CHECKSUMS, collect, verify_collected
+from encore.reporting.report import CHECKSUMS, collect, completed_results, score_precisions, verify_collected
 
 
 def _evaluation_files(root, edits, es):
@@ -86,3 +86,44 @@ def test_publish_copies_the_records_when_collected(tmp_path, monkeypatch):
     monkeypatch.setattr(publish_module, "regenerate", lambda out, title=None: [])
     publish_module.publish(out, tmp_path / "published")
     assert (tmp_path / "published" / "data" / "records.csv").read_bytes() == (out / "records.csv").read_bytes()
+
+
+def _provenance(metrics_file, precision):
+    execution = {"device": "cpu"} if precision is None else {"device": "cpu", "precision": precision}
+    metrics_file.with_suffix(".provenance.json").write_text(json.dumps({"execution": execution}))
+
+
+def test_collect_refuses_evaluations_scored_in_different_precisions(tmp_path):
+    tmp_path.joinpath("in").mkdir()
+    first = _evaluation_files(tmp_path / "in", 2, [1.0, 0.0])
+    second = _evaluation_files(tmp_path / "in", 4, [1.0, 1.0, 0.0, 1.0])
+    _provenance(first[0], None)  # written before the key existed: fp32
+    _provenance(second[0], "fp32")
+    assert score_precisions([first[0], second[0]]) == "fp32"
+    _provenance(second[0], "bf16-mixed")
+    with pytest.raises(ValueError, match=r"edits_00004\.csv: scored in bf16-mixed but .*edits_00002\.csv in fp32"):
+        collect([first[0], second[0]], [], [], [], tmp_path / "collected")
+
+
+def test_completed_results_takes_finished_snapshots_and_evaluations_only(tmp_path):
+    run = tmp_path / "memit" / "plain" / "order0"
+    for edits, written in ((500, True), (1000, False)):  # the second snapshot and its evaluation are in progress
+        snapshot = run / "snapshots" / f"edits_{edits:05d}"
+        snapshot.mkdir(parents=True)
+        (snapshot / "ledger.csv").write_text("x\n")
+        (run / "metrics").mkdir(exist_ok=True)
+        (run / "metrics" / f"edits_{edits:05d}.records.csv").write_text("x\n")
+        if written:
+            (snapshot / "manifest.json").write_text("{}")
+            (run / "metrics" / f"edits_{edits:05d}.csv").write_text("x\n")
+    (tmp_path / "unedited" / "order0").mkdir(parents=True)
+    (tmp_path / "unedited" / "order0" / "metrics.csv").write_text("x\n")
+    files = completed_results(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in files["manifests"]] == [
+        "memit/plain/order0/snapshots/edits_00500/manifest.json"
+    ]
+    assert [p.relative_to(tmp_path).as_posix() for p in files["metrics"]] == [
+        "memit/plain/order0/metrics/edits_00500.csv",
+        "unedited/order0/metrics.csv",
+    ]
+    assert files["records"][0].name == "edits_00500.records.csv" and files["ledgers"][0].name == "ledger.csv"

@@ -8,7 +8,7 @@ import pytest
 
 from encore.reporting.combine import CombineError, combine
 
-STUDY = Path(__file__).resolve().parents[2] / "docs" / "results" / "lifelong-cpu" / "data"
+STUDY = Path(__file__).resolve().parents[2] / "docs" / "results" / "lifelong-cpu-fp32" / "data"
 FILES = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv")
 
 
@@ -83,3 +83,12 @@ def test_the_regulariser_table_has_rect_and_prune_beside_memit_and_encore_and_is
         "table04b_regularisers: needs a memit_rect or memit_prune run"
         in (tmp_path / "without" / "index.md").read_text()
     )
+
+
+def test_sources_scored_in_different_precisions_are_refused_and_a_source_without_the_key_is_fp32(tmp_path):
+    a, b = _split(tmp_path)
+    pd.read_csv(b / "runs.csv").assign(score_precision="fp32").to_csv(b / "runs.csv", index=False)
+    combine([a, b], tmp_path / "same")  # a has no score_precision column: scored in fp32, as b
+    pd.read_csv(b / "runs.csv").assign(score_precision="bf16-mixed").to_csv(b / "runs.csv", index=False)
+    with pytest.raises(CombineError, match="runs.csv key 'score_precision' differs"):
+        combine([a, b], tmp_path / "out")

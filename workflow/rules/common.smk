@@ -4,7 +4,8 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from encore.editing.hparams import Hyperparameters
-from encore.experiment import check_edit_count, check_methods
+from encore.experiment import check_edit_count, check_methods, snapshot_edits
+from encore.models.device import phase_precisions
 from encore.plan import rule_resources
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -17,13 +18,24 @@ ORDERS = (
     if isinstance(config["order_sample"], list)
     else [config["order_sample"]]
 )
-# where and in which precision models run (encore.models.device; checked by each job on its own machine)
+# where and in which precision models run (encore.models.device; checked by each job on its own machine): edit jobs
+# in the editing precision (their post-update efficacy in the scoring one), evaluate jobs in the scoring precision
+# (score_precision only where it differs, so that one precision for both keeps the params of earlier results)
+EDIT_PRECISION, SCORE_PRECISION = phase_precisions(config["precision"])
+_WHERE = {"device": config["device"], "dtype": config["dtype"], "tf32": config["tf32"]}
 EXECUTION = {
-    "device": config["device"],
-    "dtype": config["dtype"],
-    "tf32": config["tf32"],
-    "precision": config["precision"],
+    **_WHERE,
+    "precision": EDIT_PRECISION,
+}  # statistics (C0 is float32 in every precision)
+EDIT_EXECUTION = {
+    **EXECUTION,
+    **(
+        {"score_precision": SCORE_PRECISION}
+        if SCORE_PRECISION != EDIT_PRECISION
+        else {}
+    ),
 }
+SCORE_EXECUTION = {**_WHERE, "precision": SCORE_PRECISION}
 # Memory and run time of each step from the experiment plan (encore.plan), sized for the GPU named by
 # plan_gpu unless the models run on the CPU. Raised with each retry.
 PLANNED = rule_resources(
@@ -65,8 +77,9 @@ def hparams_for(wildcards):
 
 def segment_ends():
     """Edit counts at which a snapshot is written: every snapshot_every batches and at the end."""
-    step = config["batch_size"] * config["snapshot_every"]
-    ends = list(range(step, config["num_edits"], step)) + [config["num_edits"]]
+    ends = snapshot_edits(
+        config["num_edits"], config["batch_size"], config["snapshot_every"]
+    )
     return [f"{end:05d}" for end in ends]
 
 

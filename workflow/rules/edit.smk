@@ -30,7 +30,7 @@ rule edit_segment:
         gpu_mem_mb=PLANNED["edit_segment"]["gpu_mem_mb"],
     params:
         model=config["model"],
-        execution=EXECUTION,
+        execution=EDIT_EXECUTION,
         dataset=config["dataset"],
         data_dir=config["data_dir"],
         records_files=config["records_files"],

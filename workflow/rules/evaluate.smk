@@ -22,7 +22,7 @@ rule evaluate_unedited:
         gpu_mem_mb=PLANNED["evaluate_unedited"]["gpu_mem_mb"],
     params:
         model=config["model"],
-        execution=EXECUTION,
+        execution=SCORE_EXECUTION,
         dataset=config["dataset"],
         data_dir=config["data_dir"],
         records_files=config["records_files"],
@@ -56,7 +56,7 @@ rule evaluate_snapshot:
         gpu_mem_mb=PLANNED["evaluate_snapshot"]["gpu_mem_mb"],
     params:
         model=config["model"],
-        execution=EXECUTION,
+        execution=SCORE_EXECUTION,
         dataset=config["dataset"],
         data_dir=config["data_dir"],
         records_files=config["records_files"],

@@ -1,0 +1,101 @@
+"""tools/study.py, the long-study runner: where each run stands and the time left come from the files a study has
+written; a recomputed snapshot must equal the published one (or the study stops publishing); the pinned commit and
+the checkout's place are enforced."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+
+spec = importlib.util.spec_from_file_location("study_tool", REPO / "tools" / "study.py")
+study_tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(study_tool)
+
+
+@pytest.fixture
+def study(tmp_path):
+    """A study directory whose checkout holds the configs (no clone, no venv: its python is this one)."""
+    checkout = tmp_path / "study" / "checkout"
+    (checkout / "configs" / "studies").mkdir(parents=True)
+    shutil.copy(REPO / "config.yaml", checkout / "config.yaml")
+    (checkout / "configs" / "x.yaml").write_text(yaml.safe_dump(
+        {"experiment": "x", "num_edits": 1000, "batch_size": 100, "snapshot_every": 5, "order_sample": "0"}))  # fmt: skip
+    (checkout / "configs" / "studies" / "x.yaml").write_text(yaml.safe_dump(
+        {"config": "configs/x.yaml", "publish": "docs/results/x",
+         "lanes": [["memit/plain", "memit/nc"], ["memit/mpes_nc", "unedited"]]}))  # fmt: skip
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    python = checkout / ".venv" / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    state = {"study_file": "configs/studies/x.yaml", "commit": "0" * 40, "data_dir": None}
+    (tmp_path / "study" / "study.json").write_text(json.dumps(state))
+    return study_tool.Study(tmp_path / "study")
+
+
+def write_snapshot(study, run, edits, edit_seconds, evaluate_seconds=None):
+    base = study.checkout / "results" / "x" / run / "order0"
+    (base / "snapshots" / f"edits_{edits:05d}").mkdir(parents=True)
+    (base / "snapshots" / f"edits_{edits:05d}" / "manifest.json").write_text("{}")
+    bench = study.checkout / "benchmarks" / "x" / run / "order0"
+    bench.mkdir(parents=True, exist_ok=True)
+    (bench / f"edit_{edits:05d}.tsv").write_text(f"s\th:m:s\n{edit_seconds}\t0:00:00\n")
+    if evaluate_seconds is not None:
+        (base / "metrics").mkdir(exist_ok=True)
+        (base / "metrics" / f"edits_{edits:05d}.csv").write_text("x\n")
+        (bench / f"evaluate_{edits:05d}.tsv").write_text(f"s\th:m:s\n{evaluate_seconds}\t0:00:00\n")
+
+
+def test_status_counts_what_each_run_reached_and_estimates_the_time_left_from_measured_rates(study):
+    write_snapshot(study, "memit/plain", 500, edit_seconds=1000, evaluate_seconds=100)
+    assert study.targets("memit/plain") == ["results/x/memit/plain/order0/metrics/edits_00500.csv",
+                                            "results/x/memit/plain/order0/metrics/edits_01000.csv"]  # fmt: skip
+    plain = study_tool.run_status(study, "memit/plain")
+    assert (plain["edits"], plain["of"], plain["evaluated"], plain["snapshots"]) == (500, 1000, 1, 2)
+    assert plain["s_per_edit"] == 2.0 and plain["left_seconds"] == 500 * 2.0 + 1 * 100
+    lines = study_tool.status_table(study)
+    row = {line.split(" | ")[1]: line for line in lines[2:]}
+    assert "| 500 / 1,000 | 1 / 2 | 2.00 | 100 | 0.3 h | 0.3 h |" in row["memit/plain"]
+    # memit/nc has not started: estimated from the measured run of its kind (no MPES): 1000 x 2 s + 2 x 100 s
+    assert row["memit/nc"].endswith("| 0.6 h |")
+    assert lines[4].endswith("| 0.9 h |")  # lane 0 in all: 1100 s + 2200 s
+    # nothing measured with MPES yet: ENCORE's time left is unknown, and so is its lane's
+    assert row["memit/mpes_nc"].endswith("| ? |") and lines[-1].endswith("| ? |")
+
+
+def _published(directory, iterations, precision=None):
+    directory.mkdir(parents=True)
+    ledger = pd.DataFrame({"method": "memit", "variant": "plain", "order": 0, "case_id": [7, 8], "position": [0, 1],
+                           "iterations": iterations, "targets_s": [1.0, 2.0]})  # fmt: skip
+    ledger.to_csv(directory / "ledger.csv", index=False)
+    runs = pd.DataFrame({"method": ["memit"], "variant": ["plain"]})
+    if precision:
+        runs["edit_precision"] = precision
+    runs.to_csv(directory / "runs.csv", index=False)
+
+
+def test_a_recomputed_snapshot_must_equal_the_published_one(tmp_path):
+    _published(tmp_path / "ours", [20, 11], "bf16-mixed")
+    _published(tmp_path / "same", [20, 11], "bf16-mixed")
+    lines = study_tool.check_against_published(tmp_path / "ours", tmp_path / "same")
+    assert lines == ["memit/plain/0: 2 edits recomputed; ledger equal to the published one"]
+    _published(tmp_path / "changed", [20, 12], "bf16-mixed")
+    with pytest.raises(study_tool.StudyError, match="memit/plain/0: the recomputed ledger differs"):
+        study_tool.check_against_published(tmp_path / "ours", tmp_path / "changed")
+    _published(tmp_path / "fp32", [20, 12])  # published before precisions were recorded: fp32, not comparable
+    assert study_tool.check_against_published(tmp_path / "ours", tmp_path / "fp32") == []
+
+
+def test_a_study_keeps_its_pinned_commit_and_lives_outside_the_checkout(study):
+    with pytest.raises(study_tool.StudyError, match="pinned to 0000000000"):
+        study_tool.prepare(study, "configs/studies/x.yaml", "HEAD", None)
+    with pytest.raises(SystemExit, match="inside the checkout"):
+        study_tool.main(["start", "--dir", str(REPO / "some-study")])
+    with pytest.raises(SystemExit, match="no study here"):
+        study_tool.main(["status", "--dir", str(study.dir / "elsewhere")])

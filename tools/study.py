@@ -1,0 +1,442 @@
+"""A study longer than any session: its own checkout of one pinned commit, its own venv, lanes that resume.
+
+    make study STUDY=lifelong-cpu STUDY_DIR=/work/studies/lifelong-cpu          # first use: pin, check out, set up,
+                                                                                  # start; later: resume
+    make study-status STUDY_DIR=...                                               # where every run stands
+    make study-collect STUDY_DIR=...                                              # CSVs + pages into docs/results/
+    python tools/study.py pause|resume|stop --dir DIR                             # SIGSTOP / SIGCONT / SIGTERM
+
+A study is a file in configs/studies/ (the experiment config, the lanes, where it is published). On first use
+``start`` pins a commit (``--commit``, default HEAD of this checkout), clones it into ``DIR/checkout`` and installs
+its venv there from its locks; every later ``start`` checks that the checkout still is that commit, so changes to
+the main checkout never touch a running study. The runner (a background process group, logging to ``DIR/logs``)
+computes the statistics (both cores), then runs the lanes side by side, one thread per job: each lane runs its runs
+in order, one Snakemake call per run, whose targets are every snapshot's evaluation. Run ``start`` again after any
+interruption: Snakemake redoes only the incomplete segment and skips what is done. ``collect`` gathers every
+complete snapshot and evaluation (``encore.reporting.report.completed_results``) with the study's code, checks the
+snapshots the published data also hold against them (the runs are deterministic: a study started again must
+reproduce what was committed), then publishes with this checkout's reporting code and writes progress.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = "study.json"
+TIMING_COLUMNS = ("targets_s", "keys_s", "solve_s", "efficacy_s")
+
+
+class StudyError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------- the study
+class Study:
+    """A study directory: its pinned commit, checkout, venv, plan (lanes) and results."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory).resolve()
+        self.state_file = self.dir / STATE
+        self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else None
+
+    @property
+    def checkout(self) -> Path:
+        return self.dir / "checkout"
+
+    @property
+    def python(self) -> Path:
+        return self.checkout / ".venv" / "bin" / "python"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    def plan(self) -> dict:
+        """The study file (as pinned: read from the study's checkout), with its experiment config merged over
+        config.yaml (the keys the runner needs)."""
+        plan = yaml.safe_load((self.checkout / self.state["study_file"]).read_text())
+        config = yaml.safe_load((self.checkout / "config.yaml").read_text())
+        config.update(yaml.safe_load((self.checkout / plan["config"]).read_text()))
+        return {**plan, "experiment": config}
+
+    @property
+    def results(self) -> Path:
+        return self.checkout / "results" / self.plan()["experiment"]["experiment"]
+
+    def snakemake_args(self, cores: int) -> list[str]:
+        plan = self.plan()
+        overrides = [f"resources={self.dir / 'resources'}"]
+        if self.state.get("data_dir"):
+            overrides.append(f"data_dir={self.state['data_dir']}")
+        return [str(self.checkout / ".venv" / "bin" / "snakemake"), "--nolock", "--cores", str(cores),
+                "--configfile", plan["config"], "--config", *overrides, "--"]  # fmt: skip
+
+    def orders(self) -> list[str]:
+        orders = self.plan()["experiment"]["order_sample"]
+        return orders if isinstance(orders, list) else [orders]
+
+    @functools.cache  # noqa: B019 (one Study per command)
+    def snapshot_edits(self) -> list[int]:
+        """The experiment's snapshot edit counts, from the study's own code (encore.experiment.snapshot_edits)."""
+        config = self.plan()["experiment"]
+        code = ("import json, sys; from encore.experiment import snapshot_edits; "
+                "print(json.dumps(snapshot_edits(*map(int, sys.argv[1:]))))")  # fmt: skip
+        arguments = [str(config[key]) for key in ("num_edits", "batch_size", "snapshot_every")]
+        output = subprocess.run([str(self.python), "-c", code, *arguments], capture_output=True, text=True,
+                                check=True, cwd=self.checkout).stdout  # fmt: skip
+        return json.loads(output)
+
+    def targets(self, run: str) -> list[str]:
+        """Every evaluation of ``run`` (method/variant, or unedited): Snakemake makes the snapshots they need."""
+        results = Path("results") / self.plan()["experiment"]["experiment"]
+        if run == "unedited":
+            return [str(results / "unedited" / f"order{order}" / "metrics.csv") for order in self.orders()]
+        return [str(results / run / f"order{order}" / "metrics" / f"edits_{edits:05d}.csv")
+                for order in self.orders() for edits in self.snapshot_edits()]  # fmt: skip
+
+    def statistics_targets(self) -> list[str]:
+        results = Path("results") / self.plan()["experiment"]["experiment"]
+        methods = sorted({run.split("/")[0] for lane in self.plan()["lanes"] for run in lane if run != "unedited"})
+        return [str(results / "statistics" / f"{method}.json") for method in methods]
+
+
+# ------------------------------------------------------------------------------------------------- set-up, pin
+def run_command(command: list[str], **kwargs) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if done.returncode:
+        raise StudyError(f"{' '.join(map(str, command))} failed: {(done.stderr or done.stdout).strip()[-400:]}")
+    return done.stdout.strip()
+
+
+def prepare(study: Study, study_file: str, commit: str | None, data_dir: str | None) -> None:
+    """Pin (first use), check out and set up the study's own copy of the code; refuse another commit later."""
+    wanted = run_command(["git", "rev-parse", commit or "HEAD"], cwd=REPO)
+    if study.state is None:
+        study.dir.mkdir(parents=True, exist_ok=True)
+        study.state = {"study_file": study_file, "commit": wanted, "data_dir": data_dir,
+                       "created": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
+        study.state_file.write_text(json.dumps(study.state, indent=1) + "\n")
+        print(f"study {study.dir}: pinned commit {wanted}")
+    elif commit is not None and wanted != study.state["commit"]:
+        raise StudyError(f"{study.state_file}: pinned to {study.state['commit']}, not {wanted}; "
+                         "a study runs one commit (start a new study directory for another)")  # fmt: skip
+    elif study.state["study_file"] != study_file:
+        raise StudyError(f"{study.state_file}: runs {study.state['study_file']}, not {study_file}")
+    pinned = study.state["commit"]
+    if not (study.checkout / ".git").exists():
+        run_command(["git", "clone", "--quiet", "--no-checkout", str(REPO), str(study.checkout)])
+        run_command(["git", "checkout", "--quiet", pinned], cwd=study.checkout)
+    head = run_command(["git", "rev-parse", "HEAD"], cwd=study.checkout)
+    if head != pinned:
+        raise StudyError(f"{study.checkout}: at {head}, but the study is pinned to {pinned}; restore it with "
+                         f"git -C {study.checkout} checkout {pinned}")  # fmt: skip
+    if not (study.checkout / ".venv" / ".installed").exists():
+        print(f"setting up {study.checkout}/.venv from its locks")
+        run_command(["make", "-C", str(study.checkout), "setup"])
+
+
+# ------------------------------------------------------------------------------------------------- the runner
+def runner_pid(study: Study) -> int | None:
+    """PID of the study's runner (the leader of its process group) when it is alive."""
+    path = study.dir / "runner.pid"
+    if not path.exists():
+        return None
+    pid = int(path.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def start(study: Study) -> None:
+    pid = runner_pid(study)
+    if pid is not None:
+        print(f"the study's runner is already running (process group {pid}); `status` says where it stands")
+        return
+    study.logs.mkdir(parents=True, exist_ok=True)
+    runner = study.checkout / "tools" / "study.py"  # the pinned runner
+    with open(study.logs / "runner.log", "a") as log:
+        process = subprocess.Popen([str(study.python), str(runner), "_run", "--dir", str(study.dir)],
+                                   cwd=study.checkout, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+    (study.dir / "runner.pid").write_text(f"{process.pid}\n")
+    print(f"started the runner (process group {process.pid}); logs in {study.logs}")
+
+
+def stamp(text: str) -> str:
+    return f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {text}"
+
+
+def run_lanes(study: Study) -> None:
+    """The runner: statistics on both cores, then every lane in its own thread (one Snakemake call per run)."""
+    plan = study.plan()
+    print(stamp(f"runner {os.getpid()} at commit {study.state['commit']}"), flush=True)
+    lanes_file = study.dir / "lanes.json"
+    lanes = {str(i): {"runs": lane, "current": None, "done": [], "failed": []} for i, lane in enumerate(plan["lanes"])}
+    lock = threading.Lock()
+
+    def save():
+        with lock:
+            lanes_file.write_text(json.dumps(lanes, indent=1) + "\n")
+
+    save()
+    with open(study.logs / "statistics.log", "a") as log:
+        code = subprocess.call([*study.snakemake_args(2), *study.statistics_targets()], cwd=study.checkout,
+                               stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    if code:
+        print(stamp(f"statistics failed (exit {code}); see {study.logs / 'statistics.log'}"), flush=True)
+        return
+
+    def lane(index: str) -> None:
+        state = lanes[index]
+        for run in state["runs"]:
+            state["current"] = run
+            save()
+            print(stamp(f"lane {index}: {run} starts"), flush=True)
+            with open(study.logs / f"lane-{index}.log", "a") as log:
+                log.write(stamp(f"{run}\n"))
+                log.flush()
+                code = subprocess.call([*study.snakemake_args(1), *study.targets(run)], cwd=study.checkout,
+                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            (state["done"] if code == 0 else state["failed"]).append(run)
+            print(stamp(f"lane {index}: {run} {'done' if code == 0 else f'failed (exit {code})'}"), flush=True)
+        state["current"] = None
+        save()
+
+    threads = [threading.Thread(target=lane, args=(index,)) for index in lanes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(stamp("every lane has finished"), flush=True)
+
+
+def signal_runner(study: Study, which: signal.Signals) -> None:
+    pid = runner_pid(study)
+    if pid is None:
+        print("no runner is running")
+        return
+    os.killpg(pid, which)
+    print(f"sent {which.name} to the study's process group {pid}")
+
+
+# ------------------------------------------------------------------------------------------------- status
+def read_tsv_seconds(path: Path) -> float | None:
+    """Wall seconds of a job from its Snakemake benchmark file."""
+    try:
+        lines = path.read_text().splitlines()
+        return float(lines[1].split("\t")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run_status(study: Study, run: str) -> dict:
+    """Edits reached, snapshots evaluated, job seconds so far and the estimated seconds left of one run."""
+    experiment = study.plan()["experiment"]
+    bench = study.checkout / "benchmarks" / experiment["experiment"]
+    results = study.results
+    if run == "unedited":
+        done = all((results / "unedited" / f"order{o}" / "metrics.csv").exists() for o in study.orders())
+        seconds = [read_tsv_seconds(bench / "unedited" / f"order{o}" / "evaluate.tsv") for o in study.orders()]
+        return {"run": run, "edits": 0, "of": 0, "evaluated": int(done), "snapshots": 1,
+                "job_seconds": sum(s for s in seconds if s), "left_seconds": 0 if done else None}  # fmt: skip
+    ends = study.snapshot_edits()
+    status = {
+        "run": run,
+        "of": experiment["num_edits"] * len(study.orders()),
+        "snapshots": len(ends) * len(study.orders()),
+    }
+    edits = evaluated = 0
+    edit_seconds, eval_seconds = [], []  # (edits in the segment, job seconds); job seconds
+    for order in study.orders():
+        base, previous = results / run / f"order{order}", 0
+        for end in ends:
+            if (base / "snapshots" / f"edits_{end:05d}" / "manifest.json").exists():
+                edits += end - previous
+                edit_seconds.append(
+                    (end - previous, read_tsv_seconds(bench / run / f"order{order}" / f"edit_{end:05d}.tsv"))
+                )
+            if (base / "metrics" / f"edits_{end:05d}.csv").exists():
+                evaluated += 1
+                eval_seconds.append(read_tsv_seconds(bench / run / f"order{order}" / f"evaluate_{end:05d}.tsv"))
+            previous = end
+    measured = [(n, s) for n, s in edit_seconds if s]
+    per_edit = sum(s for _, s in measured) / sum(n for n, _ in measured) if measured else None
+    evals = [s for s in eval_seconds if s]
+    per_eval = sum(evals) / len(evals) if evals else None
+    left = None
+    if per_edit is not None and per_eval is not None:
+        left = (status["of"] - edits) * per_edit + (status["snapshots"] - evaluated) * per_eval
+    elif edits == status["of"] and evaluated == status["snapshots"]:
+        left = 0
+    return {**status, "edits": edits, "evaluated": evaluated, "s_per_edit": per_edit, "s_per_evaluation": per_eval,
+            "job_seconds": sum(s for _, s in measured) + sum(evals), "left_seconds": left}  # fmt: skip
+
+
+def hours(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds / 3600:.1f} h"
+
+
+def status_table(study: Study) -> list[str]:
+    """Markdown table of every run, lane by lane, with the lanes' estimated hours left (a run not started yet is
+    estimated from the measured runs of its kind: with or without MPES)."""
+    plan = study.plan()
+    rows = {run: run_status(study, run) for lane in plan["lanes"] for run in lane}
+    by_kind: dict[bool, list[dict]] = {}
+    for run, row in rows.items():
+        if row.get("s_per_edit") and row.get("s_per_evaluation"):
+            by_kind.setdefault("mpes" in run, []).append(row)
+    lines = ["| lane | run | edits | snapshots evaluated | s/edit (job) | s/evaluation | job time so far | left (est.) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for index, lane in enumerate(plan["lanes"]):
+        lane_left = 0.0
+        for run in lane:
+            row = rows[run]
+            left = row["left_seconds"]
+            if left is None and run != "unedited" and by_kind.get("mpes" in run):
+                like = by_kind["mpes" in run]
+                per_edit = sum(r["s_per_edit"] for r in like) / len(like)
+                per_eval = sum(r["s_per_evaluation"] for r in like) / len(like)
+                left = (row["of"] - row["edits"]) * per_edit + (row["snapshots"] - row["evaluated"]) * per_eval
+            lane_left = None if left is None or lane_left is None else lane_left + left
+            rate = f"{row['s_per_edit']:.2f}" if row.get("s_per_edit") else ""
+            per_eval = f"{row['s_per_evaluation']:.0f}" if row.get("s_per_evaluation") else ""
+            edits = f"{row['edits']:,} / {row['of']:,}" if run != "unedited" else ""
+            lines.append(f"| {index} | {run} | {edits} | {row['evaluated']} / {row['snapshots']} | {rate} | "
+                         f"{per_eval} | {hours(row['job_seconds'])} | {hours(left)} |")  # fmt: skip
+        lines.append(f"| {index} | **lane total left** | | | | | | {hours(lane_left)} |")
+    return lines
+
+
+def status(study: Study) -> None:
+    pid = runner_pid(study)
+    print(
+        f"study {study.dir}: {study.state['study_file']} at commit {study.state['commit'][:12]}; runner "
+        + (f"running (process group {pid})" if pid else "not running (`start` resumes it)")
+    )
+    lanes = study.dir / "lanes.json"
+    if lanes.exists():
+        for index, lane in json.loads(lanes.read_text()).items():
+            print(
+                f"lane {index}: now {lane['current'] or '-'}; done {lane['done'] or '-'}; failed {lane['failed'] or '-'}"
+            )
+    print("\n".join(status_table(study)))
+
+
+# ------------------------------------------------------------------------------------------------- collect
+def collect(study: Study, out: Path | None) -> None:
+    """Collect with the study's code, check against what is published, then publish with this checkout's code."""
+    collected = study.dir / "collected"
+    code = ("import sys; from pathlib import Path; from encore.reporting.report import collect, completed_results; "
+            "f = completed_results(Path(sys.argv[1])); "
+            "collect(f['metrics'], f['norms'], f['ledgers'], f['manifests'], Path(sys.argv[2]), f['records'], "
+            "f['downstream'])")  # fmt: skip
+    run_command([str(study.python), "-c", code, str(study.results), str(collected)], cwd=study.checkout)
+    out = Path(out or REPO / study.plan()["publish"])
+    for line in check_against_published(collected, out / "data"):
+        print(line)
+    sys.path.insert(0, str(REPO))
+    from encore.reporting.publish import publish
+
+    reached = {row["run"]: row for lane in study.plan()["lanes"] for row in [run_status(study, run) for run in lane]}
+    written = publish(collected, out, title=f"{out.name} (work in progress, {datetime.date.today()})")
+    progress = ["# Progress of the study", "",
+                f"Collected {datetime.datetime.now():%Y-%m-%d %H:%M} from `{study.state['study_file']}` at commit "
+                f"`{study.state['commit']}` (every run of the study: one commit). Work in progress: each run's table "
+                "rows stop at the snapshots it has reached.", "", *status_table(study), ""]  # fmt: skip
+    (out / "progress.md").write_text("\n".join(progress))
+    runs = ", ".join(f"{run} {row['edits']:,}" for run, row in reached.items() if run != "unedited")
+    print(f"published {len(written)} files to {out}; edits reached: {runs}")
+
+
+def check_against_published(collected: Path, published: Path) -> list[str]:
+    """Compare every snapshot both hold: ledger rows (timings aside) and norms must be equal, since the runs are
+    deterministic. Returns one line per run compared."""
+    import pandas as pd
+
+    lines = []
+    if not (published / "ledger.csv").exists():
+        return ["nothing published yet to check against"]
+    ours, theirs = pd.read_csv(collected / "ledger.csv"), pd.read_csv(published / "ledger.csv")
+    runs = ["method", "variant", "order"]
+    precision = {  # edit precision per run; published before it was recorded: fp32
+        name: {
+            (r.method, r.variant): getattr(r, "edit_precision", "fp32")
+            for r in pd.read_csv(d / "runs.csv").itertuples()
+        }
+        for name, d in (("ours", collected), ("theirs", published))
+    }
+    for key, mine in ours.groupby(runs):
+        other = theirs
+        for column, value in zip(runs, key):
+            other = other[other[column].astype(str) == str(value)]
+        if precision["ours"].get(key[:2]) != precision["theirs"].get(key[:2]):
+            continue  # made in another precision: not expected to be equal
+        common = sorted(set(mine["position"]) & set(other["position"]))
+        if not common:
+            continue
+        columns = [c for c in mine.columns if c in other.columns and c not in TIMING_COLUMNS]
+        a = mine[mine["position"].isin(common)].sort_values("position")[columns].reset_index(drop=True)
+        b = other[other["position"].isin(common)].sort_values("position")[columns].reset_index(drop=True)
+        equal = a.astype(str).equals(b.astype(str))
+        lines.append(
+            f"{'/'.join(map(str, key))}: {len(common)} edits recomputed; ledger "
+            + ("equal to the published one" if equal else "DIFFERS from the published one")
+        )
+        if not equal:
+            raise StudyError(f"{'/'.join(map(str, key))}: the recomputed ledger differs from {published / 'ledger.csv'}"
+                             "; the runs should be deterministic: find out why before publishing")  # fmt: skip
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------- main
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["start", "status", "collect", "pause", "resume", "stop", "_run"])
+    parser.add_argument("--dir", required=True, help="the study directory (outside the checkout)")
+    parser.add_argument("--study", default="lifelong-cpu", help="configs/studies/<name>.yaml (first start only)")
+    parser.add_argument("--commit", help="commit to pin at the first start (default: HEAD)")
+    parser.add_argument("--data-dir", help="local copy of the data sets (default: $ENCORE_DATA_DIR)")
+    parser.add_argument("--out", help="collect: the published directory (default: the study file's publish)")
+    args = parser.parse_args(argv)
+    study = Study(Path(args.dir))
+    try:
+        if args.command == "start":
+            if REPO in study.dir.parents or study.dir == REPO:
+                raise StudyError(f"--dir {study.dir}: inside the checkout; a study lives outside it")
+            data_dir = args.data_dir or os.environ.get("ENCORE_DATA_DIR")
+            prepare(study, f"configs/studies/{args.study}.yaml", args.commit,
+                    str(Path(data_dir).resolve()) if data_dir else None)  # fmt: skip
+            start(study)
+            return
+        if study.state is None:
+            raise StudyError(f"{study.dir}: no study here (no {STATE}); `start` makes one")
+        if args.command == "_run":
+            run_lanes(study)
+        elif args.command == "status":
+            status(study)
+        elif args.command == "collect":
+            collect(study, Path(args.out) if args.out else None)
+        else:
+            signal_runner(
+                study, {"pause": signal.SIGSTOP, "resume": signal.SIGCONT, "stop": signal.SIGTERM}[args.command]
+            )
+    except StudyError as error:
+        raise SystemExit(f"study: {error}") from None
+
+
+if __name__ == "__main__":
+    main()
