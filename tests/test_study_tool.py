@@ -29,7 +29,7 @@ def study(tmp_path):
         {"experiment": "x", "num_edits": 1000, "batch_size": 100, "snapshot_every": 5, "order_sample": "0"}))  # fmt: skip
     (checkout / "configs" / "studies" / "x.yaml").write_text(yaml.safe_dump(
         {"config": "configs/x.yaml", "publish": "docs/results/x",
-         "lanes": [["memit/plain", "memit/nc"], ["memit/mpes_nc", "unedited"]]}))  # fmt: skip
+         "lanes": [["memit/plain", "memit/nc", {"run": "memit/plain", "to": 1500}], ["memit/mpes_nc", "unedited"]]}))  # fmt: skip
     (checkout / ".venv" / "bin").mkdir(parents=True)
     python = checkout / ".venv" / "bin" / "python"
     python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
@@ -54,9 +54,14 @@ def write_snapshot(study, run, edits, edit_seconds, evaluate_seconds=None):
 
 def test_status_counts_what_each_run_reached_and_estimates_the_time_left_from_measured_rates(study):
     write_snapshot(study, "memit/plain", 500, edit_seconds=1000, evaluate_seconds=100)
-    assert study.targets("memit/plain") == ["results/x/memit/plain/order0/metrics/edits_00500.csv",
-                                            "results/x/memit/plain/order0/metrics/edits_01000.csv"]  # fmt: skip
-    plain = study_tool.run_status(study, "memit/plain")
+    plain, onwards = study_tool.entry("memit/plain"), study_tool.entry({"run": "memit/plain", "to": 1500})
+    assert study.targets(plain) == ["results/x/memit/plain/order0/metrics/edits_00500.csv",
+                                    "results/x/memit/plain/order0/metrics/edits_01000.csv"]  # fmt: skip
+    # a continuation to more edits targets its new snapshots only, keeping the finished ones (mtime triggers)
+    assert study.targets(onwards) == ["results/x/memit/plain/order0/metrics/edits_01500.csv"]
+    assert "num_edits=1500" in study.snakemake_args(1, 1500) and "mtime" in study.snakemake_args(1, 1500)
+    assert "mtime" not in study.snakemake_args(1)
+    plain = study_tool.run_status(study, plain)
     assert (plain["edits"], plain["of"], plain["evaluated"], plain["snapshots"]) == (500, 1000, 1, 2)
     assert plain["s_per_edit"] == 2.0 and plain["left_seconds"] == 500 * 2.0 + 1 * 100
     lines = study_tool.status_table(study)
@@ -64,7 +69,9 @@ def test_status_counts_what_each_run_reached_and_estimates_the_time_left_from_me
     assert "| 500 / 1,000 | 1 / 2 | 2.00 | 100 | 0.3 h | 0.3 h |" in row["memit/plain"]
     # memit/nc has not started: estimated from the measured run of its kind (no MPES): 1000 x 2 s + 2 x 100 s
     assert row["memit/nc"].endswith("| 0.6 h |")
-    assert lines[4].endswith("| 0.9 h |")  # lane 0 in all: 1100 s + 2200 s
+    # the continuation to 1,500: 500 edits x 2 s + 1 evaluation x 100 s
+    assert row["memit/plain to 1,500"].endswith("| 0.3 h |")
+    assert lines[5].endswith("| 1.2 h |")  # lane 0 in all: 1100 s + 2200 s + 1100 s
     # nothing measured with MPES yet: ENCORE's time left is unknown, and so is its lane's
     assert row["memit/mpes_nc"].endswith("| ? |") and lines[-1].endswith("| ? |")
 

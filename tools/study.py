@@ -42,6 +42,15 @@ class StudyError(RuntimeError):
     pass
 
 
+def entry(item) -> dict:
+    """A lane item: ``method/variant`` (or ``unedited``), or ``{run: method/variant, to: N}``, which continues a run
+    that reached the experiment's num_edits on to N edits (new snapshots only: the finished ones are kept as they
+    are, with ``--rerun-triggers mtime``, since the changed num_edits would otherwise redo them)."""
+    if isinstance(item, str):
+        return {"label": item, "run": item, "to": None}
+    return {"label": f"{item['run']} to {item['to']:,}", "run": item["run"], "to": int(item["to"])}
+
+
 # ---------------------------------------------------------------------------------------------------- the study
 class Study:
     """A study directory: its pinned commit, checkout, venv, plan (lanes) and results."""
@@ -75,22 +84,33 @@ class Study:
     def results(self) -> Path:
         return self.checkout / "results" / self.plan()["experiment"]["experiment"]
 
-    def snakemake_args(self, cores: int) -> list[str]:
+    def entries(self) -> list[list[dict]]:
+        return [[entry(item) for item in lane] for lane in self.plan()["lanes"]]
+
+    def snakemake_args(self, cores: int, to: int | None = None) -> list[str]:
         plan = self.plan()
         overrides = [f"resources={self.dir / 'resources'}"]
         if self.state.get("data_dir"):
             overrides.append(f"data_dir={self.state['data_dir']}")
-        return [str(self.checkout / ".venv" / "bin" / "snakemake"), "--nolock", "--cores", str(cores),
+        extension = []
+        if to is not None:
+            overrides.append(f"num_edits={to}")
+            extension = ["--rerun-triggers", "mtime"]
+        return [str(self.checkout / ".venv" / "bin" / "snakemake"), "--nolock", "--cores", str(cores), *extension,
                 "--configfile", plan["config"], "--config", *overrides, "--"]  # fmt: skip
+
+    def num_edits(self, item: dict) -> int:
+        return item["to"] or self.plan()["experiment"]["num_edits"]
 
     def orders(self) -> list[str]:
         orders = self.plan()["experiment"]["order_sample"]
         return orders if isinstance(orders, list) else [orders]
 
     @functools.cache  # noqa: B019 (one Study per command)
-    def snapshot_edits(self) -> list[int]:
-        """The experiment's snapshot edit counts, from the study's own code (encore.experiment.snapshot_edits)."""
-        config = self.plan()["experiment"]
+    def snapshot_edits(self, num_edits: int | None = None) -> list[int]:
+        """The snapshot edit counts of a run to ``num_edits`` (default: the experiment's), from the study's own code
+        (encore.experiment.snapshot_edits)."""
+        config = {**self.plan()["experiment"], **({"num_edits": num_edits} if num_edits else {})}
         code = ("import json, sys; from encore.experiment import snapshot_edits; "
                 "print(json.dumps(snapshot_edits(*map(int, sys.argv[1:]))))")  # fmt: skip
         arguments = [str(config[key]) for key in ("num_edits", "batch_size", "snapshot_every")]
@@ -98,17 +118,20 @@ class Study:
                                 check=True, cwd=self.checkout).stdout  # fmt: skip
         return json.loads(output)
 
-    def targets(self, run: str) -> list[str]:
-        """Every evaluation of ``run`` (method/variant, or unedited): Snakemake makes the snapshots they need."""
+    def targets(self, item: dict) -> list[str]:
+        """Every evaluation of a lane item (its new snapshots only, for a continuation): Snakemake makes the
+        snapshots they need."""
         results = Path("results") / self.plan()["experiment"]["experiment"]
-        if run == "unedited":
+        if item["run"] == "unedited":
             return [str(results / "unedited" / f"order{order}" / "metrics.csv") for order in self.orders()]
-        return [str(results / run / f"order{order}" / "metrics" / f"edits_{edits:05d}.csv")
-                for order in self.orders() for edits in self.snapshot_edits()]  # fmt: skip
+        start = self.plan()["experiment"]["num_edits"] if item["to"] else 0
+        return [str(results / item["run"] / f"order{order}" / "metrics" / f"edits_{edits:05d}.csv")
+                for order in self.orders() for edits in self.snapshot_edits(self.num_edits(item)) if edits > start]  # fmt: skip
 
     def statistics_targets(self) -> list[str]:
         results = Path("results") / self.plan()["experiment"]["experiment"]
-        methods = sorted({run.split("/")[0] for lane in self.plan()["lanes"] for run in lane if run != "unedited"})
+        runs = [item["run"] for lane in self.entries() for item in lane]
+        methods = sorted({run.split("/")[0] for run in runs if run != "unedited"})
         return [str(results / "statistics" / f"{method}.json") for method in methods]
 
 
@@ -182,10 +205,11 @@ def stamp(text: str) -> str:
 
 def run_lanes(study: Study) -> None:
     """The runner: statistics on both cores, then every lane in its own thread (one Snakemake call per run)."""
-    plan = study.plan()
     print(stamp(f"runner {os.getpid()} at commit {study.state['commit']}"), flush=True)
     lanes_file = study.dir / "lanes.json"
-    lanes = {str(i): {"runs": lane, "current": None, "done": [], "failed": []} for i, lane in enumerate(plan["lanes"])}
+    lanes = {str(i): {"runs": [item["label"] for item in lane], "current": None, "done": [], "failed": []}
+             for i, lane in enumerate(study.entries())}  # fmt: skip
+    items = {item["label"]: item for lane in study.entries() for item in lane}
     lock = threading.Lock()
 
     def save():
@@ -209,8 +233,9 @@ def run_lanes(study: Study) -> None:
             with open(study.logs / f"lane-{index}.log", "a") as log:
                 log.write(stamp(f"{run}\n"))
                 log.flush()
-                code = subprocess.call([*study.snakemake_args(1), *study.targets(run)], cwd=study.checkout,
-                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                item = items[run]
+                code = subprocess.call([*study.snakemake_args(1, item["to"]), *study.targets(item)],
+                                       cwd=study.checkout, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
             (state["done"] if code == 0 else state["failed"]).append(run)
             print(stamp(f"lane {index}: {run} {'done' if code == 0 else f'failed (exit {code})'}"), flush=True)
         state["current"] = None
@@ -243,32 +268,33 @@ def read_tsv_seconds(path: Path) -> float | None:
         return None
 
 
-def run_status(study: Study, run: str) -> dict:
-    """Edits reached, snapshots evaluated, job seconds so far and the estimated seconds left of one run."""
+def run_status(study: Study, item: dict) -> dict:
+    """Edits reached, snapshots evaluated, job seconds so far and the estimated seconds left of one lane item (a
+    continuation counts only its own snapshots)."""
     experiment = study.plan()["experiment"]
     bench = study.checkout / "benchmarks" / experiment["experiment"]
-    results = study.results
+    results, run = study.results, item["run"]
     if run == "unedited":
         done = all((results / "unedited" / f"order{o}" / "metrics.csv").exists() for o in study.orders())
         seconds = [read_tsv_seconds(bench / "unedited" / f"order{o}" / "evaluate.tsv") for o in study.orders()]
-        return {"run": run, "edits": 0, "of": 0, "evaluated": int(done), "snapshots": 1,
+        return {"label": item["label"], "edits": 0, "of": 0, "evaluated": int(done), "snapshots": 1,
                 "job_seconds": sum(s for s in seconds if s), "left_seconds": 0 if done else None}  # fmt: skip
-    ends = study.snapshot_edits()
+    start = experiment["num_edits"] if item["to"] else 0
+    ends = [end for end in study.snapshot_edits(study.num_edits(item)) if end > start]
     status = {
-        "run": run,
-        "of": experiment["num_edits"] * len(study.orders()),
+        "label": item["label"],
+        "of": (study.num_edits(item) - start) * len(study.orders()),
         "snapshots": len(ends) * len(study.orders()),
     }
     edits = evaluated = 0
     edit_seconds, eval_seconds = [], []  # (edits in the segment, job seconds); job seconds
     for order in study.orders():
-        base, previous = results / run / f"order{order}", 0
+        base, previous = results / run / f"order{order}", start
         for end in ends:
             if (base / "snapshots" / f"edits_{end:05d}" / "manifest.json").exists():
                 edits += end - previous
-                edit_seconds.append(
-                    (end - previous, read_tsv_seconds(bench / run / f"order{order}" / f"edit_{end:05d}.tsv"))
-                )
+                seconds = read_tsv_seconds(bench / run / f"order{order}" / f"edit_{end:05d}.tsv")
+                edit_seconds.append((end - previous, seconds))
             if (base / "metrics" / f"edits_{end:05d}.csv").exists():
                 evaluated += 1
                 eval_seconds.append(read_tsv_seconds(bench / run / f"order{order}" / f"evaluate_{end:05d}.tsv"))
@@ -282,8 +308,10 @@ def run_status(study: Study, run: str) -> dict:
         left = (status["of"] - edits) * per_edit + (status["snapshots"] - evaluated) * per_eval
     elif edits == status["of"] and evaluated == status["snapshots"]:
         left = 0
-    return {**status, "edits": edits, "evaluated": evaluated, "s_per_edit": per_edit, "s_per_evaluation": per_eval,
-            "job_seconds": sum(s for _, s in measured) + sum(evals), "left_seconds": left}  # fmt: skip
+    return {**status, "edits": edits + start * len(study.orders()), "of": status["of"] + start * len(study.orders()),
+            "evaluated": evaluated, "s_per_edit": per_edit, "s_per_evaluation": per_eval,
+            "job_seconds": sum(s for _, s in measured) + sum(evals), "left_seconds": left,
+            "edits_left": status["of"] - edits, "evaluations_left": status["snapshots"] - evaluated}  # fmt: skip
 
 
 def hours(seconds: float | None) -> str:
@@ -291,31 +319,31 @@ def hours(seconds: float | None) -> str:
 
 
 def status_table(study: Study) -> list[str]:
-    """Markdown table of every run, lane by lane, with the lanes' estimated hours left (a run not started yet is
-    estimated from the measured runs of its kind: with or without MPES)."""
-    plan = study.plan()
-    rows = {run: run_status(study, run) for lane in plan["lanes"] for run in lane}
+    """Markdown table of every lane item, lane by lane, with the lanes' estimated hours left (an item not started yet
+    is estimated from the measured runs of its kind: with or without MPES)."""
+    lanes = study.entries()
+    rows = {item["label"]: run_status(study, item) for lane in lanes for item in lane}
     by_kind: dict[bool, list[dict]] = {}
-    for run, row in rows.items():
+    for label, row in rows.items():
         if row.get("s_per_edit") and row.get("s_per_evaluation"):
-            by_kind.setdefault("mpes" in run, []).append(row)
+            by_kind.setdefault("mpes" in label, []).append(row)
     lines = ["| lane | run | edits | snapshots evaluated | s/edit (job) | s/evaluation | job time so far | left (est.) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for index, lane in enumerate(plan["lanes"]):
+    for index, lane in enumerate(lanes):
         lane_left = 0.0
-        for run in lane:
-            row = rows[run]
+        for item in lane:
+            label, row = item["label"], rows[item["label"]]
             left = row["left_seconds"]
-            if left is None and run != "unedited" and by_kind.get("mpes" in run):
-                like = by_kind["mpes" in run]
+            if left is None and item["run"] != "unedited" and by_kind.get("mpes" in label):
+                like = by_kind["mpes" in label]
                 per_edit = sum(r["s_per_edit"] for r in like) / len(like)
                 per_eval = sum(r["s_per_evaluation"] for r in like) / len(like)
-                left = (row["of"] - row["edits"]) * per_edit + (row["snapshots"] - row["evaluated"]) * per_eval
+                left = row["edits_left"] * per_edit + row["evaluations_left"] * per_eval
             lane_left = None if left is None or lane_left is None else lane_left + left
             rate = f"{row['s_per_edit']:.2f}" if row.get("s_per_edit") else ""
             per_eval = f"{row['s_per_evaluation']:.0f}" if row.get("s_per_evaluation") else ""
-            edits = f"{row['edits']:,} / {row['of']:,}" if run != "unedited" else ""
-            lines.append(f"| {index} | {run} | {edits} | {row['evaluated']} / {row['snapshots']} | {rate} | "
+            edits = f"{row['edits']:,} / {row['of']:,}" if item["run"] != "unedited" else ""
+            lines.append(f"| {index} | {label} | {edits} | {row['evaluated']} / {row['snapshots']} | {rate} | "
                          f"{per_eval} | {hours(row['job_seconds'])} | {hours(left)} |")  # fmt: skip
         lines.append(f"| {index} | **lane total left** | | | | | | {hours(lane_left)} |")
     return lines
@@ -351,7 +379,7 @@ def collect(study: Study, out: Path | None) -> None:
     sys.path.insert(0, str(REPO))
     from encore.reporting.publish import publish
 
-    reached = {row["run"]: row for lane in study.plan()["lanes"] for row in [run_status(study, run) for run in lane]}
+    reached = {item["label"]: run_status(study, item) for lane in study.entries() for item in lane}
     written = publish(collected, out, title=f"{out.name} (work in progress, {datetime.date.today()})")
     progress = ["# Progress of the study", "",
                 f"Collected {datetime.datetime.now():%Y-%m-%d %H:%M} from `{study.state['study_file']}` at commit "
