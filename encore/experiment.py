@@ -157,11 +157,13 @@ def compute_statistics(
     resources: Path,
     output: Path,
     execution: dict | None = None,
+    statistics: dict | None = None,
 ) -> dict:
-    """C0 for every layer (cached, content-addressed) and a manifest pointing at the cache files."""
+    """C0 for every layer (cached, content-addressed) and a manifest pointing at the cache files; ``statistics``: the
+    config's key of that name, computed here (None, the default) or imported from files (docs/statistics.md)."""
     run = resolve_execution(**(execution or {}))
     loaded = load_model(model_name, cache_dir=resources / "models", device=run.device, dtype=run.torch_dtype)
-    manifest = statistics_manifest(loaded, layers, hparams, data_dir, resources, run)
+    manifest = statistics_manifest(loaded, layers, hparams, data_dir, resources, run, source=statistics)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -113,7 +113,7 @@ def load_statistic(path: Path, key: dict) -> torch.Tensor:
     return second_moment
 
 
-def _cached(path: Path, key: dict) -> torch.Tensor | None:
+def cached_statistic(path: Path, key: dict) -> torch.Tensor | None:
     """The cached statistic at ``path``, or None when it is missing or fails verification (said in the log)."""
     if not path.exists():
         return None
@@ -131,11 +131,32 @@ def sample_documents(texts: Sequence[str], n_samples: int, seed: int = 1) -> lis
     return [texts[i] for i in order[:n_samples]]
 
 
+def statistic_count(path: Path) -> int:
+    """The number of tokens n a cached C0 was averaged over (0 for derived files such as projectors)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return int((handle.metadata() or {}).get("count", 0))
+    except Exception as error:  # truncated or garbled
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise StatisticsCacheError(path, f"unreadable ({first_line})") from None
+
+
 @torch.no_grad()
 def second_moments(
     model, tokenizer, documents: Sequence[str], layers: Sequence[int], max_length: int, batch_size: int = 8
 ) -> tuple[dict[int, torch.Tensor], int]:
     """Return ({layer: C0 (float32, d_ff x d_ff)}, number of tokens) in one pass over the documents."""
+    sums, count = second_moment_sums(model, tokenizer, documents, layers, max_length, batch_size)
+    return {layer: (sums[layer] / count) for layer in layers}, count
+
+
+@torch.no_grad()
+def second_moment_sums(
+    model, tokenizer, documents: Sequence[str], layers: Sequence[int], max_length: int, batch_size: int = 8
+) -> tuple[dict[int, torch.Tensor], int]:
+    """({layer: S = sum_t k_t k_t^T (float32, d_ff x d_ff)}, n tokens): C0 = S / n (``second_moments``)."""
     modules = {layer: down_proj_module(model, layer) for layer in layers}
     last_block = model.get_submodule(architecture_of(model).block(max(layers)))
     sums = {layer: None for layer in layers}
@@ -158,7 +179,7 @@ def second_moments(
         count += int(mask.sum())
         progress.update(len(batch.lengths), tokens=count)
     progress.close()
-    return {layer: (sums[layer] / count) for layer in layers}, count
+    return sums, count
 
 
 def load_or_compute_statistics(
@@ -183,7 +204,7 @@ def load_or_compute_statistics(
     for layer in layers:
         key = statistics_key(model_identity, layer, corpus_sha256, n_samples, max_length, dtype)
         paths[layer] = statistics_path(cache_dir, key)
-        if _cached(paths[layer], key) is None:  # missing, or corrupted: recomputed
+        if cached_statistic(paths[layer], key) is None:  # missing, or corrupted: recomputed
             missing.append(layer)
     if missing:
         documents = sample_documents(documents_loader(), n_samples)
@@ -201,7 +222,7 @@ def load_or_compute_projector(statistic_path: Path, key: dict, threshold: float,
 
     projector_key = {**key, "derived": "null_space_projector", "threshold": threshold}
     path = Path(statistic_path).with_name(f"{Path(statistic_path).stem}-projector-{threshold:g}.safetensors")
-    cached = _cached(path, projector_key)
+    cached = cached_statistic(path, projector_key)
     if cached is not None:
         return cached
     projector = null_space_projector(load_statistic(Path(statistic_path), key).to(device), threshold).float().cpu()

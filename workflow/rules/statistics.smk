@@ -1,4 +1,13 @@
-# Second moments C0 of the edited layers' keys over the Wikipedia sample (cached, content-addressed).
+# Second moments C0 of the edited layers' keys over the Wikipedia sample (cached, content-addressed), or imported
+# from statistics files of the ROME/MEMIT lineage (config ``statistics``; docs/statistics.md).
+from encore.editing.statistics_files import statistics_source
+
+# checked before any job runs; a param only when imported, so that computed results keep the params they were made with
+STATISTICS_IMPORT = (
+    {"statistics": config["statistics"]}
+    if statistics_source(config["statistics"])
+    else {}
+)
 
 
 rule statistics:
@@ -19,6 +28,7 @@ rule statistics:
         runtime=planned_runtime("statistics"),
         gpu_mem_mb=PLANNED["statistics"]["gpu_mem_mb"],
     params:
+        **STATISTICS_IMPORT,
         model=config["model"],
         execution=EXECUTION,
         data_dir=config["data_dir"],

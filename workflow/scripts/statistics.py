@@ -15,4 +15,5 @@ compute_statistics(
     resources=Path(snakemake.params.resources),
     output=Path(snakemake.output[0]),
     execution=snakemake.params.execution,
+    statistics=getattr(snakemake.params, "statistics", None),  # a param only when imported (statistics.smk)
 )
