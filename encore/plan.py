@@ -123,6 +123,12 @@ ACTIVATION_FLOATS = 12  # floats saved per token and d_model (+ 4 per d_ff) per 
 DOCUMENT_TOKENS = {128: 118.0, 256: 195.1, 512: 284.2, 1024: 367.5, 2048: 418.7, 4096: 439.9, 8192: 446.8}
 
 
+# The number of corpus documents N (mom2_n_samples) at which a computed C0 edits as well as the reference's: the
+# measurement that supports it is the N-sweep (issue 26 part 3). None until it is made; the plan then shows the
+# statistics cost at the configured N only, and also at this N once it is set.
+SUPPORTED_N_SAMPLES: int | None = None
+
+
 def _mean_document_tokens(max_length: int) -> float:
     """``DOCUMENT_TOKENS``, interpolated linearly in log(max_length)."""
     points = sorted(DOCUMENT_TOKENS.items())
@@ -175,6 +181,7 @@ class Planner:
         self.inference_rate = self.rate * self.rates["inference"] / self.rates["float32"]  # no-grad batches
         self.weight_bytes = self.shape.params * BYTES[self.dtype]
         self.on_gpu = device != "cpu"
+        self.statistics_source = (config.get("statistics") or {}).get("source", "computed")  # docs/statistics.md
 
     # -- pieces
     def _load_seconds(self) -> float:
@@ -215,6 +222,38 @@ class Planner:
         if self.on_gpu:
             host = max(host, PYTHON_BASELINE + self.weight_bytes)  # loaded on the host first
         return Cost("statistics", 1, seconds, host, gpu, sums)
+
+    def imported_statistics(self, hp: dict) -> Cost:
+        """C0 imported from statistics files (config ``statistics``): no pass over the corpus, nothing computed; the
+        rule loads the model (for its layer names and d_ff), reads and hashes each file (float32, d_ff^2) once and
+        writes its C0 to the cache (downloads are kept too)."""
+        layers, d = len(hp["layers"]), self.shape.d_ff
+        files = layers * d * d * 4
+        seconds = self._load_seconds() + 2 * files / self.rates["load"]
+        one = d * d * (4 + 8 + 4)  # one file's sum, its float64 division, C0
+        host, gpu = PYTHON_BASELINE + one, (self.weight_bytes if self.on_gpu else 0.0)
+        host = max(host, PYTHON_BASELINE + self.weight_bytes) if self.on_gpu else host
+        downloads = files if self.statistics_source in ("url", "hub") else 0
+        return Cost("statistics (imported)", 1, seconds, host, gpu, files + downloads)
+
+    def statistics_summary(self) -> dict:
+        """Where C0 comes from and what computing it here costs, per setting (N, max_length) of the runs: at the
+        configured N and, once the N-sweep has measured it, at ``SUPPORTED_N_SAMPLES``."""
+        settings = {}
+        for hp in self.runs.values():
+            setting = (hp["mom2_n_samples"], hp["mom2_max_length"])
+            layers = sorted(set(settings.get(setting, {}).get("layers", [])) | set(hp["layers"]))
+            settings[setting] = {**hp, "layers": layers}
+        rows = []
+        for (n, max_length), hp in settings.items():
+            supported = (
+                None if SUPPORTED_N_SAMPLES is None else self.statistics({**hp, "mom2_n_samples": SUPPORTED_N_SAMPLES})
+            )
+            rows.append({"n_samples": n, "max_length": max_length, "layers": hp["layers"],
+                         "computed_seconds": self.statistics(hp).seconds,
+                         "supported_n_samples": SUPPORTED_N_SAMPLES,
+                         "supported_seconds": None if supported is None else supported.seconds})  # fmt: skip
+        return {"source": self.statistics_source, "settings": rows}
 
     def edit_batch_seconds(self, hp: dict, n: int) -> dict:
         layers, s = sorted(hp["layers"]), self.shape
@@ -308,7 +347,8 @@ class Planner:
             setting = (hp["mom2_n_samples"], hp["mom2_max_length"])
             new = [layer for layer in hp["layers"] if (layer, *setting) not in cached]
             if new:
-                costs.append(self.statistics({**hp, "layers": new}))
+                imported = self.statistics_source != "computed"
+                costs.append((self.imported_statistics if imported else self.statistics)({**hp, "layers": new}))
                 cached.update((layer, *setting) for layer in new)
             projectors = 0
             if hp["editor"] == "alphaedit":
@@ -449,9 +489,33 @@ def main(argv=None) -> None:
         f"peak host {max(c.host_bytes for c in costs) / 2**30:.1f} GiB, "
         f"peak GPU {max(c.gpu_bytes for c in costs) / 2**30:.1f} GiB"
     )
+    statistics = planner.statistics_summary()
+    for line in statistics_lines(statistics):
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device, "rows": table.to_dict("records"),
-                                               "total_seconds": total_seconds}, indent=1))  # fmt: skip
+                                               "total_seconds": total_seconds, "statistics": statistics}, indent=1))  # fmt: skip
+
+
+def statistics_lines(summary: dict) -> list[str]:
+    """The plan's account of C0: imported (nothing computed) or computed here, at the configured N and, once the
+    N-sweep has measured it, at SUPPORTED_N_SAMPLES."""
+    lines = []
+    for row in summary["settings"]:
+        here = (
+            f"the configured N = {row['n_samples']:,} documents (mom2_n_samples): {_duration(row['computed_seconds'])}"
+        )
+        if summary["source"] == "computed":
+            lines.append(f"statistics: computed here, at {here}")
+        else:
+            lines.append(f"statistics: imported ({summary['source']}; docs/statistics.md), 0 s of computation; "
+                         f"computing them here would take, at {here}")  # fmt: skip
+        if row["supported_seconds"] is None:
+            lines.append("  at the N the measurement supports (encore.plan.SUPPORTED_N_SAMPLES): not measured yet")
+        else:
+            lines.append(f"  at the N the measurement supports, {row['supported_n_samples']:,} documents: "
+                         f"{_duration(row['supported_seconds'])}")  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":

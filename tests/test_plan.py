@@ -69,3 +69,35 @@ def test_perplexity_adds_one_forward_and_head_per_token_to_each_evaluation():
     assert len(evaluations) == len(planner.runs) * 6 + 1  # every snapshot (500, ..., 3,000) and unedited
     for cost, bare_cost in zip(evaluations, bare_evaluations):
         assert cost.seconds - bare_cost.seconds == pytest.approx(flops / planner.inference_rate)
+
+
+def test_imported_statistics_cost_no_pass_over_the_corpus():
+    config = load_config(["configs/paper/gpt2-xl-counterfact.yaml"])
+    imported = {**config, "statistics": {"source": "url"}}
+    computed = summarise(Planner(config, experiment_hparams(config), "h100").plan())
+    planner = Planner(imported, experiment_hparams(imported), "h100")
+    rows = summarise(planner.plan())
+    assert "statistics" not in rows and computed["statistics"].seconds > 10 * 60
+    assert rows["statistics (imported)"].seconds < 60  # the model's load and the files' read: nothing computed
+    # what computing them here would cost, at the configured N (the paper's 100,000 documents)
+    [row] = planner.statistics_summary()["settings"]
+    hp = {**planner.runs[("memit", "plain")], "layers": row["layers"]}
+    assert row["n_samples"] == 100_000 and row["computed_seconds"] == pytest.approx(planner.statistics(hp).seconds)
+
+
+@pytest.mark.parametrize("supported", [None, 1000])
+def test_the_statistics_cost_at_the_supported_n_is_left_to_the_measurement(supported, monkeypatch, capsys):
+    from encore import plan
+
+    monkeypatch.setattr(plan, "SUPPORTED_N_SAMPLES", supported)  # filled in by the N-sweep, never guessed here
+    plan.main(["--configfile", LLAMA3])
+    out = capsys.readouterr().out
+    assert "statistics: computed here, at the configured N = 10,000 documents" in out
+    config = load_config([LLAMA3])
+    [row] = Planner(config, experiment_hparams(config), "h100").statistics_summary()["settings"]
+    if supported is None:
+        assert "at the N the measurement supports (encore.plan.SUPPORTED_N_SAMPLES): not measured yet" in out
+        assert row["supported_seconds"] is None
+    else:
+        assert "at the N the measurement supports, 1,000 documents: " in out
+        assert row["supported_n_samples"] == 1000 and row["supported_seconds"] < row["computed_seconds"]
