@@ -293,3 +293,66 @@ def test_the_config_key_selects_the_source():
         statistics_source({"source": "local"})
     with pytest.raises(ValueError, match="statistics.repo"):
         statistics_source({"source": "hub", "repo": None})
+
+
+def test_the_export_command_names_files_as_the_reference_code(tiny_llama, tokenizer, tmp_path, capsys):
+    from encore.models.loading import model_identity
+
+    model_dir = tmp_path / "Tiny-Llama"
+    tiny_llama.save_pretrained(model_dir)
+    identity = model_identity(model_dir)
+    paths = load_or_compute_statistics(tiny_llama, tokenizer, identity, LAYERS, lambda: DOCUMENTS, "corpus-sha", N,
+                                       MAX_LENGTH, tmp_path / "cache")  # fmt: skip
+    key = lambda layer: statistics_key(identity, layer, "corpus-sha", N, MAX_LENGTH, "float32")  # noqa: E731
+    manifest = {"model": identity, "layers": {str(i): {"path": str(paths[i]), "key": key(i)} for i in LAYERS}}
+    (tmp_path / "memit.json").write_text(json.dumps(manifest))
+    statistics_files.main(["export", "--manifest", str(tmp_path / "memit.json"), "--out", str(tmp_path / "out")])
+    expected = [tmp_path / "out" / f"Tiny-Llama/wikipedia_stats/model.layers.{i}.mlp.down_proj_float32_mom2_6.npz"
+                for i in LAYERS]  # fmt: skip
+    assert capsys.readouterr().out.split() == [str(path) for path in expected]
+    for layer, path in zip(LAYERS, expected):
+        statistic = read_statistics_file(path, module=f"model.layers.{layer}.mlp.down_proj", d_ff=96)
+        assert torch.equal(statistic.second_moment, load_statistic(paths[layer], key(layer)))
+
+
+def _imported_workdir(tmp_path):
+    """A tiny pipeline working directory whose config imports C0 from reference files; (arguments, {layer: C0})."""
+    from pipeline_helpers import TINY_HPARAMS, make_workdir, save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "model")  # tiny Llama: d_ff 96
+    stats, expected = tmp_path / "stats", {}
+    for layer in TINY_HPARAMS["layers"]:  # the reference layout, <model> = the directory's name
+        keys = torch.randn(50, 96, generator=torch.Generator().manual_seed(layer))
+        module = f"model.layers.{layer}.mlp.down_proj"
+        path = stats / layout_path("model", "wikipedia", module, "float32", TINY_HPARAMS["mom2_n_samples"])
+        reference_file(path, keys.T @ keys, 50, TINY_HPARAMS["mom2_n_samples"])
+        expected[layer] = read_statistics_file(path, module=module, d_ff=96).second_moment
+    statistics = {"source": "local", "path": str(stats)}
+    return make_workdir(tmp_path / "work", model_dir, tmp_path / "resources", statistics=statistics), expected
+
+
+def test_a_config_with_the_key_runs_the_statistics_rule_on_imported_files(tmp_path):
+    from pipeline_helpers import snakemake
+
+    args, expected = _imported_workdir(tmp_path)
+    snakemake(*args, "results/tiny/statistics/memit.json")
+    manifest = json.loads((tmp_path / "work/results/tiny/statistics/memit.json").read_text())
+    assert manifest["source"]["source"] == "local" and "corpus" not in manifest
+    for layer, c0 in expected.items():
+        entry = manifest["layers"][str(layer)]
+        assert entry["key"]["imported"]["file"].startswith("model/wikipedia_stats/model.layers.")
+        assert entry["imported"]["count"] == 50
+        assert torch.equal(load_imported(entry), c0)
+
+
+@pytest.mark.slow
+def test_snapshots_edited_with_imported_statistics_record_them(tmp_path):
+    from pipeline_helpers import snakemake
+
+    args, _ = _imported_workdir(tmp_path)
+    snapshot = "results/tiny/memit/plain/order0/snapshots/edits_00004/manifest.json"
+    snakemake(*args, snapshot)
+    recorded = json.loads((tmp_path / "work" / snapshot).read_text())["statistics"]
+    statistics = json.loads((tmp_path / "work/results/tiny/statistics/memit.json").read_text())["layers"]
+    assert recorded == statistics
+    assert {entry["imported"]["source"] for entry in recorded.values()} == {"local"}
