@@ -1,9 +1,11 @@
 """The paper's claims beside what a study measured, from its collected CSVs alone (docs/results/<study>/results.md).
 
 Each claim is a rule fixed before the runs it judges: the paper's sentence and its table or figure, the
-quantity compared, a threshold (the paper's number where it gives one) and an outcome, one of
-"reproduced", "not reproduced", "inconclusive" (the 95% bootstrap interval straddles the threshold),
-"not testable at this scale" (a stated precondition fails) and "not run" (a run it needs is absent).
+quantity compared, a threshold labelled as the paper's number or ours, the edit count it is judged at beside
+the paper's, and an outcome, one of "reproduced", "not reproduced", "inconclusive" (the 95% bootstrap interval
+straddles the threshold), "not testable at this scale" (a measured precondition fails), "not run" (a run it
+needs is absent) and "no data: <what>" (the runs exist, the data to judge them were not published, and the
+published aggregates leave the answer open).
 Comparisons between runs are paired over the same facts at the same edit count (``claims_base``); the
 rules live in ``claims_editing`` (scores), ``claims_norms`` (norms, shares, steps) and ``claims_general``
 (downstream, perplexity, fluency, zsRE); the intervals in ``intervals``.
@@ -19,7 +21,7 @@ from encore.reporting import claims_editing as editing
 from encore.reporting import claims_general as general
 from encore.reporting import claims_norms as norms
 from encore.reporting.claims_base import ENCORE, MEMIT, MPES, NC, Claim, Study
-from encore.reporting.intervals import OUTCOMES, RESAMPLES, SEED
+from encore.reporting.intervals import OUTCOMES, RESAMPLES, SEED, kind
 from encore.reporting.report import ENCORE_FAMILY, label, seconds_per_edit
 
 __all__ = ["ENCORE", "MEMIT", "MPES", "NC", "RULES", "Claim", "Study", "all_claims", "compute_table", "write_results"]
@@ -49,7 +51,7 @@ RULES = {
 
 def all_claims(study: Study) -> list[Claim]:
     claims = [rule(study) for rule in RULES.values()]
-    wrong = [claim.paper for claim in claims if claim.outcome not in OUTCOMES]
+    wrong = [claim.paper for claim in claims if kind(claim.outcome) not in OUTCOMES]
     if wrong:
         raise ValueError(f"claims with an outcome outside {OUTCOMES}: {wrong}")
     return claims
@@ -89,9 +91,16 @@ def write_results(data: Path, out: Path, title: str, notes: Path | None = None) 
     claims = all_claims(study)
     snapshots = sorted(int(e) for e in study.table["edits"].unique())
     first = study.metrics.iloc[0]
-    table = pd.DataFrame([[c.paper, c.source, c.measured, c.threshold, c.outcome, c.rule] for c in claims])
-    table.columns = ["paper's claim", "where", "this study measured [95% interval]", "threshold", "outcome", "rule"]
-    counts = pd.Series([c.outcome for c in claims]).value_counts()
+    table = pd.DataFrame([[c.paper, c.source, c.measured, c.threshold, c.verdict, c.rule] for c in claims])
+    table.columns = [
+        "paper's claim",
+        "where",
+        "this study measured [95% interval]",
+        "threshold (whose)",
+        "outcome (judged at; the paper's)",
+        "rule",
+    ]
+    counts = pd.Series([kind(c.outcome) for c in claims]).value_counts()
     tally = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if o in counts)
     per_unit = [f for f in ("records.csv", "downstream_records.csv") if (Path(data) / f).exists()]
     compute = compute_table(study)
@@ -111,11 +120,14 @@ def write_results(data: Path, out: Path, title: str, notes: Path | None = None) 
         "## The paper's claims beside this study",
         "",
         "Outcomes: reproduced / not reproduced (the 95% interval lies on the threshold's far side) / inconclusive "
-        "(it straddles the threshold, or there is no interval) / not testable at this scale (a stated precondition "
-        "fails) / not run (a run it needs is absent). Intervals: percentile bootstrap, "
+        "(it straddles the threshold) / not testable at this scale (a measured precondition fails) / not run (a "
+        "run it needs is absent) / no data: what is missing (the runs exist, but not the data to judge them). "
+        "Every outcome names the edit count it was judged at and the paper's; every threshold says whether it is "
+        "the paper's number or ours. Intervals: percentile bootstrap, "
         f"{RESAMPLES} resamples, numpy default_rng({SEED}); two runs are compared on the same facts (or batches, "
-        "layers, items) at the same edit count, resampled jointly. Per-unit files in data/: "
-        f"{', '.join(per_unit) or 'none (no records.csv: score comparisons have no interval)'}.",
+        "layers, items) at the same edit count, resampled jointly. Without per-unit data a rule decides from the "
+        "published aggregates only where every per-unit data set consistent with them gives the same outcome. "
+        f"Per-unit files in data/: {', '.join(per_unit) or 'none'}.",
         "",
         f"{len(claims)} claims: {tally}.",
         "",

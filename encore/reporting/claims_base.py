@@ -4,6 +4,11 @@ Optional per-unit files next to the four collected CSVs make paired intervals po
 ``records.csv`` (one row per scored fact: experiment, model, dataset, method, variant, order, edits, subset,
 protocol, case_id, es, ps, ns in [0, 1]; optional columns p_new, ge) and ``downstream_records.csv`` (one row
 per downstream item: method, variant, order, edits, protocol, task, item, label, prediction; -1 = invalid).
+
+Without them, two states published on the same facts (two runs at one edit count, or the unedited model and
+a run that has edited every fact the unedited model was scored on) are still compared: the published means
+are exact, and ``intervals.Bounds`` says where the paired interval lies for every per-fact data set with those
+means. States scored on different facts (one run at two edit counts) cannot be compared without records.csv.
 """
 
 from __future__ import annotations
@@ -14,7 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from encore.reporting.intervals import NOT_RUN, Interval, harmonic_score, paired_bootstrap
+from encore.reporting.intervals import (
+    NOT_RUN,
+    TAIL,
+    Bounds,
+    Interval,
+    difference_bounds,
+    harmonic_score,
+    mean_bounds,
+    paired_bootstrap,
+    unknown,
+)
+from encore.reporting.paper_values import PAPER_EDITS
 from encore.reporting.report import ENCORE_FAMILY, label, read_csvs, summary
 
 MEMIT, MPES, NC, ENCORE = ENCORE_FAMILY
@@ -22,6 +38,9 @@ EMMET, EMMET_MPES, EMMET_NC = ("emmet", "plain"), ("emmet", "mpes"), ("emmet", "
 ALPHAEDIT, ALPHAEDIT_MPES = ("alphaedit", "plain"), ("alphaedit", "mpes")
 UNEDITED = ("unedited", "unedited")
 NO_RECORDS = "per-fact scores not published for this run (records.csv), so no paired interval"
+PAPER = f"the paper: {PAPER_EDITS:,}"
+# where a threshold comes from: every threshold text ends with one of these
+THE_PAPERS, OURS = "the paper's", "ours"
 
 
 @dataclass
@@ -29,13 +48,25 @@ class Claim:
     paper: str  # the paper's claim, in a sentence
     source: str  # its table or figure
     measured: str  # what this study measured, with 95% intervals
-    threshold: str
-    outcome: str
+    threshold: str  # the number, and whose it is ("the paper's: ..." or "ours: ...")
+    outcome: str  # one of intervals.OUTCOMES ("no data: <what>" with its detail)
     rule: str
+    horizon: str = ""  # the edit count it was judged at, and the paper's ("at 3,000 edits; the paper: 10,000")
 
     @property
     def verdict(self) -> str:
-        return self.outcome
+        """The outcome with the horizon it was judged at."""
+        return f"{self.outcome} ({self.horizon})" if self.horizon else self.outcome
+
+
+def horizon(*edits, paper: str = PAPER) -> str:
+    """'at 500 and 3,000 edits; the paper: 10,000': the edit counts a verdict was judged at (the unedited
+    model's 0 left out), and the paper's."""
+    counts = [f"{c:,}" for c in sorted({int(e) for e in edits if e is not None and int(e) > 0})]
+    if not counts:
+        return f"not judged; {paper}"
+    text = counts[0] if len(counts) == 1 else ", ".join(counts[:-1]) + f" and {counts[-1]}"
+    return f"at {text} edits; {paper}"
 
 
 def name(run) -> str:
@@ -44,7 +75,7 @@ def name(run) -> str:
 
 def not_run(paper: str, source: str, threshold: str, rule: str, runs, context: str = "") -> Claim:
     measured = "needs " + ", ".join(name(run) for run in runs) + (f"; {context}" if context else "")
-    return Claim(paper, source, measured, threshold, NOT_RUN, rule)
+    return Claim(paper, source, measured, threshold, NOT_RUN, rule, horizon())
 
 
 class Study:
@@ -62,6 +93,11 @@ class Study:
             data / "downstream_records.csv", ["method", "variant", "edits", "protocol", "task", "item", "label"]
         )
         table = summary(self.metrics)
+        # which facts each published aggregate scores: ("all" or "authors-20pct", number of facts)
+        self.scored = {
+            ((r.method, r.variant), 0 if r.method == "unedited" else int(r.edits)): (r.facts, int(r.n_records))
+            for r in table.itertuples()
+        }
         self.unedited = table[table["method"] == "unedited"].mean(numeric_only=True)
         self.table = table[table["method"] != "unedited"]
 
@@ -104,6 +140,24 @@ class Study:
             return float("nan")
         return float(snapshots.loc[edits, column])
 
+    def same_facts(self, a, b) -> bool:
+        """Whether the published aggregates of states ``a`` and ``b`` ((run, edits)) score the same facts: two runs
+        after the same number of edits on one protocol, or every fact scored by both (the unedited model's facts
+        to be edited and a run's facts edited so far, equally many). One run at two edit counts never does (the
+        facts edited so far, and the authors' 20% of them, grow with the edits)."""
+        if a not in self.scored or b not in self.scored or a == b:
+            return False
+        (subset_a, count_a), (subset_b, count_b) = self.scored[a], self.scored[b]
+        if count_a != count_b or subset_a != subset_b:
+            return False
+        if UNEDITED in (a[0], b[0]):
+            return subset_a == "all"
+        return a[1] == b[1] and a[0] != b[0]
+
+    def facts_text(self, state) -> str:
+        subset, count = self.scored.get(state, ("", 0))
+        return f"{count:,} facts" + (", the authors' 20%" if subset == "authors-20pct" else "")
+
     def facts(self, run, edits: int, columns=("es", "ps", "ns")) -> pd.DataFrame | None:
         """Per-fact values (index case_id) of ``run`` after ``edits`` edits: the probability comparison
         (nll-comparison; zsRE: token-top1) protocols for es/ps/ns, any protocol for other columns; None if
@@ -139,17 +193,50 @@ def metric_stat(metric: str):
     return lambda x: 100 * x[..., column].mean(axis=-1)
 
 
-def gap(study: Study, a, b, metric: str = "S") -> tuple[Interval | None, str]:
+def s_score(es: float, ps: float, ns: float) -> float:
+    """S of three means x100 (0 if any is 0), as ``intervals.harmonic_score``."""
+    return 0.0 if min(es, ps, ns) <= 0 else 3 / (1 / es + 1 / ps + 1 / ns)
+
+
+def aggregate_range(study: Study, state, metric: str) -> tuple[float, float]:
+    """The range (x100) that ``metric`` of a bootstrap resample of ``state``'s facts leaves with probability at
+    most ``TAIL`` on either side, for any per-fact scores in [0, 1] with the published means."""
+    run, edits = state
+    count = study.scored[state][1]
+    if metric != "S":
+        low, high = mean_bounds(study.point(run, edits, metric) / 100, count)
+        return 100 * low, 100 * high
+    parts = [mean_bounds(study.point(run, edits, m) / 100, count, TAIL / 3) for m in ("ES", "PS", "NS")]
+    return s_score(*(100 * p[0] for p in parts)), s_score(*(100 * p[1] for p in parts))  # S rises in each
+
+
+def missing_records(states, what: str = "per-fact scores") -> str:
+    """'per-fact scores of MEMIT at 500 edits, MEMIT at 3,000 edits (records.csv)'."""
+    states = sorted(states, key=lambda state: state[1])
+    return f"{what} of " + ", ".join(f"{name(run)} at {edits:,} edits" for run, edits in states) + " (records.csv)"
+
+
+def gap(study: Study, a, b, metric: str = "S") -> tuple[Interval | Bounds, str]:
     """metric(b) - metric(a), paired over the facts both states scored; ``a``, ``b`` = (run, edits).
-    Returns (interval, text) or (None, the reason)."""
+    Returns (the paired interval, text); without records.csv (Bounds from the published means if both states
+    scored the same facts, else unknown bounds naming what is missing, text)."""
     arrays = study.paired([a, b])
     stat = metric_stat(metric)
     if isinstance(arrays, str):
         points = [study.point(run, edits, metric) for run, edits in (a, b)]
-        text = f"published {metric}: " + ", ".join(
-            f"{name(run)} at {edits} {value:.1f}" for (run, edits), value in zip((a, b), points)
+        published = ", ".join(f"{name(run)} at {edits:,} {value:.1f}" for (run, edits), value in zip((a, b), points))
+        if not study.same_facts(a, b) or any(value != value for value in points):
+            missing = missing_records([a, b], "per-fact scores") + " on the same facts"
+            facts = " and ".join(study.facts_text(state) for state in (a, b))
+            text = f"published {metric}: {published} (on {facts}: not the same facts); no {missing}"
+            return unknown(missing), text
+        low, high = difference_bounds(aggregate_range(study, a, metric), aggregate_range(study, b, metric))
+        bounds = Bounds(points[1] - points[0], low, high, missing_records([a, b]))
+        text = (
+            f"{metric} on the same {study.facts_text(a)} (published means): {published}; difference "
+            f"{bounds.text()} (no records.csv)"
         )
-        return None, f"{text}; {arrays}"
+        return bounds, text
     interval = paired_bootstrap(lambda x, y: stat(y) - stat(x), *arrays)
     values = [float(stat(x[None])[0]) for x in arrays]
     text = (

@@ -2,8 +2,9 @@
 
 A difference between two runs is measured on the facts both scored after the same number of edits
 (records.csv), with a bootstrap over those facts that resamples them jointly for both runs and recomputes
-S = harmonic mean of ES, PS, NS on every resample. Without per-fact scores a rule shows the published
-aggregates and returns "inconclusive" (no interval).
+S = harmonic mean of ES, PS, NS on every resample. Without per-fact scores a rule decides from the published
+means when the two states scored the same facts and every per-fact data set with those means decides it the
+same way (``claims_base.gap``); otherwise its outcome is "no data: <the per-fact scores it needs>".
 """
 
 from __future__ import annotations
@@ -19,14 +20,27 @@ from encore.reporting.claims_base import (
     MEMIT,
     MPES,
     NC,
+    OURS,
+    THE_PAPERS,
     UNEDITED,
     Claim,
     Study,
     gap,
+    horizon,
+    missing_records,
     name,
     not_run,
 )
-from encore.reporting.intervals import INCONCLUSIVE, NOT_RUN, Interval, combine, paired_bootstrap
+from encore.reporting.intervals import (
+    NOT_RUN,
+    Bounds,
+    combine,
+    difference_bounds,
+    mean_bounds,
+    no_data,
+    paired_bootstrap,
+    unknown,
+)
 
 # Table 5: S of EMMET+NC ("best editing") minus EMMET's: the loss the paper itself accepts (-2.16)
 TABLE5_LOSS = paper.TABLE5[("emmet", "nc", "Llama2-7B")][3] - paper.TABLE5[("emmet", "plain", "Llama2-7B")][3]
@@ -34,26 +48,24 @@ TABLE5_LOSS = paper.TABLE5[("emmet", "nc", "Llama2-7B")][3] - paper.TABLE5[("emm
 TABLE1_NEAR = max(abs(row[2] - row[0]) for row in paper.TABLE1.values())
 # "without degradation": ENCORE's NS may fall by at most this much (points x100; ours, the paper gives none)
 NS_MARGIN = 2.0
+DIRECTION = f"({OURS}: the paper states the direction, no margin)"
 
 
-def _outcome(interval: Interval | None, threshold: float) -> str:
-    return INCONCLUSIVE if interval is None else interval.above(threshold)
-
-
-def _pairs(study: Study, pairs, threshold: float, metric: str = "S") -> tuple[list[str], list[str]]:
-    """Per (a, b) run pair at their largest common edit count: the outcome of metric(b) - metric(a) > threshold
-    and its text."""
-    outcomes, texts = [], []
+def _pairs(study: Study, pairs, threshold: float, metric: str = "S") -> tuple[list[str], list[str], list[int]]:
+    """Per (a, b) run pair at their largest common edit count: the outcome of metric(b) - metric(a) > threshold,
+    its text, and the edit counts judged at."""
+    outcomes, texts, counts = [], [], []
     for a, b in pairs:
         edits = study.common_edits(a, b)
         if edits is None:
             outcomes.append(NOT_RUN)
             texts.append(f"{name(a)} and {name(b)} have no snapshot at a common edit count")
             continue
-        interval, text = gap(study, (a, edits if a != UNEDITED else 0), (b, edits), metric)
-        outcomes.append(_outcome(interval, threshold))
+        comparison, text = gap(study, (a, edits if a != UNEDITED else 0), (b, edits), metric)
+        outcomes.append(comparison.above(threshold))
         texts.append(f"{name(b)} - {name(a)}: {text}")
-    return outcomes, texts
+        counts.append(edits)
+    return outcomes, texts, counts
 
 
 def _note_missing(study: Study, pairs, outcomes: list[str], texts: list[str]) -> None:
@@ -66,41 +78,47 @@ def _note_missing(study: Study, pairs, outcomes: list[str], texts: list[str]) ->
 
 def memit_degrades(study: Study) -> Claim:
     paper_ = "MEMIT's editing performance degrades as sequential edits accumulate"
-    source, threshold = "Sec. 1, Table 2", "S falls: drop > 0"
-    rule = "S at the first snapshot minus S at the last, on the facts scored at both; reproduced if the interval > 0"
+    source = "Sec. 1, Table 2"
+    threshold = f"S(first snapshot) - S(last) > 0 on the same facts ({OURS}: any fall; the paper gives no size)"
+    rule = (
+        "S at the first snapshot minus S at the last, paired over the facts scored at both (records.csv; the "
+        "published S at two edit counts score different facts, as the facts edited so far and the authors' 20% "
+        "of them grow with the edits); reproduced if the interval > 0, not reproduced if < 0"
+    )
     if not study.has(MEMIT) or len(study.snapshots(MEMIT)) < 2:
         return not_run(paper_, source, threshold, rule, [MEMIT], "with at least two snapshots")
-    counts = study.snapshots(MEMIT).index
-    interval, text = gap(study, (MEMIT, int(counts[-1])), (MEMIT, int(counts[0])))
-    return Claim(paper_, source, f"first minus last snapshot: {text}", threshold, _outcome(interval, 0.0), rule)
+    first, last = (int(e) for e in study.snapshots(MEMIT).index[[0, -1]])
+    comparison, text = gap(study, (MEMIT, last), (MEMIT, first))
+    measured = f"first minus last snapshot: {text}"
+    return Claim(paper_, source, measured, threshold, comparison.above(0.0), rule, horizon(first, last))
 
 
 def encore_beats_memit(study: Study) -> Claim:
     paper_ = "After 10,000 edits ENCORE's Score S is higher than MEMIT's"
-    source, threshold = "Tables 2, 3", "S(ENCORE) - S(MEMIT) > 0"
+    source, threshold = "Tables 2, 3", f"S(ENCORE) - S(MEMIT) > 0 {DIRECTION}"
     rule = "paired over the facts both runs scored at their last common snapshot; reproduced if the interval > 0"
     if not study.has(MEMIT, ENCORE):
         return not_run(paper_, source, threshold, rule, [MEMIT, ENCORE])
-    outcomes, texts = _pairs(study, [(MEMIT, ENCORE)], 0.0)
-    return Claim(paper_, source, texts[0], threshold, outcomes[0], rule)
+    outcomes, texts, counts = _pairs(study, [(MEMIT, ENCORE)], 0.0)
+    return Claim(paper_, source, texts[0], threshold, outcomes[0], rule, horizon(*counts))
 
 
 def mpes_raises_s(study: Study) -> Claim:
     paper_ = "MPES raises the Score S of every editor: MEMIT, AlphaEdit and EMMET"
-    source, threshold = "Table 2", "S(+MPES) - S(editor) > 0, each editor"
+    source, threshold = "Table 2", f"S(+MPES) - S(editor) > 0, each editor {DIRECTION}"
     rule = (
         "per editor, paired at the last common snapshot; reproduced if every interval > 0, not reproduced if any is < 0"
     )
     pairs = [(MEMIT, MPES), (ALPHAEDIT, ALPHAEDIT_MPES), (EMMET, EMMET_MPES)]
     ran = [pair for pair in pairs if study.has(*pair)]
-    outcomes, texts = _pairs(study, ran, 0.0)
+    outcomes, texts, counts = _pairs(study, ran, 0.0)
     _note_missing(study, pairs, outcomes, texts)
-    return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule)
+    return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))
 
 
 def table3_ordering(study: Study) -> Claim:
     paper_ = "ENCORE edits best, then MEMIT+NC, then MEMIT+MPES, then MEMIT"
-    source, threshold = "Table 3", "each step of the order: S difference > 0"
+    source, threshold = "Table 3", f"each step of the order: S difference > 0 {DIRECTION}"
     rule = (
         "S(MEMIT+MPES) - S(MEMIT), S(MEMIT+NC) - S(MEMIT+MPES), S(ENCORE) - S(MEMIT+NC), each paired at the "
         "last common snapshot; reproduced if all three intervals > 0, not reproduced if any is < 0"
@@ -108,74 +126,100 @@ def table3_ordering(study: Study) -> Claim:
     runs = [MEMIT, MPES, NC, ENCORE]
     if not study.has(*runs):
         return not_run(paper_, source, threshold, rule, [run for run in runs if not study.has(run)])
-    outcomes, texts = _pairs(study, list(zip(runs, runs[1:])), 0.0)
-    return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule)
+    outcomes, texts, counts = _pairs(study, list(zip(runs, runs[1:])), 0.0)
+    return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))
 
 
 def table4_scores(study: Study) -> Claim:
     paper_ = "ENCORE's Score S is higher than that of EMMET and of AlphaEdit"
-    source, threshold = "Table 4", "S(ENCORE) - S(EMMET) > 0 and S(ENCORE) - S(AlphaEdit) > 0"
+    source = "Table 4"
+    threshold = f"S(ENCORE) - S(EMMET) > 0 and S(ENCORE) - S(AlphaEdit) > 0 {DIRECTION}"
     rule = "paired at the last common snapshot; reproduced if both intervals > 0, not reproduced if either is < 0"
     runs = [ENCORE, EMMET, ALPHAEDIT]
     if not study.has(*runs):
         return not_run(paper_, source, threshold, rule, [run for run in runs if not study.has(run)])
-    outcomes, texts = _pairs(study, [(EMMET, ENCORE), (ALPHAEDIT, ENCORE)], 0.0)
-    return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule)
+    outcomes, texts, counts = _pairs(study, [(EMMET, ENCORE), (ALPHAEDIT, ENCORE)], 0.0)
+    return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))
 
 
 def table5_emmet_nc(study: Study) -> Claim:
     paper_ = "The norm constraint works with EMMET too: EMMET+NC keeps EMMET's editing score (S 74.12 vs 76.28)"
-    source, threshold = "Table 5", f"S(EMMET+NC) - S(EMMET) > {TABLE5_LOSS:.2f} (the paper's own loss)"
+    source = "Table 5"
+    threshold = f"S(EMMET+NC) - S(EMMET) > {TABLE5_LOSS:.2f} ({THE_PAPERS}: its own loss, Table 5)"
     rule = f"paired at the last common snapshot; reproduced if the interval > {TABLE5_LOSS:.2f}, not if it is below"
     if not study.has(EMMET, EMMET_NC):
         return not_run(paper_, source, threshold, rule, [run for run in (EMMET, EMMET_NC) if not study.has(run)])
-    outcomes, texts = _pairs(study, [(EMMET, EMMET_NC)], TABLE5_LOSS)
-    return Claim(paper_, source, texts[0], threshold, outcomes[0], rule)
+    outcomes, texts, counts = _pairs(study, [(EMMET, EMMET_NC)], TABLE5_LOSS)
+    return Claim(paper_, source, texts[0], threshold, outcomes[0], rule, horizon(*counts))
 
 
 def encore_no_degradation(study: Study) -> Claim:
     paper_ = "ENCORE edits sequentially without model degradation: the neighbourhood facts keep their scores"
-    source, threshold = "title, Sec. 6", f"NS(ENCORE, last) - NS(unedited) > -{NS_MARGIN:g}"
+    source = "title, Sec. 6"
+    threshold = f"NS(ENCORE, last) - NS(unedited) > -{NS_MARGIN:g} ({OURS}: the paper gives no margin)"
     rule = (
-        "NS at ENCORE's last snapshot minus the unedited model's NS on the same facts; reproduced if the interval "
-        f"> -{NS_MARGIN:g} points (our margin; the paper gives none), not reproduced if it lies below"
+        "NS at ENCORE's last snapshot minus the unedited model's NS on the same facts, paired over them; without "
+        "records.csv, from the published means when both score the same facts, decided only if every per-fact "
+        f"data set with those means decides it; reproduced if the interval > -{NS_MARGIN:g} points, not "
+        "reproduced if it lies below"
     )
     if not study.has(ENCORE, UNEDITED):
         return not_run(paper_, source, threshold, rule, [run for run in (ENCORE, UNEDITED) if not study.has(run)])
-    interval, text = gap(study, (UNEDITED, 0), (ENCORE, study.edits(ENCORE)), "NS")
-    return Claim(paper_, source, text, threshold, _outcome(interval, -NS_MARGIN), rule)
+    edits = study.edits(ENCORE)
+    comparison, text = gap(study, (UNEDITED, 0), (ENCORE, edits), "NS")
+    return Claim(paper_, source, text, threshold, comparison.above(-NS_MARGIN), rule, horizon(edits))
+
+
+def _p_new_range(study: Study, state) -> tuple[float, float]:
+    return mean_bounds(study.point(*state, "p_new"), study.scored[state][1])
 
 
 def mpes_probability(study: Study) -> Claim:
     paper_ = "MPES brings the edited facts' probability down to that of facts the model knows"
     source = "Table 1"
-    threshold = f"p(new) with MPES lower than without, and within {TABLE1_NEAR:.2f} of known facts' p(true)"
+    threshold = (
+        f"p(new) with MPES lower than without ({OURS}: direction only), and within {TABLE1_NEAR:.2f} of known "
+        f"facts' p(true) ({THE_PAPERS}: its widest gap, Table 1)"
+    )
     rule = (
         "per editor with both runs, per-fact p(new) at the last common snapshot: plain - MPES > 0 (paired) and the "
-        f"MPES run's interval inside p(true) +/- {TABLE1_NEAR:.2f} (the paper's widest gap, Table 1); reproduced if "
-        "both hold for every editor, not reproduced if either fails decisively"
+        f"MPES run's interval inside p(true) +/- {TABLE1_NEAR:.2f}; without records.csv, from the published means "
+        "where both runs scored the same facts, decided only if every per-fact data set with those means decides "
+        "it; reproduced if both hold for every editor, not reproduced if either fails decisively"
     )
     known = float(study.unedited.get("p_true_known", float("nan")))
     every = [(MEMIT, MPES), (ALPHAEDIT, ALPHAEDIT_MPES), (EMMET, EMMET_MPES)]
     pairs = [pair for pair in every if study.has(*pair)]
-    if not pairs or known != known:
-        absent = [r for r in (MEMIT, MPES) if not study.has(r)] + ([UNEDITED] if known != known else [])
-        return not_run(paper_, source, threshold, rule, absent, "p(true) of known facts" if known != known else "")
-    outcomes, texts = [], [f"p(true) of known facts, unedited: {known:.3f}"]
+    if not pairs:
+        absent = [r for r in (MEMIT, MPES) if not study.has(r)]
+        return not_run(paper_, source, threshold, rule, absent)
+    if known != known:
+        missing = "p(true) of the facts the unedited model knows (metric p_true_known)"
+        return Claim(paper_, source, f"needs {missing}", threshold, no_data(missing), rule, horizon())
+    outcomes, texts, counts = [], [f"p(true) of known facts, unedited: {known:.3f}"], []
     _note_missing(study, every, outcomes, texts)
     for plain, mpes in pairs:
         edits = study.common_edits(plain, mpes)
-        arrays = study.paired([(plain, edits), (mpes, edits)], columns=("p_new",))
-        points = f"published p(new) {name(plain)} {study.point(plain, edits, 'p_new'):.3f}, {name(mpes)} " + (
-            f"{study.point(mpes, edits, 'p_new'):.3f}"
-        )
+        counts.append(edits)
+        states = [(plain, edits), (mpes, edits)]
+        arrays = study.paired(states, columns=("p_new",))
         if isinstance(arrays, str):
-            outcomes.append(INCONCLUSIVE)
-            texts.append(f"{points}; {arrays.replace('per-fact scores', 'per-fact p(new)')}")
-            continue
-        drop = paired_bootstrap(lambda x, y: x.mean(axis=(1, 2)) - y.mean(axis=(1, 2)), *arrays)
-        level = paired_bootstrap(lambda y: y.mean(axis=(1, 2)), arrays[1])
+            values = [study.point(*state, "p_new") for state in states]
+            missing = missing_records(states, "per-fact p(new)")
+            if study.same_facts(*states) and all(v == v for v in values):
+                ranges = [_p_new_range(study, state) for state in states]
+                drop = Bounds(values[0] - values[1], *difference_bounds(ranges[1], ranges[0]), missing)
+                level = Bounds(values[1], *ranges[1], missing)
+            else:
+                drop, level = unknown(missing, values[0] - values[1]), unknown(missing, values[1])
+            texts.append(
+                f"published p(new) on {study.facts_text(states[0])}: {name(plain)} {values[0]:.3f}, {name(mpes)} "
+                f"{values[1]:.3f}: {name(mpes)} p(new) {level.text('.3f')}; below {name(plain)} by {drop.text('.3f')}"
+            )
+        else:
+            drop = paired_bootstrap(lambda x, y: x.mean(axis=(1, 2)) - y.mean(axis=(1, 2)), *arrays)
+            level = paired_bootstrap(lambda y: y.mean(axis=(1, 2)), arrays[1])
+            texts.append(f"{name(mpes)} p(new) {level.text('.3f')}, below {name(plain)} by {drop.text('.3f')}")
         near = combine([level.above(known - TABLE1_NEAR), level.below(known + TABLE1_NEAR)])
         outcomes += [drop.above(0.0), near]
-        texts.append(f"{name(mpes)} p(new) {level.text('.3f')}, below {name(plain)} by {drop.text('.3f')}")
-    return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule)
+    return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))

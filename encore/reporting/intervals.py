@@ -1,8 +1,13 @@
-"""Percentile-bootstrap 95% intervals for the claim rules (``encore.reporting.claims``).
+"""Percentile-bootstrap 95% intervals for the claim rules (``encore.reporting.claims``), and bounds on them
+where only aggregates are published.
 
 Every interval is drawn with ``numpy.random.default_rng(SEED)`` and ``RESAMPLES`` resamples, so a page
 regenerates byte for byte. A *paired* bootstrap resamples one set of unit indices (facts, batches, layers,
 items) and applies it to every array at once, so two runs are compared on the same units in every resample.
+
+Without the per-unit data, ``Bounds`` holds where that interval must lie for *every* per-unit data set
+consistent with the published aggregates (``mean_bounds``, ``difference_bounds``): a rule decides from them
+when all those data sets give the same answer, and otherwise says which data are missing ("no data: ...").
 """
 
 from __future__ import annotations
@@ -22,7 +27,22 @@ NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 NOT_TESTABLE = "not testable at this scale"
 NOT_RUN = "not run"
-OUTCOMES = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE, NOT_RUN)
+NO_DATA = "no data"  # an outcome "no data: <what is missing>": the runs exist, the data to judge them do not
+OUTCOMES = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE, NOT_RUN, NO_DATA)
+# Bounds from aggregates: each of the two states may leave its range with probability at most TAIL, so the
+# difference leaves the bounds in at most 2 TAIL = 1% of resamples, well inside the 2.5% of each tail of a
+# 95% interval (the margin covers the Monte Carlo error of RESAMPLES resamples).
+TAIL = 0.005
+
+
+def no_data(what: str) -> str:
+    """The outcome of a claim whose runs exist but whose data to judge them were not published."""
+    return f"{NO_DATA}: {what}"
+
+
+def kind(outcome: str) -> str:
+    """The outcome without its detail: "no data: records.csv" -> "no data"."""
+    return NO_DATA if outcome.startswith(NO_DATA) else outcome
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,54 @@ class Interval:
 
     def includes(self, value: float) -> bool:
         return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Where the 95% interval of a statistic lies for every per-unit data set consistent with the published
+    aggregates (``low``/``high`` infinite: nowhere known). It decides a threshold only when every such data
+    set decides it the same way; otherwise the outcome is "no data: ``missing``"."""
+
+    estimate: float
+    low: float
+    high: float
+    missing: str
+
+    def text(self, fmt: str = ".1f") -> str:
+        if not np.isfinite([self.low, self.high]).all():
+            return f"{self.estimate:{fmt}}, no interval"
+        return (
+            f"{self.estimate:{fmt}}, no interval; with any per-unit data that give the published aggregates it "
+            f"lies inside [{self.low:{fmt}}, {self.high:{fmt}}]"
+        )
+
+    def above(self, threshold: float) -> str:
+        if self.low > threshold:
+            return REPRODUCED
+        return NOT_REPRODUCED if self.high < threshold else no_data(self.missing)
+
+    def below(self, threshold: float) -> str:
+        if self.high < threshold:
+            return REPRODUCED
+        return NOT_REPRODUCED if self.low > threshold else no_data(self.missing)
+
+
+def unknown(missing: str, estimate: float = float("nan")) -> Bounds:
+    """Nothing is known about the interval: every threshold gives "no data: ``missing``"."""
+    return Bounds(estimate, -np.inf, np.inf, missing)
+
+
+def mean_bounds(mean: float, units: int, tail: float = TAIL) -> tuple[float, float]:
+    """The range that the mean of a bootstrap resample of ``units`` values in [0, 1] with mean ``mean`` leaves
+    with probability at most ``tail`` on either side, whatever the values (Hoeffding's inequality)."""
+    reach = np.sqrt(np.log(1 / tail) / (2 * units))
+    return max(0.0, mean - reach), min(1.0, mean + reach)
+
+
+def difference_bounds(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """Bounds on (statistic of b) - (statistic of a) from each one's ``(low, high)`` range: whatever the pairing
+    of the units, the difference leaves [low_b - high_a, high_b - low_a] only when one of them leaves its range."""
+    return b[0] - a[1], b[1] - a[0]
 
 
 def paired_bootstrap(
@@ -125,9 +193,16 @@ def mcc(matrix: np.ndarray) -> np.ndarray:
 
 def combine(outcomes) -> str:
     """One outcome for a claim with several parts: any part not reproduced decides; then a missing run,
-    a failed precondition, an undecided part; reproduced only if every part is."""
+    missing data (every "no data" part named), a failed precondition, an undecided part; reproduced only if
+    every part is."""
     outcomes = list(outcomes)
-    for outcome in (NOT_REPRODUCED, NOT_RUN, NOT_TESTABLE, INCONCLUSIVE):
+    for outcome in (NOT_REPRODUCED, NOT_RUN):
+        if outcome in outcomes:
+            return outcome
+    missing = [outcome.partition(": ")[2] for outcome in outcomes if kind(outcome) == NO_DATA]
+    if missing:
+        return no_data("; ".join(dict.fromkeys(missing)))
+    for outcome in (NOT_TESTABLE, INCONCLUSIVE):
         if outcome in outcomes:
             return outcome
     return REPRODUCED
