@@ -273,7 +273,7 @@ def known_sha256(source: StatisticsSource, layout: str) -> str | None:
         return source.sha256[layout]
     known = yaml.safe_load(KNOWN_FILES.read_text()) if KNOWN_FILES.is_file() else {}
     where = {"url": source.url, "hub": source.repo}.get(source.source)
-    return ((known or {}).get(source.source) or {}).get(where, {}).get(layout)
+    return (((known or {}).get(source.source) or {}).get(where) or {}).get(layout)
 
 
 def _address(source: StatisticsSource, layout: str) -> str:
@@ -348,7 +348,7 @@ def _fetch_url(source: StatisticsSource, layout: str, cache_dir: Path) -> Locate
 
 def _fetch_hub(source: StatisticsSource, layout: str, cache_dir: Path) -> Located:
     import huggingface_hub
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     filename, location = _hub_filename(source, layout), _address(source, layout)
     try:
@@ -356,7 +356,9 @@ def _fetch_hub(source: StatisticsSource, layout: str, cache_dir: Path) -> Locate
             repo_id=source.repo, filename=filename, revision=source.revision, repo_type=source.repo_type,
             cache_dir=str(_downloads(cache_dir, source)),
         )  # fmt: skip
-    except EntryNotFoundError:
+    except LocalEntryNotFoundError as error:  # offline, and not in the download cache
+        raise StatisticsFileError(location, f"download failed ({_first_line(error)})") from None
+    except EntryNotFoundError:  # the repository has no such file
         raise _NotThere(location) from None
     except Exception as error:  # network, authentication, unknown repository or revision
         raise StatisticsFileError(location, f"download failed ({_first_line(error)})") from None
@@ -395,7 +397,7 @@ def _explain_missing(source: StatisticsSource, tried: list[str], module: str, dt
             if parsed["module"] != module and layer is not None and layer in parsed["module"].split("."):
                 return directory / name, f"module {parsed['module']} is not the edited down-projection {module}"
             if parsed["module"] == module:
-                return tried[0], f"{problem}; its directory holds {name} (statistics.n_samples, dtype select it)"
+                return tried[0], f"{problem}; its directory holds {name} (N and dtype: statistics.n_samples, dtype)"
     return tried[0], problem
 
 

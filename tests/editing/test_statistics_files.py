@@ -66,9 +66,9 @@ def reference_files(model, tokenizer, root, n_samples=N, layers=LAYERS):
     return paths
 
 
-def do_import(model, source, tmp_path, n_samples=N, layers=LAYERS):
+def do_import(model, source, tmp_path, n_samples=N, layers=LAYERS, model_name="tiny"):
     return import_statistics(
-        source, model_name="tiny", model_identity=IDENTITY, layers=layers,
+        source, model_name=model_name, model_identity=IDENTITY, layers=layers,
         module_of=architecture_of(model).down_proj_name,
         d_ff={layer: read_weight(model, layer).shape[1] for layer in layers},
         n_samples=n_samples, dtype="float32", cache_dir=tmp_path / "cache",
@@ -243,6 +243,41 @@ def test_a_hub_download_is_used_only_with_its_recorded_sha256(tiny_gpt2, gpt2_fi
     assert do_import(tiny_gpt2, _hub_source(tmp_path, {layout: digest}), tmp_path, layers=[1]) == {
         1: {**entries[1], "imported": {**entries[1]["imported"], "local_file": None}}}  # fmt: skip
     assert len(calls) == before
+
+
+def test_hub_files_are_found_under_either_reference_name_of_the_model(tiny_gpt2, gpt2_file, tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    asked = []
+
+    def download(repo_id, filename, **options):
+        asked.append(filename)
+        if not filename.startswith("stats/tiny/"):
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(gpt2_file)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    layout = gpt2_file.relative_to(tmp_path / "stats").as_posix()
+    source = StatisticsSource(
+        "hub", repo="someone/stats", subfolder="stats", sha256={layout: file_digests(gpt2_file)[0]}
+    )
+    entries = do_import(tiny_gpt2, source, tmp_path, layers=[1], model_name="someone/tiny")
+    assert asked == [
+        f"stats/someone_tiny/{layout.partition('/')[2]}",
+        f"stats/{layout}",
+    ]  # MEMIT's name, then EasyEdit's
+    assert entries[1]["key"]["imported"]["file"] == layout
+
+
+def test_a_url_download_is_verified_by_the_known_files_registry(tiny_gpt2, gpt2_file, tmp_path, monkeypatch):
+    layout = gpt2_file.relative_to(tmp_path / "stats").as_posix()
+    registry = tmp_path / "known.yaml"
+    registry.write_text(f"url: {{{MEMIT_STATS_URL}: {{{layout}: {file_digests(gpt2_file)[0]}}}}}\nhub: {{}}\n")
+    monkeypatch.setattr(statistics_files, "KNOWN_FILES", registry)
+    monkeypatch.setattr(statistics_files, "urlopen", lambda url, timeout: io.BytesIO(gpt2_file.read_bytes()))
+    entries = do_import(tiny_gpt2, StatisticsSource("url", model_dir=MODEL_DIR), tmp_path, layers=[1])
+    assert entries[1]["key"]["imported"]["file_sha256"] == file_digests(gpt2_file)[0]
 
 
 def test_a_url_download_is_verified_and_a_bad_one_removed(tiny_gpt2, gpt2_file, tmp_path, monkeypatch):
