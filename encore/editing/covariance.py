@@ -7,7 +7,8 @@ float32. Results are cached per layer under a content-addressed name (model iden
 checksum, samples, max length, dtype) with a checksum of the tensor; a hit never recomputes. A cache file
 that cannot be read or fails its checksum raises ``StatisticsCacheError`` (one line, naming the file); the
 statistics rule and the edit segments then recompute it (same key, so the same file and, on the same device,
-the same bits).
+the same bits). C0 imported from the reference code's statistics files enters the same cache under a key naming the
+file it came from (encore.editing.statistics_files).
 """
 
 from __future__ import annotations
