@@ -8,18 +8,32 @@ from pathlib import Path
 
 import pandas as pd
 
-from encore.reporting.figure_kit import Spec, Study, panels, record, runs_to_draw
+from encore.reporting.figure_kit import (
+    Spec,
+    Study,
+    identical_runs,
+    panels,
+    record,
+    runs_to_draw,
+    twin_note,
+    twins_caption,
+)
 from encore.reporting.outputs import BASE, ENCORE_FAMILY, Index, label
 
 DOWNSTREAM_PROTOCOL = "downstream/generate"  # the paper's protocol (greedy 3 tokens, parsed answer)
 TASK_ORDER = ["sst2", "mrpc", "nli", "rte", "cola", "mmlu"]
 NEEDS = "downstream results (evaluation.downstream: all)"
+MEMIT, ENCORE = ("memit", "plain"), ("memit", "mpes_nc")
+RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
+REGULARISERS = "(RECT, PRUNE: not in the paper)"
 MPES_RUNS = tuple(run for run in BASE if run[1] == "mpes")
 AVERAGE_FIGURES = [
     Spec("fig03_downstream_mpes", "paper Fig. 3", "average downstream F1 vs edits, with and without MPES",
          tuple(BASE), needs=MPES_RUNS, repeats="the plain editors' lines of fig06_downstream_encore"),
     Spec("fig06_downstream_encore", "paper Fig. 6", "average downstream F1 vs edits",
          tuple(ENCORE_FAMILY)),
+    Spec("fig06_downstream_regularisers", f"paper Fig. 6 layout {REGULARISERS}", "average downstream F1 vs edits",
+         (MEMIT, ENCORE, RECT, PRUNE), needs=(RECT, PRUNE), repeats="fig06_downstream_encore"),
 ]  # fmt: skip
 PER_TASK_FIGURES = [
     Spec("fig14_downstream_tasks_emmet_nc", "paper Fig. 14", "per-task downstream F1 vs edits",
@@ -30,6 +44,9 @@ PER_TASK_FIGURES = [
          (("emmet", "plain"), ("emmet", "mpes"))),
     Spec("fig23_downstream_tasks_memit_encore", "paper Fig. 23",
          "per-task downstream F1 vs edits", tuple(ENCORE_FAMILY)),
+    Spec("fig23_downstream_tasks_regularisers", f"paper Fig. 23 layout {REGULARISERS}",
+         "per-task downstream F1 vs edits", (MEMIT, ENCORE, RECT, PRUNE), needs=(RECT, PRUNE),
+         repeats="fig23_downstream_tasks_memit_encore"),
 ]  # fmt: skip
 
 
@@ -65,13 +82,17 @@ def downstream_average(metrics: pd.DataFrame, study: Study, out: Path, index: In
         if not present:
             continue
         groups = [[run for run in present if run[0] == method] for method in dict.fromkeys(m for m, _ in present)]
-        if spec.name == "fig06_downstream_encore":
+        if spec.name.startswith("fig06_"):
             groups = [present]
+        lines = {run: _with_unedited(rows, *run).set_index("edits")["value"] for run in present}
+        twins = identical_runs(lines)
         figure, axes = panels(len(groups))
         for axis, group in zip(axes, groups):
-            for method, variant in group:
-                line = _with_unedited(rows, method, variant)
-                axis.plot(line["edits"], line["value"], marker="o", markersize=3, label=label(method, variant))
+            for run in group:
+                line = lines[run]
+                style = {"ls": "--", "lw": 2.5} if run in twins else {}
+                note = f" (= {label(*twins[run])}, dashed)" if run in twins else ""
+                axis.plot(line.index, line.values, marker="o", markersize=3, label=label(*run) + note, **style)
             axis.set(title=", ".join(label(*run) for run in group), xlabel="number of edits")
             axis.legend(fontsize=7)
         axes[0].set_ylim(bottom=0)  # F1 from 0: a change is drawn at its size
@@ -79,7 +100,7 @@ def downstream_average(metrics: pd.DataFrame, study: Study, out: Path, index: In
         figure.suptitle(study.heading(spec, _last_edits(rows, present), present))
         caption = (
             "Average downstream F1 (SST2, MRPC, CoLA, RTE, NLI, MMLU; generation protocol) vs edits; the unedited "
-            "model at 0 edits; all panels on one y-axis."
+            "model at 0 edits; all panels on one y-axis." + twins_caption(twins)
         )
         drawn |= record(index, figure, out, spec, caption, present)
     return drawn
@@ -95,6 +116,8 @@ def downstream_per_task(metrics: pd.DataFrame, study: Study, out: Path, index: I
         present = runs_to_draw(spec, have, index, NEEDS)
         if not present:
             continue
+        runs = {run: _with_unedited(rows, *run).set_index(["task", "edits"])["value"] for run in present}
+        twins = identical_runs(runs)
         figure, axes = panels(len(present))
         for axis, (method, variant) in zip(axes, present):
             run = _with_unedited(rows, method, variant)
@@ -102,10 +125,13 @@ def downstream_per_task(metrics: pd.DataFrame, study: Study, out: Path, index: I
                 line = run[run["task"] == task]
                 if len(line):
                     axis.plot(line["edits"], line["value"], marker="o", markersize=3, label=task.upper())
-            axis.set(title=label(method, variant), xlabel="number of edits", ylim=(0, 100))
+            title = label(method, variant) + twin_note((method, variant), twins)
+            axis.set(title=title, xlabel="number of edits", ylim=(0, 100))
             axis.legend(fontsize=7, ncol=2)
         axes[0].set_ylabel("F1 (x100)")
         figure.suptitle(study.heading(spec, _last_edits(rows, present), present))
-        caption = "Per-task downstream F1 vs edits (generation protocol); the unedited model at 0 edits."
+        caption = "Per-task downstream F1 vs edits (generation protocol); the unedited model at 0 edits." + (
+            twins_caption(twins, dashed=False)
+        )
         drawn |= record(index, figure, out, spec, caption, present)
     return drawn

@@ -6,11 +6,14 @@ Rules (issue 18, "Figures that hide or duplicate"):
 - every title names the paper figure, the model, the data set and the edit count (``Study.heading``);
 - a caption names only the runs drawn; the runs a figure lacks are listed under "Not written" in the index;
 - a per-editor figure whose distinguishing runs (``Spec.needs``) were not made is not drawn, since it would
-  repeat another figure under a caption promising other runs.
+  repeat another figure under a caption promising other runs;
+- a run whose data equal another run's (MEMIT+PRUNE before PRUNE acts is MEMIT) would hide that run's line: it
+  is drawn dashed over it, and its legend, panel title and caption say so (``identical_runs``).
 """
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from encore.reporting.outputs import Index, label  # noqa: E402
 
@@ -82,6 +86,34 @@ def runs_to_draw(spec: Spec, have, index: Index, needs_text: str) -> list:
     return present
 
 
+def identical_runs(data: dict) -> dict:
+    """{run: the first earlier run with the same data} for every run of ``data`` ({run: DataFrame or Series}, in
+    drawing order) whose values equal an earlier run's at every index (within 1e-9)."""
+    twins, runs = {}, list(data)
+    for position, run in enumerate(runs):
+        for earlier in runs[:position]:
+            a, b = data[earlier], data[run]
+            if earlier not in twins and a.shape == b.shape and a.index.equals(b.index):
+                left, right = (np.asarray(frame, dtype=float) for frame in (a, b))
+                if np.allclose(left, right, rtol=0, atol=1e-9, equal_nan=True):
+                    twins[run] = earlier
+                    break
+    return twins
+
+
+def twin_note(run, twins: dict) -> str:
+    """' (identical to MEMIT)' for a run in ``twins``, else ''."""
+    return f" (identical to {label(*twins[run])})" if run in twins else ""
+
+
+def twins_caption(twins: dict, dashed: bool = True) -> str:
+    """Caption sentence naming the runs drawn over an identical run."""
+    if not twins:
+        return ""
+    pairs = "; ".join(f"{label(*run)} equals {label(*twin)}" for run, twin in twins.items())
+    return f" Identical data: {pairs}" + (", drawn dashed over it." if dashed else ".")
+
+
 def panels(count: int, width: float = 4.4, height: float = 3.4, sharey: bool = True):
     """A constrained-layout figure with ``count`` panels (at most 4 a row) on one shared y-axis."""
     columns = min(4, count)
@@ -109,7 +141,13 @@ def save(figure, stem: Path) -> list[str]:
 
 
 def record(index: Index, figure, out: Path, spec: Spec, caption: str, runs) -> dict:
-    """Save ``figure`` as ``out/<spec.name>``, list it in the index with a caption naming the runs drawn."""
+    """Save ``figure`` as ``out/<spec.name>``, list it in the index with a caption naming the runs drawn. A title
+    wider than the figure is wrapped (about 11 characters per inch), so none is cut off."""
+    title = figure._suptitle
+    if title is not None:
+        limit = int(figure.get_figwidth() * 11)
+        lines = title.get_text().split("\n")
+        title.set_text("\n".join(textwrap.fill(line, limit, break_long_words=False) for line in lines))
     shown = f" Runs: {names(runs)}." if runs else ""
     index.made.append((", ".join(save(figure, Path(out) / spec.name)), f"{spec.paper}: {caption}{shown}"))
     return {spec.name: figure}

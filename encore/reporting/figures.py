@@ -17,11 +17,23 @@ import pandas as pd
 
 from encore.evaluation.analysis import COMPONENTS
 from encore.reporting.downstream_figures import downstream_average, downstream_per_task
-from encore.reporting.figure_kit import Spec, Study, panels, record, runs_to_draw, ylim
+from encore.reporting.figure_kit import (
+    Spec,
+    Study,
+    identical_runs,
+    panels,
+    record,
+    runs_to_draw,
+    twin_note,
+    twins_caption,
+    ylim,
+)
 from encore.reporting.outputs import LABELS, Index, label
 
 ENCORE, NC = ("memit", "mpes_nc"), ("memit", "nc")
 MEMIT, ALPHAEDIT, EMMET = ("memit", "plain"), ("alphaedit", "plain"), ("emmet", "plain")
+RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
+REGULARISERS = "(RECT, PRUNE: not in the paper)"
 GROWTH_LABEL = r"$\|W_\ell\|_F\,/\,\|W_\ell^{unedited}\|_F - 1$  (%)"
 NORM_GROWTH_FIGURES = [
     Spec("fig01_norm_growth", "paper Fig. 1", "edited-layer norm growth vs edits", (MEMIT, ALPHAEDIT)),
@@ -35,6 +47,8 @@ LAYER_NORM_FIGURES = [
     Spec("fig16-20_layer_norms_norm_constraint", "paper Figs. 16, 18, 20 (one model)",
          "norm change of every layer", (MEMIT, NC, ENCORE), needs=(NC,),
          repeats="fig04_layer_norms and fig07a_layer_norms_encore"),
+    Spec("fig04_layer_norms_regularisers", f"paper Fig. 4 layout {REGULARISERS}", "norm change of every layer",
+         (MEMIT, ENCORE, RECT, PRUNE), needs=(RECT, PRUNE), repeats="fig04_layer_norms and fig07a_layer_norms_encore"),
 ]  # fmt: skip
 SHARE_FIGURES = [
     Spec("fig05_activation_share", "paper Fig. 5", "activation norm proportion per layer", (ALPHAEDIT, MEMIT, ENCORE)),
@@ -43,6 +57,9 @@ SHARE_FIGURES = [
          repeats="fig05_activation_share"),
     Spec("fig11-13_activation_share_norm_constraint", "paper Figs. 11-13 (one model)",
          "activation norm proportion per layer", (MEMIT, NC, ENCORE), needs=(NC,),
+         repeats="fig05_activation_share"),
+    Spec("fig05_activation_share_regularisers", f"paper Fig. 5 layout {REGULARISERS}",
+         "activation norm proportion per layer", (MEMIT, ENCORE, RECT, PRUNE), needs=(RECT, PRUNE),
          repeats="fig05_activation_share"),
 ]  # fmt: skip
 ANALYSIS_NEEDS = "analysis rows (evaluation.analysis: final or all) of the unedited model and"
@@ -57,8 +74,11 @@ HEADLINE = [  # embedded in results.md, in this order, where drawn
     "fig07a_layer_norms_encore",
     "fig16-20_layer_norms_norm_constraint",
     "fig15-19_layer_norms_editors",
+    "fig04_layer_norms_regularisers",
     "fig05_activation_share",
+    "fig05_activation_share_regularisers",
     "fig06_downstream_encore",
+    "fig06_downstream_regularisers",
     "fig03_downstream_mpes",
 ]
 
@@ -87,16 +107,20 @@ def norm_growth(growth: pd.DataFrame, study: Study, spec: Spec, out: Path, index
         return {}
     figure, axes = panels(len(present) + summary)
     run_rows = {run: growth[(growth["method"] == run[0]) & (growth["variant"] == run[1])] for run in present}
+    twins = identical_runs({run: rows.pivot_table(index="edits", columns="layer", values="growth")
+                            for run, rows in run_rows.items()})  # fmt: skip
     if summary:
         for run, rows in run_rows.items():
             mean = rows.groupby("edits")["growth"].mean()
-            axes[0].plot(mean.index, mean.values, lw=2, label=f"{label(*run)}: {mean.iloc[-1]:+.1f}%")
+            style = {"ls": "--", "lw": 2.5} if run in twins else {"lw": 2}
+            axes[0].plot(mean.index, mean.values, **style, label=f"{label(*run)}: {mean.iloc[-1]:+.1f}%"
+                         + (f" (= {label(*twins[run])}, dashed)" if run in twins else ""))  # fmt: skip
         axes[0].set_title("every run: mean over its edited layers", fontsize=10)
         axes[0].legend(fontsize=8, title=f"at {int(growth['edits'].max()):,} edits", title_fontsize=8)
     for axis, (run, rows) in zip(axes[summary:], run_rows.items()):
         for layer, line in rows.groupby("layer"):
             axis.plot(line["edits"], line["growth"], marker="o", markersize=2, label=f"layer {layer}")
-        axis.set_title(f"{label(*run)}: each edited layer", fontsize=10)
+        axis.set_title(f"{label(*run)}: each edited layer{twin_note(run, twins)}", fontsize=9 if run in twins else 10)
         axis.legend(fontsize=7)
     for axis in axes:
         axis.axhline(0.0, color="black", lw=0.6)
@@ -108,6 +132,7 @@ def norm_growth(growth: pd.DataFrame, study: Study, spec: Spec, out: Path, index
         "to its unedited value: 100 (||W_l|| / ||W_l^unedited|| - 1) %, one line per edited layer"
         + ("; first panel: each run's mean over its edited layers" if summary else "")
         + "; every norm-growth figure of the study on one y-axis."
+        + (twins_caption(twins) if summary else twins_caption(twins, dashed=False))
     )
     return record(index, figure, out, spec, caption, present)
 
@@ -144,6 +169,7 @@ def layer_norms(metrics: pd.DataFrame, study: Study, out: Path, index: Index) ->
         present = runs_to_draw(spec, set(runs) if len(base) else set(), index, ANALYSIS_NEEDS)
         if not present:
             continue
+        twins = identical_runs({run: shown[run].set_index(["edits", "layer"])["growth"] for run in present})
         figure, axes = panels(len(present))
         for axis, run in zip(axes, present):
             axis.axhline(0.0, color="black", lw=1.2, label="unedited model")
@@ -151,7 +177,7 @@ def layer_norms(metrics: pd.DataFrame, study: Study, out: Path, index: Index) ->
                 axis.plot(rows["layer"], rows["growth"], marker=".", label=f"{int(edits):,} edits")
             for layer in study.edited_layers.get(run, []):
                 axis.axvspan(layer - 0.4, layer + 0.4, color="red", alpha=0.12)
-            axis.set(title=label(*run), xlabel="layer", ylim=limits)
+            axis.set(title=label(*run) + twin_note(run, twins), xlabel="layer", ylim=limits)
             axis.legend(fontsize=7)
         axes[0].set_ylabel(r"$\|W_{down,\ell}\|_F\,/\,\|W_{down,\ell}^{unedited}\|_F - 1$  (%)")
         figure.suptitle(study.heading(spec, [runs[run]["edits"].max() for run in present], present))
@@ -159,7 +185,7 @@ def layer_norms(metrics: pd.DataFrame, study: Study, out: Path, index: Index) ->
             "Change of the Frobenius norm of every layer's MLP down-projection relative to the unedited model, "
             "100 (||W_l|| / ||W_l^unedited|| - 1) %, at the middle and the last snapshot (0: unchanged; the "
             f"unedited norms lie between {base.min():.1f} and {base.max():.1f}); edited layers shaded red; every "
-            "layer-norm figure of the study on one y-axis."
+            "layer-norm figure of the study on one y-axis." + twins_caption(twins, dashed=False)
         )
         drawn |= record(index, figure, out, spec, caption, present)
     return drawn
@@ -178,6 +204,11 @@ def activation_shares(metrics: pd.DataFrame, study: Study, out: Path, index: Ind
             continue
         last = {run: int(shares[(shares["method"] == run[0]) & (shares["variant"] == run[1])]["edits"].max())
                 for run in present}  # fmt: skip
+        tables = {}
+        for run in present:
+            rows = shares[(shares["method"] == run[0]) & (shares["variant"] == run[1]) & (shares["edits"] == last[run])]
+            tables[run] = rows.pivot_table(index="layer", columns="component", values="value")
+        twins = identical_runs(tables)
         figure, axes = panels(1 + len(present), height=3.1)
         for axis, run in zip(axes, [("unedited", "unedited"), *present]):
             rows = shares[(shares["method"] == run[0]) & (shares["variant"] == run[1])]
@@ -188,7 +219,7 @@ def activation_shares(metrics: pd.DataFrame, study: Study, out: Path, index: Ind
             for component, color in zip(COMPONENTS, ("#bbbbbb", "#4c72b0", "#dd8452")):
                 axis.bar(table.index, table[component], bottom=bottom, color=color, label=component, width=0.85)
                 bottom = bottom + table[component]
-            title = f"{label(*run)}, {last[run]:,} edits" if run in last else "unedited model"
+            title = f"{label(*run)}, {last[run]:,} edits{twin_note(run, twins)}" if run in last else "unedited model"
             axis.set(title=title, xlabel="layer", ylim=(0, 1))
             axis.set_xticks(list(table.index))
             axis.set_xticklabels([str(layer) for layer in table.index], fontsize=5)
@@ -201,7 +232,7 @@ def activation_shares(metrics: pd.DataFrame, study: Study, out: Path, index: Ind
         handles, names = axes[0].get_legend_handles_labels()
         figure.legend(handles, names, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
         figure.suptitle(study.heading(spec, last.values(), present))
-        drawn |= record(index, figure, out, spec, SHARE_CAPTION, present)
+        drawn |= record(index, figure, out, spec, SHARE_CAPTION + twins_caption(twins, dashed=False), present)
     return drawn
 
 

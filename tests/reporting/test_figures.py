@@ -274,3 +274,62 @@ def test_results_page_embeds_the_headline_figures_before_the_notes(two, tmp_path
     assert [link[8:-4] for link in links] == [name for name in HEADLINE if f"figures/{name}.png" in text]
     assert all((results.parent / link).is_file() for link in links)
     assert text.index("## Claims") < text.index("## Figures") < text.index("## Notes") and text.count("## Notes") == 1
+
+
+RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
+REGULARISER_FIGURES = {
+    "fig04_layer_norms_regularisers",
+    "fig05_activation_share_regularisers",
+    "fig06_downstream_regularisers",
+    "fig23_downstream_tasks_regularisers",
+}
+
+
+@pytest.fixture(scope="module")
+def regularisers(tmp_path_factory):
+    """MEMIT, ENCORE, MEMIT+RECT and MEMIT+PRUNE, with PRUNE's rows equal to MEMIT's (PRUNE before it acts)."""
+    path = tmp_path_factory.mktemp("regularisers")
+    runs = [*TWO, RECT, PRUNE]
+    collected = _study(path, runs)
+    for name in ("metrics.csv", "norms.csv"):
+        frame = pd.read_csv(collected / name)
+        prune = (frame["method"] == "memit_prune") & (frame["variant"] == "plain")
+        memit = frame[(frame["method"] == "memit") & (frame["variant"] == "plain")].assign(method="memit_prune")
+        pd.concat([frame[~prune], memit]).to_csv(collected / name, index=False)
+    index = build_paper_outputs(collected, path / "tables", path / "figures", path / "index.md", "t")
+    return index.figures, index, path / "figures"
+
+
+def test_regulariser_runs_get_figures_of_their_own_and_no_paper_figure_is_repeated(two, regularisers):
+    figures, index, _ = regularisers
+    assert REGULARISER_FIGURES <= set(figures)
+    for name in REGULARISER_FIGURES:
+        titles = " ".join(axis.get_title() for axis in _data_axes(figures[name]))
+        assert "MEMIT+RECT" in titles or name == "fig06_downstream_regularisers", name
+        assert {RECT, PRUNE} <= _runs_named(figures[name]._suptitle.get_text()), name
+    _assert_names_only(figures, index, [*TWO, RECT, PRUNE])
+    figures, index, _ = two  # without RECT or PRUNE they would repeat the MEMIT and ENCORE figures
+    assert not REGULARISER_FIGURES & set(figures)
+    assert "memit_rect/plain or memit_prune/plain" in dict(index.missing)["fig06_downstream_regularisers"]
+
+
+def test_a_run_with_the_same_data_as_another_is_drawn_dashed_and_named_on_the_figure(regularisers):
+    figures, index, _ = regularisers
+    summary = figures["norm_growth_all_runs"].axes[0]
+    prune = next(line for line in summary.get_lines() if line.get_label().startswith("MEMIT+PRUNE"))
+    assert "(= MEMIT, dashed)" in prune.get_label() and prune.get_linestyle() == "--"
+    memit = next(line for line in summary.get_lines() if line.get_label().startswith("MEMIT:"))
+    assert list(memit.get_ydata()) == pytest.approx(list(prune.get_ydata()))  # the line it would hide
+    titles = [axis.get_title() for axis in _data_axes(figures["norm_growth_all_runs"])]
+    assert "MEMIT+PRUNE: each edited layer (identical to MEMIT)" in titles
+    assert not any("RECT" in title and "identical" in title for title in titles)  # RECT differs
+    captions = {files.split(", ")[0]: caption for files, caption in index.made}
+    assert "Identical data: MEMIT+PRUNE equals MEMIT, drawn dashed over it." in captions["norm_growth_all_runs.png"]
+    average = figures["fig06_downstream_regularisers"].axes[0]
+    assert any(line.get_linestyle() == "--" and "(= MEMIT" in line.get_label() for line in average.get_lines())
+
+
+def test_a_title_wider_than_its_figure_is_wrapped(regularisers):
+    figure = regularisers[0]["fig06_downstream_regularisers"]
+    lines = figure._suptitle.get_text().split("\n")
+    assert len(lines) >= 3 and all(len(line) <= figure.get_figwidth() * 11 for line in lines)
