@@ -174,6 +174,15 @@ def _p_new_range(study: Study, state) -> tuple[float, float]:
     return mean_bounds(study.point(*state, "p_new"), study.scored[state][1])
 
 
+def _post_p_new(study: Study, run):
+    """Per fact (index case_id): p(new) right after its batch's update (ledger column post_p_new), or None."""
+    ledger = study.ledger
+    if "post_p_new" not in ledger.columns:
+        return None
+    rows = ledger[(ledger["method"] == run[0]) & (ledger["variant"] == run[1])].dropna(subset=["post_p_new"])
+    return rows.groupby("case_id")["post_p_new"].mean() if len(rows) else None
+
+
 def mpes_probability(study: Study) -> Claim:
     paper_ = "MPES brings the edited facts' probability down to that of facts the model knows"
     source = "Table 1"
@@ -182,10 +191,12 @@ def mpes_probability(study: Study) -> Claim:
         f"facts' p(true) ({THE_PAPERS}: its widest gap, Table 1)"
     )
     rule = (
-        "per editor with both runs, per-fact p(new) at the last common snapshot: plain - MPES > 0 (paired) and the "
-        f"MPES run's interval inside p(true) +/- {TABLE1_NEAR:.2f}; without records.csv, from the published means "
-        "where both runs scored the same facts, decided only if every per-fact data set with those means decides "
-        "it; reproduced if both hold for every editor, not reproduced if either fails decisively"
+        "per editor with both runs, per-fact p(new): right after each batch's own update where the ledger has it "
+        "(post_p_new, the paper's measure), paired over the facts both runs edited, else at the last common "
+        f"snapshot (records.csv): plain - MPES > 0 (paired) and the MPES run's interval inside p(true) +/- "
+        f"{TABLE1_NEAR:.2f}; without either, from the published means where both runs scored the same facts, "
+        "decided only if every per-fact data set with those means decides it; reproduced if both hold for every "
+        "editor, not reproduced if either fails decisively"
     )
     known = float(study.unedited.get("p_true_known", float("nan")))
     every = [(MEMIT, MPES), (ALPHAEDIT, ALPHAEDIT_MPES), (EMMET, EMMET_MPES)]
@@ -200,10 +211,21 @@ def mpes_probability(study: Study) -> Claim:
     _note_missing(study, every, outcomes, texts)
     for plain, mpes in pairs:
         edits = study.common_edits(plain, mpes)
-        counts.append(edits)
         states = [(plain, edits), (mpes, edits)]
         arrays = study.paired(states, columns=("p_new",))
-        if isinstance(arrays, str):
+        post = [_post_p_new(study, run) for run in (plain, mpes)]
+        shared = post[0].index.intersection(post[1].index) if all(p is not None for p in post) else []
+        if len(shared):
+            arrays = [p.loc[shared].to_numpy()[:, None] for p in post]
+            drop = paired_bootstrap(lambda x, y: x.mean(axis=(1, 2)) - y.mean(axis=(1, 2)), *arrays)
+            level = paired_bootstrap(lambda y: y.mean(axis=(1, 2)), arrays[1])
+            counts.append(len(shared))
+            texts.append(
+                f"right after each update (ledger post_p_new), on the same {len(shared):,} facts: {name(mpes)} p(new) "
+                f"{level.text('.3f')}, below {name(plain)} by {drop.text('.3f')}"
+            )
+        elif isinstance(arrays, str):
+            counts.append(edits)
             values = [study.point(*state, "p_new") for state in states]
             missing = missing_records(states, "per-fact p(new)")
             if study.same_facts(*states) and all(v == v for v in values):
@@ -217,9 +239,12 @@ def mpes_probability(study: Study) -> Claim:
                 f"{values[1]:.3f}: {name(mpes)} p(new) {level.text('.3f')}; below {name(plain)} by {drop.text('.3f')}"
             )
         else:
+            counts.append(edits)
             drop = paired_bootstrap(lambda x, y: x.mean(axis=(1, 2)) - y.mean(axis=(1, 2)), *arrays)
             level = paired_bootstrap(lambda y: y.mean(axis=(1, 2)), arrays[1])
-            texts.append(f"{name(mpes)} p(new) {level.text('.3f')}, below {name(plain)} by {drop.text('.3f')}")
+            texts.append(
+                f"at {edits:,} edits: {name(mpes)} p(new) {level.text('.3f')}, below {name(plain)} by {drop.text('.3f')}"
+            )
         near = combine([level.above(known - TABLE1_NEAR), level.below(known + TABLE1_NEAR)])
         outcomes += [drop.above(0.0), near]
     return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))

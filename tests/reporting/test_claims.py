@@ -391,3 +391,18 @@ def test_perplexity_on_different_texts_is_not_compared(tmp_path):
     metrics.to_csv(data / "metrics.csv", index=False)
     claim = claims.RULES["perplexity"](Study(data))
     assert kind(claim.outcome) == ND and "one text and token budget" in claim.outcome
+
+
+@pytest.mark.parametrize("mpes_p_new, outcome", [(0.35, R), (0.95, NR)])
+def test_mpes_probability_uses_the_post_update_p_new_of_the_ledger_where_published(tmp_path, mpes_p_new, outcome):
+    # the records say the opposite (MPES runs at p(new) 0.95 at the snapshots): the ledger's measure decides
+    data = write_study(tmp_path, p_new={run: 0.95 if mpes_p_new < 0.5 else 0.35 for run in MPES_RUNS})
+    ledger = pd.read_csv(data / "ledger.csv")
+    noise = np.random.default_rng(3).normal(0, 0.02, len(ledger))
+    ledger["post_p_new"] = np.where(ledger["variant"].str.contains("mpes"), mpes_p_new, 0.9) + noise
+    ledger.to_csv(data / "ledger.csv", index=False)
+    claim = claims.RULES["mpes_probability"](Study(data))
+    assert claim.outcome == outcome and "right after each update (ledger post_p_new), on the same 300 facts" in (
+        claim.measured
+    )
+    assert claim.horizon == "at 300 edits; the paper: 10,000"
