@@ -1,11 +1,12 @@
 """Every number the published pages print is computed from a CSV published beside them (issue 27).
 
-For each hand-written page (a study's notes.md, which results.md ends with, and the README's sections on measured
-studies) ``SNIPPETS`` renders the phrases that carry its numbers from the study's data/*.csv, computed here with
-pandas (the intervals with ``claims_base.gap``). Each phrase must appear in the page, and every number in the page
-must be one of the rendered numbers: a number without a source fails. Names that contain digits (SmolLM2-135M,
-Table 1, dates, commits, code spans) are not numbers. The generated part of results.md is recomputed the same way:
-its compute table, the published means its claim table quotes, its tally and the edit counts of its verdicts.
+For each hand-written page (a study's notes.md, which results.md ends with, and the sections on measured studies of
+the README and docs/cpu-studies.md) ``SNIPPETS`` renders the phrases that carry its numbers from the study's
+data/*.csv, computed here with pandas (the intervals with ``claims_base.gap``). Each phrase must appear in the page,
+and every number in the page must be one of the rendered numbers: a number without a source fails. Names that
+contain digits (SmolLM2-135M, Table 1, dates, commits, code spans) are not numbers. The generated part of results.md
+is recomputed the same way: its compute table, the published means its claim table quotes, its tally and the edit
+counts of its verdicts.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from encore.reporting.intervals import kind, mcc
 
 REPO = Path(__file__).resolve().parents[2]
 FP32, RECT_PRUNE = REPO / "docs" / "results" / "lifelong-cpu-fp32", REPO / "docs" / "results" / "rect-prune-cpu"
+CPU_STUDIES = REPO / "docs" / "cpu-studies.md"  # the README links it for the CPU studies
 MEMIT, ENCORE, UNEDITED = ("memit", "plain"), ("memit", "mpes_nc"), ("unedited", "unedited")
 RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
 GENERATE, LOGLIK = "downstream/generate", "downstream/label-loglik"
@@ -50,7 +52,7 @@ def numbers(text: str) -> set[str]:
 
 
 def section(text: str, heading: str) -> str:
-    """The README section that starts at ``heading``, up to the next heading."""
+    """The section of a page (README.md, docs/cpu-studies.md) that starts at ``heading``, up to the next heading."""
     start = text.index(heading)
     rest = text[start + len(heading) :]
     end = re.search(r"^#+ ", rest, flags=re.MULTILINE)
@@ -375,13 +377,13 @@ PAGES = [  # (page, the study whose CSVs it is computed from, the part of the pa
         readme_lifelong,
     ),
     (
-        "README: RECT and PRUNE",
+        "docs/cpu-studies.md: RECT and PRUNE",
         RECT_PRUNE,
-        lambda: section((REPO / "README.md").read_text(), "### Measured: RECT and PRUNE"),
+        lambda: section(CPU_STUDIES.read_text(), "### Measured: RECT and PRUNE"),
         readme_rect_prune,
     ),
 ]
-UNPUBLISHED = ["### Not published:", "## Studies on the CPU"]  # README sections of studies without published CSVs
+UNPUBLISHED = ["### Not published:", "## Studies on the CPU"]  # sections of docs/cpu-studies.md: no published CSVs
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +407,7 @@ def test_every_number_of_a_page_is_computed_from_the_csvs_beside_it(data, page, 
 
 @pytest.mark.parametrize("heading", UNPUBLISHED)
 def test_readme_sections_on_unpublished_studies_quote_no_measurements(heading):
-    text = section((REPO / "README.md").read_text(), heading)
+    text = section(CPU_STUDIES.read_text(), heading)
     stripped = text
     for pattern in NAMES:
         stripped = re.sub(pattern, " ", stripped, flags=re.DOTALL)
