@@ -93,3 +93,56 @@ def test_a_citation_of_a_missing_section_or_quirk_is_reported():
                                              ("13", None, "9"), ("5", None, None)]  # fmt: skip
     cited = [entry.split(": ", 1)[1].split(" (")[0] for entry in missing_citations(text, found)]
     assert cited == ["§2.7", "§13 #9", "§5"]
+
+
+# links and images in the README and docs/*.md: [text](target) and ![alt](target), outside code blocks and spans
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+LINKING_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's anchors of the headings of a Markdown page: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", text, flags=re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        suffixed, n = slug, 0
+        while suffixed in found:
+            n += 1
+            suffixed = f"{slug}-{n}"
+        found.add(suffixed)
+    return found
+
+
+def broken_links(page: Path) -> list[str]:
+    """The relative links and image paths of ``page`` whose file, folder or heading anchor does not exist."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.DOTALL | re.MULTILINE)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-zA-Z][a-zA-Z+.-]*:", target):  # https:, mailto:: not checked here
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(f"{target} (no {resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else resolved})")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved.read_text(encoding="utf-8")):
+            broken.append(f"{target} (no heading with anchor #{anchor})")
+    return broken
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    checked = sum(len(LINK.findall(path.read_text(encoding="utf-8"))) for path in LINKING_FILES)
+    assert checked >= 40, f"only {checked} links found: has the link pattern changed?"
+    broken = [f"{path.relative_to(REPO)}: {link}" for path in LINKING_FILES for link in broken_links(path)]
+    assert not broken, "links that do not resolve:\n" + "\n".join(broken)
+
+
+def test_a_broken_link_or_anchor_is_reported(tmp_path):
+    (tmp_path / "other.md").write_text("# Title\n\n## The result: 3,000 edits (`config.yaml`)\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Page\n[ok](other.md) [ok](other.md#the-result-3000-edits-configyaml) ![img](missing.png) [web](https://x.org)\n"
+        "[bad](other.md#nowhere) `[code](gone.md)`\n```\n[block](gone.md)\n```\n[self](#page) [self](#title)\n"
+    )
+    assert [entry.split(" (")[0] for entry in broken_links(page)] == ["missing.png", "other.md#nowhere", "#title"]
