@@ -12,8 +12,10 @@ an editor with ``restrains = True`` (MEMIT+RECT, MEMIT+PRUNE) also changes each 
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -40,15 +42,13 @@ def _identity(size: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(size, dtype=like.dtype, device=like.device)
 
 
-class Editor:
-    """Sequential MEMIT (§4.1), with the norm constraint when lambda_n > 0 (§4.2; MEMIT+NC, ENCORE):
+class Editor(abc.ABC):
+    """What every editor shares (algorithms.md §4): the hyperparameters lambda_p and lambda_n, the preserved matrix
+    ``preservation``, the update of S_P after a solve and the (identity) restraint. A subclass gives its ``name``
+    (the hparams' ``editor``), its closed form ``solve`` and ``from_hparams``, and is registered in ``EDITORS``
+    (docs/adding-an-editor.md)."""
 
-        Delta = R K^T (lambda_p C0 + lambda_n I + S_P + K K^T)^{-1}
-
-    the minimiser of lambda_p ||(W'-W) K0||^2/N + ||(W'-W) K_P||^2 + ||W'K - (WK + R)||^2 + lambda_n ||W'-W||_F^2.
-    """
-
-    name = "memit"
+    name: ClassVar[str]
     needs_projector = False
     restrains = False  # True: edit_batch calls ``restrain`` for every layer and writes its result after the batch
     needs_original_weights = False  # True: ``restrain`` gets the unedited weight (EditorState.original_weights)
@@ -56,6 +56,11 @@ class Editor:
     def __init__(self, mom2_update_weight: float = 1.0, norm_lambda: float = 0.0):
         self.mom2_update_weight = mom2_update_weight
         self.norm_lambda = norm_lambda
+
+    @classmethod
+    @abc.abstractmethod
+    def from_hparams(cls, hparams) -> Editor:
+        """The editor with its values from ``hparams`` (encore.editing.hparams.Hyperparameters)."""
 
     def preservation(self, state: LayerState) -> torch.Tensor:
         """lambda_p C0 + lambda_n I + S_P (what every update must not disturb), a new float64 matrix built in
@@ -66,11 +71,9 @@ class Editor:
             matrix.diagonal().add_(self.norm_lambda)
         return matrix
 
+    @abc.abstractmethod
     def solve(self, state: LayerState, keys: torch.Tensor, residuals: torch.Tensor) -> torch.Tensor:
         """Delta (d_model x d_ff) from keys K (d_ff x n) and residuals R (d_model x n), float64."""
-        # A = lambda_p C0 + lambda_n I + S_P + K K^T, passed on without another reference (freed once factored)
-        solved_keys = spd_solve(self.preservation(state).addmm_(keys, keys.T), keys)  # A^{-1} K
-        return residuals @ solved_keys.T  # R K^T A^{-1}  (A symmetric)
 
     def update_state(self, state: LayerState, keys: torch.Tensor) -> None:
         """After the solve: S_P <- S_P + K K^T (pre-update keys of this batch)."""
@@ -81,6 +84,26 @@ class Editor:
         weight before the batch and the unedited weight (None unless ``needs_original_weights``). Identity here;
         called only when ``restrains`` is True, so MEMIT, EMMET and AlphaEdit never pass through it."""
         return delta
+
+
+class MEMIT(Editor):
+    """Sequential MEMIT (§4.1), with the norm constraint when lambda_n > 0 (§4.2; MEMIT+NC, ENCORE):
+
+        Delta = R K^T (lambda_p C0 + lambda_n I + S_P + K K^T)^{-1}
+
+    the minimiser of lambda_p ||(W'-W) K0||^2/N + ||(W'-W) K_P||^2 + ||W'K - (WK + R)||^2 + lambda_n ||W'-W||_F^2.
+    """
+
+    name = "memit"
+
+    @classmethod
+    def from_hparams(cls, hparams) -> MEMIT:
+        return cls(hparams.mom2_update_weight, hparams.norm_lambda)
+
+    def solve(self, state, keys, residuals):
+        # A = lambda_p C0 + lambda_n I + S_P + K K^T, passed on without another reference (freed once factored)
+        solved_keys = spd_solve(self.preservation(state).addmm_(keys, keys.T), keys)  # A^{-1} K
+        return residuals @ solved_keys.T  # R K^T A^{-1}  (A symmetric)
 
 
 class EMMET(Editor):
@@ -96,6 +119,10 @@ class EMMET(Editor):
     def __init__(self, mom2_update_weight: float = 1.0, norm_lambda: float = 0.0, emmet_lambda: float = 0.1):
         super().__init__(mom2_update_weight, norm_lambda)
         self.emmet_lambda = emmet_lambda
+
+    @classmethod
+    def from_hparams(cls, hparams) -> EMMET:
+        return cls(hparams.mom2_update_weight, hparams.norm_lambda, hparams.emmet_lambda)
 
     def solve(self, state, keys, residuals):
         solved_keys = spd_solve(self.preservation(state), keys)  # C^{-1} K   (d_ff x n)
@@ -123,6 +150,10 @@ class AlphaEdit(Editor):
         self.alpha = alpha
         self.nullspace_threshold = nullspace_threshold
 
+    @classmethod
+    def from_hparams(cls, hparams) -> AlphaEdit:
+        return cls(hparams.norm_lambda, hparams.alphaedit_l2, hparams.nullspace_threshold)
+
     def solve(self, state, keys, residuals):
         projector = state.projector
         accumulated = state.previous_keys.addmm(keys, keys.T)  # S = S_P + K K^T
@@ -147,7 +178,7 @@ def null_space_projector(covariance: torch.Tensor, threshold: float) -> torch.Te
     return null_basis @ null_basis.T
 
 
-class MEMITRect(Editor):
+class MEMITRect(MEMIT):
     """MEMIT+RECT: each batch's MEMIT update keeps only its ``fraction`` of entries with the largest relative change
     |Delta_ij| / |W_ij + 1e-8| (W = the weight before the batch), the rest is zeroed (restraints.rect)."""
 
@@ -158,11 +189,15 @@ class MEMITRect(Editor):
         super().__init__(mom2_update_weight, norm_lambda)
         self.fraction = fraction
 
+    @classmethod
+    def from_hparams(cls, hparams) -> MEMITRect:
+        return cls(hparams.mom2_update_weight, hparams.norm_lambda, hparams.rect_fraction)
+
     def restrain(self, delta, weight, original_weight):
         return restraints.rect(delta, weight.to(delta.device), self.fraction)
 
 
-class MEMITPrune(Editor):
+class MEMITPrune(MEMIT):
     """MEMIT+PRUNE: after each batch, the accumulated edit A = W + Delta - W_0 has its singular values above
     b = sigma_max(W_0) mapped to log_a(s) - log_a(b) + b (restraints.prune); the written update is A' - (W - W_0)."""
 
@@ -174,6 +209,10 @@ class MEMITPrune(Editor):
         super().__init__(mom2_update_weight, norm_lambda)
         self.log_base = log_base
 
+    @classmethod
+    def from_hparams(cls, hparams) -> MEMITPrune:
+        return cls(hparams.mom2_update_weight, hparams.norm_lambda, hparams.prune_log_base)
+
     def restrain(self, delta, weight, original_weight):
         original = original_weight.to(device=delta.device, dtype=torch.float64)
         edit = weight.to(device=delta.device, dtype=torch.float64) + delta - original  # A = W + Delta - W_0
@@ -181,25 +220,13 @@ class MEMITPrune(Editor):
         return delta if correction is None else delta + correction  # W + Delta' - W_0 = A + correction
 
 
-EDITORS: dict[str, type[Editor]] = {
-    "memit": Editor,
-    "emmet": EMMET,
-    "alphaedit": AlphaEdit,
-    "memit_rect": MEMITRect,
-    "memit_prune": MEMITPrune,
-}
+# The registry: hparams ``editor`` -> class (each builds itself with ``from_hparams``); the hparams schema's
+# ``editor`` enum lists the same names (tests/editing/test_hparams.py)
+EDITORS: dict[str, type[Editor]] = {editor.name: editor for editor in (MEMIT, EMMET, AlphaEdit, MEMITRect, MEMITPrune)}
 
 
 def make_editor(hparams) -> Editor:
     """The editor named by ``hparams.editor`` with its hyperparameters."""
-    if hparams.editor == "memit":
-        return Editor(hparams.mom2_update_weight, hparams.norm_lambda)
-    if hparams.editor == "emmet":
-        return EMMET(hparams.mom2_update_weight, hparams.norm_lambda, hparams.emmet_lambda)
-    if hparams.editor == "alphaedit":
-        return AlphaEdit(hparams.norm_lambda, hparams.alphaedit_l2, hparams.nullspace_threshold)
-    if hparams.editor == "memit_rect":
-        return MEMITRect(hparams.mom2_update_weight, hparams.norm_lambda, hparams.rect_fraction)
-    if hparams.editor == "memit_prune":
-        return MEMITPrune(hparams.mom2_update_weight, hparams.norm_lambda, hparams.prune_log_base)
-    raise ValueError(f"unknown editor {hparams.editor!r}; known editors: {sorted(EDITORS)}")
+    if hparams.editor not in EDITORS:
+        raise ValueError(f"unknown editor {hparams.editor!r}; known editors: {sorted(EDITORS)}")
+    return EDITORS[hparams.editor].from_hparams(hparams)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from encore.editing.editors import EMMET, AlphaEdit, Editor, LayerState, null_space_projector
+from encore.editing.editors import EMMET, MEMIT, AlphaEdit, LayerState, null_space_projector
 
 LAMBDA_P = 3.0
 
@@ -30,7 +30,7 @@ def eye(n):
 @pytest.mark.parametrize("norm_lambda", [0.0, 7.5])
 def test_memit_update_solves_its_normal_equations(norm_lambda):
     state, keys, residuals = random_problem(seed=int(norm_lambda))
-    delta = Editor(LAMBDA_P, norm_lambda).solve(state, keys, residuals)
+    delta = MEMIT(LAMBDA_P, norm_lambda).solve(state, keys, residuals)
     system = LAMBDA_P * state.covariance + state.previous_keys + keys @ keys.T + norm_lambda * eye(keys.shape[0])
     # d/dDelta of the objective = 0  <=>  Delta (lambda_p C0 + lambda_n I + S_P + K K^T) = R K^T
     assert torch.allclose(delta @ system, residuals @ keys.T, atol=1e-10)
@@ -38,7 +38,7 @@ def test_memit_update_solves_its_normal_equations(norm_lambda):
 
 def test_memit_update_is_the_minimum_of_the_objective():
     state, keys, residuals = random_problem(seed=2)
-    delta = Editor(LAMBDA_P).solve(state, keys, residuals)
+    delta = MEMIT(LAMBDA_P).solve(state, keys, residuals)
 
     def objective(d):
         preserved = torch.trace(d @ (LAMBDA_P * state.covariance + state.previous_keys) @ d.T)
@@ -52,7 +52,7 @@ def test_memit_update_is_the_minimum_of_the_objective():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda lam: Editor(LAMBDA_P, lam), lambda lam: EMMET(LAMBDA_P, lam), lambda lam: AlphaEdit(lam)],
+    [lambda lam: MEMIT(LAMBDA_P, lam), lambda lam: EMMET(LAMBDA_P, lam), lambda lam: AlphaEdit(lam)],
     ids=["memit", "emmet", "alphaedit"],
 )
 def test_raising_norm_lambda_lowers_update_norm_monotonically(make):
@@ -97,7 +97,22 @@ def test_previous_keys_accumulate_exactly():
     state, keys, _ = random_problem(seed=7)
     start = state.previous_keys.clone()
     more_keys = torch.randn(keys.shape, dtype=torch.float64)
-    for editor in (Editor(LAMBDA_P),):
+    for editor in (MEMIT(LAMBDA_P),):
         editor.update_state(state, keys)
         editor.update_state(state, more_keys)
     assert torch.allclose(state.previous_keys, start + keys @ keys.T + more_keys @ more_keys.T, rtol=0, atol=1e-12)
+
+
+def test_the_base_is_abstract_and_every_registered_editor_builds_itself_from_its_hparams():
+    from encore.editing.editors import EDITORS, Editor, make_editor
+    from encore.editing.hparams import Hyperparameters
+
+    with pytest.raises(TypeError):
+        Editor(LAMBDA_P)
+    base = {"layers": [1], "v_num_grad_steps": 2, "v_lr": 0.5, "mom2_update_weight": LAMBDA_P, "mom2_n_samples": 2}
+    for name, cls in EDITORS.items():
+        hparams = Hyperparameters.from_dict({**base, "editor": name, "norm_lambda": 2.0})
+        editor = make_editor(hparams)
+        assert type(editor) is cls and cls.name == name and editor.norm_lambda == 2.0
+    with pytest.raises(ValueError, match="unknown editor 'nope'"):
+        make_editor(Hyperparameters(**{**base, "editor": "nope"}))  # unvalidated: the schema would refuse it

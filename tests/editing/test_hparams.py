@@ -44,3 +44,11 @@ def test_unknown_or_mistyped_key_is_named(tmp_path):
         Hyperparameters.from_yaml(tmp_path / "type.yaml")
     with pytest.raises(ValueError, match="no variant 'nope'"):
         Hyperparameters.from_yaml(REPO / "hparams/MEMIT/gpt2-xl.yaml", "nope")
+
+
+def test_the_schema_editor_enum_is_the_editor_registry():
+    from encore.editing.editors import EDITORS
+    from encore.editing.hparams import SCHEMA_PATH
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    assert schema["properties"]["editor"]["enum"] == list(EDITORS)

@@ -11,7 +11,7 @@ from conftest import REPO, data_dir, make_tiny_llama
 from encore.datasets import EditRecord
 from encore.editing import restraints
 from encore.editing.covariance import second_moments
-from encore.editing.editors import EDITORS, EMMET, AlphaEdit, Editor, LayerState, MEMITPrune, MEMITRect, make_editor
+from encore.editing.editors import EDITORS, EMMET, MEMIT, AlphaEdit, LayerState, MEMITPrune, MEMITRect, make_editor
 from encore.editing.hparams import Hyperparameters
 from encore.editing.sequential import EditorState, edit_batch
 from encore.editing.snapshots import ORIGINAL, apply_snapshot, load_snapshot, save_snapshot
@@ -79,7 +79,7 @@ def test_memit_rect_keeps_memit_update_entries_bitwise():
     residuals = torch.randn(12, 6, generator=generator_, dtype=torch.float64)
     weight = torch.randn(12, 40, generator=generator_)
     rect = MEMITRect(3.0, 0.0, fraction=0.25)
-    delta = Editor(3.0).solve(state, keys, residuals)
+    delta = MEMIT(3.0).solve(state, keys, residuals)
     assert torch.equal(rect.solve(state, keys, residuals), delta)  # the solve is MEMIT's
     kept = rect.restrain(delta, weight, None)
     mask = restraints.rect_mask(delta, weight, 0.25)
@@ -148,7 +148,7 @@ def test_methods_are_registered_checked_and_built_from_their_files():
     memit = Hyperparameters.from_yaml(REPO / "hparams/MEMIT/smollm2-135m.yaml")
     assert isinstance(rect, MEMITRect) and rect.fraction == 0.4 and rect.mom2_update_weight == memit.mom2_update_weight
     assert isinstance(prune, MEMITPrune) and prune.log_base == math.e and EDITORS["memit_prune"] is MEMITPrune
-    assert not any(cls.restrains or cls.needs_original_weights for cls in (Editor, EMMET, AlphaEdit))
+    assert not any(cls.restrains or cls.needs_original_weights for cls in (MEMIT, EMMET, AlphaEdit))
 
 
 # --- the sequential loop ---------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def run(editor, tokenizer, covariances, batches, model=None, state=None):
 
 def test_memit_rect_in_the_loop_keeps_memit_written_entries_in_the_reference_order(tokenizer, covariances):
     unedited = make_tiny_llama(len(tokenizer))
-    memit, _ = run(Editor(10.0), tokenizer, covariances, [RECORDS])
+    memit, _ = run(MEMIT(10.0), tokenizer, covariances, [RECORDS])
     rect, _ = run(MEMITRect(10.0, fraction=0.4), tokenizer, covariances, [RECORDS])
     for layer in LAYERS:
         before, full, kept = (read_weight(m, layer) for m in (unedited, memit, rect))
@@ -201,7 +201,7 @@ def test_memit_rect_in_the_loop_keeps_memit_written_entries_in_the_reference_ord
 def test_memit_prune_resumed_from_a_snapshot_equals_the_uninterrupted_run_bitwise(tokenizer, covariances, tmp_path):
     batches = [RECORDS[:2], RECORDS[2:]]  # with lambda_p = 1, layer 2's edit outgrows sigma_max(W_0) = 3.67
     straight, straight_state = run(MEMITPrune(LAMBDA_P), tokenizer, covariances, batches)
-    memit, _ = run(Editor(LAMBDA_P), tokenizer, covariances, batches)
+    memit, _ = run(MEMIT(LAMBDA_P), tokenizer, covariances, batches)
 
     first, state = run(MEMITPrune(LAMBDA_P), tokenizer, covariances, batches[:1])
     save_snapshot(tmp_path / "s1", first, state, LAYERS, {"model": {"name": "tiny"}})

@@ -9,7 +9,7 @@ from conftest import data_dir, make_tiny_llama
 
 from encore.datasets import EditRecord
 from encore.editing.covariance import second_moments
-from encore.editing.editors import Editor, make_editor
+from encore.editing.editors import MEMIT, make_editor
 from encore.editing.hparams import Hyperparameters
 from encore.editing.sequential import EditorState, edit_batch
 from encore.editing.snapshots import SnapshotError, apply_snapshot, load_snapshot, save_snapshot
@@ -52,7 +52,7 @@ HPARAMS = Hyperparameters(
 )
 
 
-class RecordingEditor(Editor):
+class RecordingEditor(MEMIT):
     def __init__(self):
         super().__init__(HPARAMS.mom2_update_weight)
         self.calls = []
