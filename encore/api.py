@@ -21,7 +21,7 @@ import pandas as pd
 
 from encore import experiment as stages
 from encore.datasets import EditRecord, _Where
-from encore.editing.hparams import Hyperparameters
+from encore.editing.hparams import Hyperparameters, hparams_file
 from encore.models.device import resolve_execution
 from encore.models.loading import load_model
 from encore.record_formats import parse_record
@@ -31,15 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {"model": "smollm2-135m", "method": "memit", "variant": "plain"}
 # editing metrics only; any key of the config's ``evaluation`` adds more (generation, downstream, analysis, perplexity)
 API_EVALUATION = {"generation": "none", "downstream": "none", "analysis": "none", "perplexity_tokens": 0}
-
-
-def hparams_file(hparams_dir, method: str, model: str, dataset: str | None = None) -> Path:
-    """hparams/<METHOD>/<model>.<dataset>.yaml if present, else hparams/<METHOD>/<model>.yaml (the workflow's rule)."""
-    folder, name = Path(hparams_dir) / method.upper(), Path(model).name
-    for path in ([folder / f"{name}.{dataset}.yaml"] if dataset else []) + [folder / f"{name}.yaml"]:
-        if path.exists():
-            return path
-    raise ValueError(f"methods: no hyperparameters for {method!r} on {model!r}: create {folder / (name + '.yaml')}")
 
 
 def load_requests(

@@ -33,7 +33,7 @@ from encore import datasets
 from encore.editing.context import generate_context_templates
 from encore.editing.covariance import load_or_compute_statistics, load_statistic, statistics_key
 from encore.editing.editors import make_editor
-from encore.editing.hparams import Hyperparameters
+from encore.editing.hparams import Hyperparameters, hparams_file
 from encore.editing.keys import BatchKeys
 from encore.editing.sequential import EditorState, edit_batch
 from encore.editing.targets import optimise_targets
@@ -106,9 +106,7 @@ def prepare(args) -> Setting:
     """Model, the batch (the first ``--edits`` requests of CounterFact order 0), context templates, C0 (cached)."""
     resources = Path(args.resources)
 
-    hparams = Hyperparameters.from_yaml(
-        Path("hparams") / args.method.upper() / f"{Path(args.model).name}.yaml", args.variant
-    )
+    hparams = Hyperparameters.from_yaml(hparams_file("hparams", args.method, args.model, "counterfact"), args.variant)
     execution = resolve_execution(args.device)
     loaded = load_model(args.model, cache_dir=resources / "models", device=execution.device)
     model, tokenizer = loaded.model, loaded.tokenizer

@@ -116,13 +116,27 @@ def _records_description(provenance: dict) -> str:
 def check_methods(methods: list[str], hparams_dir) -> None:
     """Every method must be a known editor or have a hyperparameter folder of its own."""
     from encore.editing.editors import EDITORS
+    from encore.editing.hparams import hparams_folder
 
     for method in methods:
-        if method not in EDITORS and not (Path(hparams_dir) / method.upper()).is_dir():
+        if method not in EDITORS and not hparams_folder(hparams_dir, method).is_dir():
             raise ValueError(
                 f"methods: unknown method {method!r}; known methods: {', '.join(sorted(EDITORS))} "
                 f"(a new editor needs an entry in encore.editing.editors.EDITORS and {hparams_dir}/{method.upper()}/)"
             )
+
+
+def experiment_runs(config: dict) -> list[tuple[str, str]]:
+    """The (method, variant) runs of an experiment's config: every method x every variant, or per method (default
+    plain) when ``variants`` is a mapping, whose methods must all be listed in ``methods``. The pipeline's rules and
+    the plan (encore.plan) enumerate runs with it."""
+    methods, variants = config["methods"], config["variants"]
+    if isinstance(variants, dict):
+        unknown = sorted(set(variants) - set(methods))
+        if unknown:
+            raise ValueError(f"variants: {unknown} are not in methods {methods}: list them in methods or remove them")
+        return [(method, variant) for method in methods for variant in variants.get(method, ["plain"])]
+    return [(method, variant) for method in methods for variant in variants]
 
 
 def check_edit_count(

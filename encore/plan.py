@@ -390,21 +390,19 @@ def load_config(configfiles: list[str], overrides: dict | None = None) -> dict:
 
 
 def experiment_hparams(config: dict) -> dict[tuple[str, str], dict]:
-    from encore.editing.hparams import Hyperparameters
+    """{(method, variant): hyperparameters} of every run of the config (encore.experiment.experiment_runs), each from
+    the file the pipeline reads (encore.editing.hparams.hparams_file); a one-line error for a missing file or
+    variant."""
+    from encore.editing.hparams import Hyperparameters, hparams_file
+    from encore.experiment import experiment_runs
 
-    variants = config["variants"]
-    pairs = ([(m, v) for m in config["methods"] for v in variants.get(m, ["plain"])] if isinstance(variants, dict)
-             else [(m, v) for m in config["methods"] for v in variants])  # fmt: skip
-    runs = {}
-    for method, variant in pairs:
-        folder = Path(config.get("hparams_dir", "hparams")) / method.upper()
-        model = Path(config["model"]).name
-        candidates = [folder / f"{model}.{config['dataset']}.yaml", folder / f"{model}.yaml"]
-        path = next((p for p in candidates if p.exists()), None)
-        if path is None:
-            raise ValueError(f"methods: no hyperparameters for {method!r} on {config['model']!r} in {folder}")
-        runs[(method, variant)] = Hyperparameters.from_yaml(path, variant).as_dict()
-    return runs
+    hparams_dir = config.get("hparams_dir", "hparams")
+    return {
+        (method, variant): Hyperparameters.from_yaml(
+            hparams_file(hparams_dir, method, config["model"], config["dataset"]), variant
+        ).as_dict()
+        for method, variant in experiment_runs(config)
+    }
 
 
 def summarise(costs: list[Cost]) -> dict[str, Cost]:

@@ -1,4 +1,5 @@
-"""Hyperparameters of one editing method on one model, loaded from hparams/<METHOD>/<model>[.<dataset>].yaml.
+"""Hyperparameters of one editing method on one model, loaded from hparams/<METHOD>/<model>[.<dataset>].yaml
+(``hparams_file``: the one place that says which file a run reads).
 
 A file holds the base values of the method (or ``inherit: <other file>`` and changes) plus named ``variants`` (e.g. ``mpes``, ``nc``, ``mpes_nc``)
 that override some of them; ``plain`` is the base itself. ENCORE = MEMIT's ``mpes_nc`` variant.
@@ -16,6 +17,22 @@ import yaml
 from encore.editing.targets import TargetSettings
 
 SCHEMA_PATH = Path(__file__).parents[1] / "schemas" / "hparams.schema.yaml"
+
+
+def hparams_folder(hparams_dir, method: str) -> Path:
+    """<hparams_dir>/<METHOD>/: the folder of a method's hyperparameter files (the method's name in upper case)."""
+    return Path(hparams_dir) / method.upper()
+
+
+def hparams_file(hparams_dir, method: str, model: str, dataset: str | None = None) -> Path:
+    """The file a run of ``method`` on ``model`` (a name, hub id or directory: its last component) reads:
+    <METHOD>/<model>.<dataset>.yaml if present, else <METHOD>/<model>.yaml; else a one-line error naming the file to
+    create. Used by the pipeline's rules, the API, the plan and the benchmark."""
+    folder, name = hparams_folder(hparams_dir, method), Path(model).name
+    for path in ([folder / f"{name}.{dataset}.yaml"] if dataset else []) + [folder / f"{name}.yaml"]:
+        if path.exists():
+            return path
+    raise ValueError(f"methods: no hyperparameters for {method!r} on {model!r}: create {folder / (name + '.yaml')}")
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,15 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from encore.editing.hparams import Hyperparameters
-from encore.experiment import check_edit_count, check_methods, snapshot_edits
+from encore.editing.hparams import hparams_file
+from encore.experiment import (
+    check_edit_count,
+    check_methods,
+    experiment_runs,
+    snapshot_edits,
+)
 from encore.models.device import phase_precisions
-from encore.plan import rule_resources
+from encore.plan import experiment_hparams, rule_resources
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -56,23 +61,13 @@ RUN = "{method}/{variant}/order{order}"
 UNEDITED = f"{RESULTS}/unedited/order{{order}}/metrics.csv"
 
 
-def hparams_path(method):
-    """hparams/<METHOD>/<model>.<dataset>.yaml if present, else hparams/<METHOD>/<model>.yaml."""
-    folder = Path(config["hparams_dir"]) / method.upper()
-    model = Path(config["model"]).name
-    for path in (
-        folder / f"{model}.{config['dataset']}.yaml",
-        folder / f"{model}.yaml",
-    ):
-        if path.exists():
-            return str(path)
-    raise ValueError(
-        f"methods: no hyperparameters for {method!r} on {config['model']!r}: create {folder / (model + '.yaml')}"
-    )
-
-
 def hparams_for(wildcards):
-    return hparams_path(wildcards.method)
+    """The hyperparameter file of the run's method (encore.editing.hparams.hparams_file)."""
+    return str(
+        hparams_file(
+            config["hparams_dir"], wildcards.method, config["model"], config["dataset"]
+        )
+    )
 
 
 def segment_ends():
@@ -98,21 +93,8 @@ def batches_in_segment(wildcards):
     return -(-edits // config["batch_size"])
 
 
-def experiment_runs():
-    """(method, variant) pairs: every method x every variant, or per method when ``variants`` is a mapping."""
-    variants = config["variants"]
-    if isinstance(variants, dict):
-        unknown = sorted(set(variants) - set(config["methods"]))
-        if unknown:
-            raise ValueError(
-                f"variants: {unknown} are not in methods {config['methods']}: list them in methods or remove them"
-            )
-        return [(m, v) for m in config["methods"] for v in variants.get(m, ["plain"])]
-    return [(m, v) for m in config["methods"] for v in variants]
-
-
 def all_variants():
-    return sorted({variant for _, variant in experiment_runs()})
+    return sorted({variant for _, variant in experiment_runs(config)})
 
 
 wildcard_constraints:
@@ -126,7 +108,7 @@ def run_outputs(pattern):
     """``pattern`` (with {method}, {variant}, {order}, {edits}) for every run and snapshot of the experiment."""
     return [
         expand(pattern, method=method, variant=variant, order=order, edits=edits)[0]
-        for method, variant in experiment_runs()
+        for method, variant in experiment_runs(config)
         for order in ORDERS
         for edits in segment_ends()
     ]
@@ -145,10 +127,10 @@ def final_outputs():
 
 
 # Fail early, with a clear message, before any job runs: unknown methods, missing hyperparameter files or
-# variants, and more edits than the chosen ordering holds (checked when the data is local or already cached).
+# variants (every run's file and variant, read as the plan reads them), and more edits than the chosen ordering
+# holds (checked when the data is local or already cached).
 check_methods(config["methods"], config["hparams_dir"])
-for _method, _variant in experiment_runs():
-    Hyperparameters.from_yaml(hparams_path(_method), _variant)
+experiment_hparams(config)
 for _order in ORDERS:
     check_edit_count(
         config["dataset"],
