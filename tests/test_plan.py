@@ -101,3 +101,14 @@ def test_the_statistics_cost_at_the_supported_n_is_left_to_the_measurement(suppo
     else:
         assert "at the N the measurement supports, 1,000 documents: " in out
         assert row["supported_n_samples"] == 1000 and row["supported_seconds"] < row["computed_seconds"]
+
+
+def test_runs_are_every_method_by_variant_or_per_method():
+    from encore.experiment import experiment_runs
+
+    assert experiment_runs({"methods": ["memit", "emmet"], "variants": ["plain", "mpes"]}) == [
+        ("memit", "plain"), ("memit", "mpes"), ("emmet", "plain"), ("emmet", "mpes")]  # fmt: skip
+    mapping = {"methods": ["memit", "emmet"], "variants": {"memit": ["plain", "mpes_nc"]}}
+    assert experiment_runs(mapping) == [("memit", "plain"), ("memit", "mpes_nc"), ("emmet", "plain")]
+    with pytest.raises(ValueError, match=r"variants: \['rome'\] are not in methods"):
+        experiment_runs({"methods": ["memit"], "variants": {"rome": ["plain"]}})

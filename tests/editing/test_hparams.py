@@ -52,3 +52,17 @@ def test_the_schema_editor_enum_is_the_editor_registry():
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     assert schema["properties"]["editor"]["enum"] == list(EDITORS)
+
+
+def test_hparams_file_prefers_the_dataset_file_and_names_the_file_to_create(tmp_path):
+    from encore.editing.hparams import hparams_file
+
+    folder = tmp_path / "MEMIT"
+    folder.mkdir()
+    (folder / "tiny.yaml").write_text("{}")
+    assert hparams_file(tmp_path, "memit", "models/tiny", "zsre") == folder / "tiny.yaml"
+    (folder / "tiny.zsre.yaml").write_text("{}")
+    assert hparams_file(tmp_path, "memit", "models/tiny", "zsre") == folder / "tiny.zsre.yaml"
+    assert hparams_file(tmp_path, "memit", "tiny", "counterfact") == hparams_file(tmp_path, "memit", "tiny")
+    with pytest.raises(ValueError, match=r"no hyperparameters for 'emmet' on 'tiny': create .*EMMET/tiny\.yaml$"):
+        hparams_file(tmp_path, "emmet", "tiny", "zsre")
