@@ -74,10 +74,11 @@ def as_records(requests, dataset: str, first_position: int, edited: dict[int, in
     return records
 
 
-class Editor:
+class EditingRun:
     """A model under sequential editing. ``model`` / ``tokenizer`` are the transformers objects being edited (the
     tokenizer pads on the right); ``requests`` are the requests edited so far (None where a pipeline snapshot did not
-    store them). Build one with ``load_editor`` or ``Editor.from_snapshot``."""
+    store them). Build one with ``load_editor`` or ``EditingRun.from_snapshot``. (Not an editor of
+    encore.editing.editors, the per-layer update rule it runs: ``run.session.editor``.)"""
 
     def __init__(self, session: EditingSession, *, model_name: str, method: str, variant: str, dataset: str,
                  seed: int, data_dir, resources: Path, experiment: str, order: str,
@@ -165,7 +166,7 @@ class Editor:
 
     @classmethod
     def from_snapshot(cls, directory, *, resources="resources", data_dir=None, device="auto", dtype="float32",
-                      tf32: bool = False, execution: dict | None = None, experiment: str | None = None) -> Editor:  # fmt: skip
+                      tf32: bool = False, execution: dict | None = None, experiment: str | None = None) -> EditingRun:  # fmt: skip
         """Continue from a snapshot written by ``save`` or by the pipeline's edit rule: the model, method, variant,
         hyperparameters, seed and order it records; the statistics must be those it was edited with."""
         directory = Path(directory)
@@ -200,7 +201,7 @@ def load_editor(
     hparams: str | Path | Hyperparameters | None = None, overrides: dict | None = None, hparams_dir=None,
     resources="resources", data_dir=None, device: str = "auto", dtype: str = "float32", tf32: bool = False,
     execution: dict | None = None, seed: int = 0, snapshot=None, experiment: str | None = None, order: str = "api",
-) -> Editor:  # fmt: skip
+) -> EditingRun:  # fmt: skip
     """A model ready for sequential editing, as the pipeline's first edit segment sets it up.
 
     model: packaged name, hub id or local directory (default smollm2-135m); method: an editor with a hyperparameter
@@ -211,12 +212,12 @@ def load_editor(
     folder (models, statistics: C0 is read from its content-addressed cache, computed with progress when missing);
     data_dir: the data sets (default ENCORE_DATA_DIR, else downloads); device/dtype/tf32/execution: where and in
     which precision (encore.models.device); seed: context templates and target optimisation; snapshot: continue
-    from a snapshot instead (Editor.from_snapshot; model, method and variant must then match it); experiment
+    from a snapshot instead (EditingRun.from_snapshot; model, method and variant must then match it); experiment
     (default "api", or the snapshot's) and order (default "api"): labels of the ledger, snapshots and metric rows."""
     if snapshot is not None:
         if hparams is not None or overrides:
             raise ValueError("hparams/overrides: a snapshot continues with the hyperparameters it records")
-        editor = Editor.from_snapshot(snapshot, resources=resources, data_dir=data_dir, device=device, dtype=dtype,
+        editor = EditingRun.from_snapshot(snapshot, resources=resources, data_dir=data_dir, device=device, dtype=dtype,
                                       tf32=tf32, execution=execution, experiment=experiment)  # fmt: skip
         for name, given in (("model", model), ("method", method), ("variant", variant)):
             recorded = getattr(editor, "model_name" if name == "model" else name)
@@ -239,5 +240,14 @@ def load_editor(
     loaded = load_model(model, cache_dir=resources / "models", device=run.device, dtype=run.torch_dtype)
     statistics = statistics_manifest(loaded, sorted(hparams.layers), hparams, data_dir, resources, run)
     session = EditingSession.open(loaded, hparams, run, statistics, seed)
-    return Editor(session, model_name=model, method=method, variant=variant, dataset=dataset, seed=seed,
+    return EditingRun(session, model_name=model, method=method, variant=variant, dataset=dataset, seed=seed,
                   data_dir=data_dir, resources=resources, experiment=experiment or "api", order=order, requests=[])  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name == "Editor":  # the name until issue 28 (two classes were called Editor)
+        import warnings
+
+        warnings.warn("encore.api.Editor is now encore.api.EditingRun", DeprecationWarning, stacklevel=2)
+        return EditingRun
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

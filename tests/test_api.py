@@ -214,3 +214,10 @@ def test_packaged_smollm2_api_edit_equals_the_pipeline(tmp_path_factory, tmp_pat
     assert_same_tensors(saved, reference)
     pd.testing.assert_frame_equal(without_timings(pd.read_csv(saved / "ledger.csv")),
                                   without_timings(pd.read_csv(reference / "ledger.csv")))  # fmt: skip
+
+
+def test_the_run_class_is_editing_run_and_its_old_name_warns():
+    with pytest.warns(DeprecationWarning, match="EditingRun"):
+        assert api.Editor is api.EditingRun
+    with pytest.raises(AttributeError):
+        api.Editors  # noqa: B018
