@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from encore.reporting.publish import DATA_FILES, OPTIONAL_DATA_FILES, regenerate
+from encore.reporting.publish import regenerate
+from encore.reporting.report import COLLECTED, OPTIONAL_COLLECTED
 
 SHARED_SETTINGS = ("model", "batch_size", "seed", "mom2_n_samples", "order", "score_precision")
 DEFAULTS = {"score_precision": "fp32"}  # runs.csv written before the key existed: every run was scored in fp32
@@ -77,19 +78,18 @@ def combine(sources, out: Path, up_to: int | None = None, title: str | None = No
     """Write ``out/data`` from ``sources`` (cut at ``up_to`` edits) and regenerate; returns the protocols that not
     every source has."""
     directories = [_data_dir(Path(source)) for source in sources]
-    frames = {name: [] for name in DATA_FILES}
+    frames = {name: [] for name in COLLECTED + OPTIONAL_COLLECTED}
     for directory in directories:
-        for name in DATA_FILES:
+        for name in frames:
             if (directory / name).exists():
                 frames[name].append((directory, _cut(pd.read_csv(directory / name), name, up_to)))
-            elif name not in OPTIONAL_DATA_FILES:
-                required = [file for file in DATA_FILES if file not in OPTIONAL_DATA_FILES]
-                raise CombineError(f"{directory / name}: missing; a source needs {', '.join(required)}")
+            elif name not in OPTIONAL_COLLECTED:
+                raise CombineError(f"{directory / name}: missing; a source needs {', '.join(COLLECTED)}")
     _check_settings(frames["runs.csv"])
     only_some = _check_runs_and_protocols(frames["metrics.csv"])
     data = Path(out) / "data"
     data.mkdir(parents=True, exist_ok=True)
-    for name in DATA_FILES:
+    for name in frames:
         if frames[name]:
             pd.concat([frame for _, frame in frames[name]], ignore_index=True).to_csv(data / name, index=False)
         else:

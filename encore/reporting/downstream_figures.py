@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from encore.reporting.figure_kit import (
+    FigureContext,
     Spec,
-    Study,
     identical_runs,
     panels,
     record,
@@ -18,14 +18,26 @@ from encore.reporting.figure_kit import (
     twin_note,
     twins_caption,
 )
-from encore.reporting.outputs import BASE, ENCORE_FAMILY, Index, label
+from encore.reporting.outputs import (
+    ALPHAEDIT,
+    ALPHAEDIT_MPES,
+    BASE,
+    EMMET,
+    EMMET_MPES,
+    EMMET_NC,
+    ENCORE_FAMILY,
+    PRUNE,
+    RECT,
+    REGULARISER_RUNS,
+    REGULARISERS,
+    UNEDITED,
+    Index,
+    label,
+)
 
 DOWNSTREAM_PROTOCOL = "downstream/generate"  # the paper's protocol (greedy 3 tokens, parsed answer)
 TASK_ORDER = ["sst2", "mrpc", "nli", "rte", "cola", "mmlu"]
 NEEDS = "downstream results (evaluation.downstream: all)"
-MEMIT, ENCORE = ("memit", "plain"), ("memit", "mpes_nc")
-RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
-REGULARISERS = "(RECT, PRUNE: not in the paper)"
 MPES_RUNS = tuple(run for run in BASE if run[1] == "mpes")
 AVERAGE_FIGURES = [
     Spec("fig03_downstream_mpes", "paper Fig. 3", "average downstream F1 vs edits, with and without MPES",
@@ -33,19 +45,19 @@ AVERAGE_FIGURES = [
     Spec("fig06_downstream_encore", "paper Fig. 6", "average downstream F1 vs edits",
          tuple(ENCORE_FAMILY)),
     Spec("fig06_downstream_regularisers", f"paper Fig. 6 layout {REGULARISERS}", "average downstream F1 vs edits",
-         (MEMIT, ENCORE, RECT, PRUNE), needs=(RECT, PRUNE), repeats="fig06_downstream_encore"),
+         tuple(REGULARISER_RUNS), needs=(RECT, PRUNE), repeats="fig06_downstream_encore"),
 ]  # fmt: skip
 PER_TASK_FIGURES = [
     Spec("fig14_downstream_tasks_emmet_nc", "paper Fig. 14", "per-task downstream F1 vs edits",
-         (("emmet", "plain"), ("emmet", "nc")), needs=(("emmet", "nc"),), repeats="fig22_downstream_tasks_emmet"),
+         (EMMET, EMMET_NC), needs=(EMMET_NC,), repeats="fig22_downstream_tasks_emmet"),
     Spec("fig21_downstream_tasks_alphaedit", "paper Fig. 21", "per-task downstream F1 vs edits",
-         (("alphaedit", "plain"), ("alphaedit", "mpes"))),
+         (ALPHAEDIT, ALPHAEDIT_MPES)),
     Spec("fig22_downstream_tasks_emmet", "paper Fig. 22", "per-task downstream F1 vs edits",
-         (("emmet", "plain"), ("emmet", "mpes"))),
+         (EMMET, EMMET_MPES)),
     Spec("fig23_downstream_tasks_memit_encore", "paper Fig. 23",
          "per-task downstream F1 vs edits", tuple(ENCORE_FAMILY)),
     Spec("fig23_downstream_tasks_regularisers", f"paper Fig. 23 layout {REGULARISERS}",
-         "per-task downstream F1 vs edits", (MEMIT, ENCORE, RECT, PRUNE), needs=(RECT, PRUNE),
+         "per-task downstream F1 vs edits", tuple(REGULARISER_RUNS), needs=(RECT, PRUNE),
          repeats="fig23_downstream_tasks_memit_encore"),
 ]  # fmt: skip
 
@@ -71,11 +83,11 @@ def _last_edits(rows: pd.DataFrame, runs) -> list[int]:
     return [int(rows[(rows["method"] == m) & (rows["variant"] == v)]["edits"].max()) for m, v in runs]
 
 
-def downstream_average(metrics: pd.DataFrame, study: Study, out: Path, index: Index) -> dict:
+def downstream_average(metrics: pd.DataFrame, context: FigureContext, out: Path, index: Index) -> dict:
     """Fig. 3: one panel per editor, with and without MPES; Fig. 6: MEMIT, +MPES, +NC and ENCORE."""
     rows = downstream_rows(metrics)
     rows = rows[rows["task"] == "average"]
-    have = set(zip(rows["method"], rows["variant"])) - {("unedited", "unedited")}
+    have = set(zip(rows["method"], rows["variant"])) - {UNEDITED}
     drawn = {}
     for spec in AVERAGE_FIGURES:
         present = runs_to_draw(spec, have, index, NEEDS)
@@ -97,7 +109,7 @@ def downstream_average(metrics: pd.DataFrame, study: Study, out: Path, index: In
             axis.legend(fontsize=7)
         axes[0].set_ylim(bottom=0)  # F1 from 0: a change is drawn at its size
         axes[0].set_ylabel("average F1 (x100)")
-        figure.suptitle(study.heading(spec, _last_edits(rows, present), present))
+        figure.suptitle(context.heading(spec, _last_edits(rows, present), present))
         caption = (
             "Average downstream F1 (SST2, MRPC, CoLA, RTE, NLI, MMLU; generation protocol) vs edits; the unedited "
             "model at 0 edits; all panels on one y-axis." + twins_caption(twins)
@@ -106,11 +118,11 @@ def downstream_average(metrics: pd.DataFrame, study: Study, out: Path, index: In
     return drawn
 
 
-def downstream_per_task(metrics: pd.DataFrame, study: Study, out: Path, index: Index) -> dict:
+def downstream_per_task(metrics: pd.DataFrame, context: FigureContext, out: Path, index: Index) -> dict:
     """Per-task F1 vs edits, one panel per run, all on the 0-100 axis."""
     rows = downstream_rows(metrics)
     rows = rows[rows["task"] != "average"]
-    have = set(zip(rows["method"], rows["variant"])) - {("unedited", "unedited")}
+    have = set(zip(rows["method"], rows["variant"])) - {UNEDITED}
     drawn = {}
     for spec in PER_TASK_FIGURES:
         present = runs_to_draw(spec, have, index, NEEDS)
@@ -129,7 +141,7 @@ def downstream_per_task(metrics: pd.DataFrame, study: Study, out: Path, index: I
             axis.set(title=title, xlabel="number of edits", ylim=(0, 100))
             axis.legend(fontsize=7, ncol=2)
         axes[0].set_ylabel("F1 (x100)")
-        figure.suptitle(study.heading(spec, _last_edits(rows, present), present))
+        figure.suptitle(context.heading(spec, _last_edits(rows, present), present))
         caption = "Per-task downstream F1 vs edits (generation protocol); the unedited model at 0 edits." + (
             twins_caption(twins, dashed=False)
         )

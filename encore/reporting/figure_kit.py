@@ -3,7 +3,7 @@ on one y-axis, its caption in the index, and saving it as PNG and PDF.
 
 Rules (issue 18, "Figures that hide or duplicate"):
 - runs compared in one figure share one y-axis (``panels`` makes them with ``sharey=True``);
-- every title names the paper figure, the model, the data set and the edit count (``Study.heading``);
+- every title names the paper figure, the model, the data set and the edit count (``FigureContext.heading``);
 - a caption names only the runs drawn; the runs a figure lacks are listed under "Not written" in the index;
 - a per-editor figure whose distinguishing runs (``Spec.needs``) were not made is not drawn, since it would
   repeat another figure under a caption promising other runs;
@@ -42,7 +42,7 @@ class Spec:
 
 
 @dataclass(frozen=True)
-class Study:
+class FigureContext:
     """What every title names: the model and the data set of the experiment; each run's edited layers."""
 
     model: str

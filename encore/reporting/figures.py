@@ -18,8 +18,8 @@ import pandas as pd
 from encore.evaluation.analysis import COMPONENTS
 from encore.reporting.downstream_figures import downstream_average, downstream_per_task
 from encore.reporting.figure_kit import (
+    FigureContext,
     Spec,
-    Study,
     identical_runs,
     panels,
     record,
@@ -28,12 +28,22 @@ from encore.reporting.figure_kit import (
     twins_caption,
     ylim,
 )
-from encore.reporting.outputs import LABELS, Index, label
+from encore.reporting.outputs import (
+    ALPHAEDIT,
+    EMMET,
+    ENCORE,
+    LABELS,
+    MEMIT,
+    MEMIT_NC,
+    PRUNE,
+    RECT,
+    REGULARISER_RUNS,
+    REGULARISERS,
+    UNEDITED,
+    Index,
+    label,
+)
 
-ENCORE, NC = ("memit", "mpes_nc"), ("memit", "nc")
-MEMIT, ALPHAEDIT, EMMET = ("memit", "plain"), ("alphaedit", "plain"), ("emmet", "plain")
-RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
-REGULARISERS = "(RECT, PRUNE: not in the paper)"
 GROWTH_LABEL = r"$\|W_\ell\|_F\,/\,\|W_\ell^{unedited}\|_F - 1$  (%)"
 NORM_GROWTH_FIGURES = [
     Spec("fig01_norm_growth", "paper Fig. 1", "edited-layer norm growth vs edits", (MEMIT, ALPHAEDIT)),
@@ -45,10 +55,10 @@ LAYER_NORM_FIGURES = [
     Spec("fig15-19_layer_norms_editors", "paper Figs. 15, 17, 19 (one model)", "norm change of every layer",
          (ALPHAEDIT, EMMET, MEMIT), needs=(EMMET,), repeats="fig04_layer_norms"),
     Spec("fig16-20_layer_norms_norm_constraint", "paper Figs. 16, 18, 20 (one model)",
-         "norm change of every layer", (MEMIT, NC, ENCORE), needs=(NC,),
+         "norm change of every layer", (MEMIT, MEMIT_NC, ENCORE), needs=(MEMIT_NC,),
          repeats="fig04_layer_norms and fig07a_layer_norms_encore"),
     Spec("fig04_layer_norms_regularisers", f"paper Fig. 4 layout {REGULARISERS}", "norm change of every layer",
-         (MEMIT, ENCORE, RECT, PRUNE), needs=(RECT, PRUNE), repeats="fig04_layer_norms and fig07a_layer_norms_encore"),
+         tuple(REGULARISER_RUNS), needs=(RECT, PRUNE), repeats="fig04_layer_norms and fig07a_layer_norms_encore"),
 ]  # fmt: skip
 SHARE_FIGURES = [
     Spec("fig05_activation_share", "paper Fig. 5", "activation norm proportion per layer", (ALPHAEDIT, MEMIT, ENCORE)),
@@ -56,10 +66,10 @@ SHARE_FIGURES = [
          "activation norm proportion per layer", (ALPHAEDIT, EMMET, MEMIT), needs=(EMMET,),
          repeats="fig05_activation_share"),
     Spec("fig11-13_activation_share_norm_constraint", "paper Figs. 11-13 (one model)",
-         "activation norm proportion per layer", (MEMIT, NC, ENCORE), needs=(NC,),
+         "activation norm proportion per layer", (MEMIT, MEMIT_NC, ENCORE), needs=(MEMIT_NC,),
          repeats="fig05_activation_share"),
     Spec("fig05_activation_share_regularisers", f"paper Fig. 5 layout {REGULARISERS}",
-         "activation norm proportion per layer", (MEMIT, ENCORE, RECT, PRUNE), needs=(RECT, PRUNE),
+         "activation norm proportion per layer", tuple(REGULARISER_RUNS), needs=(RECT, PRUNE),
          repeats="fig05_activation_share"),
 ]  # fmt: skip
 ANALYSIS_NEEDS = "analysis rows (evaluation.analysis: final or all) of the unedited model and"
@@ -99,7 +109,9 @@ def norm_growth_table(norms: pd.DataFrame) -> pd.DataFrame:
     return mean.assign(unedited=reference, growth=100.0 * (mean["frobenius_norm"] / reference - 1.0))
 
 
-def norm_growth(growth: pd.DataFrame, study: Study, spec: Spec, out: Path, index: Index, limits, summary=False):
+def norm_growth(
+    growth: pd.DataFrame, context: FigureContext, spec: Spec, out: Path, index: Index, limits, summary=False
+):
     """Growth of each edited layer's norm vs edits, one panel per run (Figs. 1, 7b); with ``summary`` a first
     panel puts every run's mean over its edited layers on one axis. Every panel uses the study's ``limits``."""
     present = runs_to_draw(spec, set(zip(growth["method"], growth["variant"])), index, "the norms (norms.csv)")
@@ -126,7 +138,7 @@ def norm_growth(growth: pd.DataFrame, study: Study, spec: Spec, out: Path, index
         axis.axhline(0.0, color="black", lw=0.6)
         axis.set(xlabel="number of edits", ylim=limits)
     axes[0].set_ylabel(GROWTH_LABEL)
-    figure.suptitle(study.heading(spec, [rows["edits"].max() for rows in run_rows.values()], present))
+    figure.suptitle(context.heading(spec, [rows["edits"].max() for rows in run_rows.values()], present))
     caption = (
         "Growth of the Frobenius norm of each edited MLP down-projection after every batch of edits, relative "
         "to its unedited value: 100 (||W_l|| / ||W_l^unedited|| - 1) %, one line per edited layer"
@@ -152,7 +164,7 @@ def _snapshots_to_show(edits: pd.Series) -> list[int]:
     return sorted({values[(len(values) - 1) // 2], values[-1]})
 
 
-def layer_norms(metrics: pd.DataFrame, study: Study, out: Path, index: Index) -> dict:
+def layer_norms(metrics: pd.DataFrame, context: FigureContext, out: Path, index: Index) -> dict:
     """Norm change of every layer's down-projection relative to the unedited model at the middle and the last
     snapshot (Figs. 4, 7a, 15-20): 100 (||W_l|| / ||W_l^unedited|| - 1), all figures on one y-axis."""
     norms = _analysis(metrics, "down_proj_norm.")
@@ -175,12 +187,12 @@ def layer_norms(metrics: pd.DataFrame, study: Study, out: Path, index: Index) ->
             axis.axhline(0.0, color="black", lw=1.2, label="unedited model")
             for edits, rows in shown[run].groupby("edits"):
                 axis.plot(rows["layer"], rows["growth"], marker=".", label=f"{int(edits):,} edits")
-            for layer in study.edited_layers.get(run, []):
+            for layer in context.edited_layers.get(run, []):
                 axis.axvspan(layer - 0.4, layer + 0.4, color="red", alpha=0.12)
             axis.set(title=label(*run) + twin_note(run, twins), xlabel="layer", ylim=limits)
             axis.legend(fontsize=7)
         axes[0].set_ylabel(r"$\|W_{down,\ell}\|_F\,/\,\|W_{down,\ell}^{unedited}\|_F - 1$  (%)")
-        figure.suptitle(study.heading(spec, [runs[run]["edits"].max() for run in present], present))
+        figure.suptitle(context.heading(spec, [runs[run]["edits"].max() for run in present], present))
         caption = (
             "Change of the Frobenius norm of every layer's MLP down-projection relative to the unedited model, "
             "100 (||W_l|| / ||W_l^unedited|| - 1) %, at the middle and the last snapshot (0: unchanged; the "
@@ -191,12 +203,12 @@ def layer_norms(metrics: pd.DataFrame, study: Study, out: Path, index: Index) ->
     return drawn
 
 
-def activation_shares(metrics: pd.DataFrame, study: Study, out: Path, index: Index) -> dict:
+def activation_shares(metrics: pd.DataFrame, context: FigureContext, out: Path, index: Index) -> dict:
     """Stacked per-layer shares of residual input, attention and MLP output (Figs. 5, 8-13); the legend
     sits above the panels, so no bar is covered."""
     shares = _analysis(metrics, "activation_share.")
     base = shares[shares["method"] == "unedited"]
-    have = set(zip(shares["method"], shares["variant"])) - {("unedited", "unedited")} if len(base) else set()
+    have = set(zip(shares["method"], shares["variant"])) - {UNEDITED} if len(base) else set()
     drawn = {}
     for spec in SHARE_FIGURES:
         present = runs_to_draw(spec, have, index, ANALYSIS_NEEDS)
@@ -210,7 +222,7 @@ def activation_shares(metrics: pd.DataFrame, study: Study, out: Path, index: Ind
             tables[run] = rows.pivot_table(index="layer", columns="component", values="value")
         twins = identical_runs(tables)
         figure, axes = panels(1 + len(present), height=3.1)
-        for axis, run in zip(axes, [("unedited", "unedited"), *present]):
+        for axis, run in zip(axes, [UNEDITED, *present]):
             rows = shares[(shares["method"] == run[0]) & (shares["variant"] == run[1])]
             if run in last:
                 rows = rows[rows["edits"] == last[run]]
@@ -223,7 +235,7 @@ def activation_shares(metrics: pd.DataFrame, study: Study, out: Path, index: Ind
             axis.set(title=title, xlabel="layer", ylim=(0, 1))
             axis.set_xticks(list(table.index))
             axis.set_xticklabels([str(layer) for layer in table.index], fontsize=5)
-            edited = set(study.edited_layers.get(run, []))
+            edited = set(context.edited_layers.get(run, []))
             for tick, layer in zip(axis.get_xticklabels(), table.index):
                 if layer in edited:
                     tick.set_color("red")
@@ -231,7 +243,7 @@ def activation_shares(metrics: pd.DataFrame, study: Study, out: Path, index: Ind
         axes[0].set_ylabel("share of activation norm")
         handles, names = axes[0].get_legend_handles_labels()
         figure.legend(handles, names, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
-        figure.suptitle(study.heading(spec, last.values(), present))
+        figure.suptitle(context.heading(spec, last.values(), present))
         drawn |= record(index, figure, out, spec, SHARE_CAPTION + twins_caption(twins, dashed=False), present)
     return drawn
 
@@ -261,37 +273,37 @@ def schematic(out: Path, index: Index) -> dict:
     return record(index, figure, out, spec, caption, [])
 
 
-def load_study(results: Path) -> Study:
+def figure_context(results: Path) -> FigureContext:
     """Model (runs.csv, else metrics.csv), data set (metrics.csv) and each run's edited layers (runs.csv)."""
     metrics = pd.read_csv(Path(results) / "metrics.csv", usecols=["model", "dataset"])
     runs = pd.read_csv(Path(results) / "runs.csv")
     model = runs["model"].iloc[0] if "model" in runs and len(runs) else metrics["model"].iloc[0]
     layers = {(r.method, r.variant): [int(x) for x in str(r.layers).split()] for r in runs.itertuples()}
-    return Study(model=str(model), dataset=str(metrics["dataset"].iloc[0]), edited_layers=layers)
+    return FigureContext(model=str(model), dataset=str(metrics["dataset"].iloc[0]), edited_layers=layers)
 
 
 def all_figures(results: Path, out: Path, index: Index) -> dict:
     """Every figure the collected results of ``results`` allow; returns {name: matplotlib Figure}."""
     results, out = Path(results), Path(out)
     metrics = pd.read_csv(results / "metrics.csv")
-    study = load_study(results)
+    context = figure_context(results)
     growth = norm_growth_table(pd.read_csv(results / "norms.csv"))
     limits = ylim(growth["growth"])  # one y-range for every norm-growth figure of the study
     drawn = {}
     for spec in NORM_GROWTH_FIGURES:
-        drawn |= norm_growth(growth, study, spec, out, index, limits)
+        drawn |= norm_growth(growth, context, spec, out, index, limits)
     have = set(zip(growth["method"], growth["variant"]))
     every = tuple([run for run in LABELS if run in have] + sorted(have - set(LABELS)))  # MEMIT first
     if len(every) > 1:
         spec = Spec(
             "norm_growth_all_runs", "paper Figs. 1 and 7b", "edited-layer norm growth vs edits, every run", every
         )
-        drawn |= norm_growth(growth, study, spec, out, index, limits, summary=True)
+        drawn |= norm_growth(growth, context, spec, out, index, limits, summary=True)
     else:
         index.missing.append(("norm_growth_all_runs", "needs two runs or more to compare"))
     drawn |= schematic(out, index)
-    drawn |= layer_norms(metrics, study, out, index)
-    drawn |= activation_shares(metrics, study, out, index)
-    drawn |= downstream_average(metrics, study, out, index)
-    drawn |= downstream_per_task(metrics, study, out, index)
+    drawn |= layer_norms(metrics, context, out, index)
+    drawn |= activation_shares(metrics, context, out, index)
+    drawn |= downstream_average(metrics, context, out, index)
+    drawn |= downstream_per_task(metrics, context, out, index)
     return drawn

@@ -20,11 +20,13 @@ from pathlib import Path
 from encore.reporting.claims import write_results
 from encore.reporting.figures import HEADLINE
 from encore.reporting.outputs import Index
-from encore.reporting.report import build_paper_outputs, editing_table, verify_collected
-
-DATA_FILES = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv", "records.csv", "downstream_records.csv")
-# per-record editing scores and per-item downstream predictions: copied when collected (older studies lack them)
-OPTIONAL_DATA_FILES = ("records.csv", "downstream_records.csv")
+from encore.reporting.report import (
+    COLLECTED,
+    OPTIONAL_COLLECTED,
+    build_paper_outputs,
+    editing_table,
+    verify_collected,
+)
 
 
 def regenerate(out: Path, title: str | None = None) -> list[Path]:
@@ -68,9 +70,9 @@ def embed_figures(results_md: Path, index: Index, notes: Path | None = None) -> 
 def publish(collected: Path, out: Path, title: str | None = None) -> list[Path]:
     verify_collected(collected)  # what is published is what collect_results wrote
     (Path(out) / "data").mkdir(parents=True, exist_ok=True)
-    for name in DATA_FILES:
+    for name in COLLECTED + OPTIONAL_COLLECTED:  # the optional ones copied when collected (older studies lack them)
         source, target = Path(collected) / name, Path(out) / "data" / name
-        if name in OPTIONAL_DATA_FILES and not source.exists():
+        if name in OPTIONAL_COLLECTED and not source.exists():
             target.unlink(missing_ok=True)  # not left over from an earlier publication
             continue
         shutil.copyfile(source, target)

@@ -16,7 +16,17 @@ from pathlib import Path
 import pandas as pd
 
 from encore.reporting import paper_values as paper
-from encore.reporting.outputs import ALL_EIGHT, BASE, ENCORE_FAMILY, LABELS, Index, label  # noqa: F401 (shared)
+from encore.reporting.outputs import (  # noqa: F401 (LABELS: shared)
+    ALL_EIGHT,
+    BASE,
+    EMMET,
+    EMMET_NC,
+    ENCORE_FAMILY,
+    LABELS,
+    REGULARISER_RUNS,
+    Index,
+    label,
+)
 
 EDITING_METRICS = ["ES", "PS", "NS", "S"]
 MAIN_PROTOCOL = r"^(counterfact|zsre)/(edited-so-far|to-be-edited)/(nll-comparison|token-top1)$"
@@ -458,14 +468,11 @@ COUNTERFACT_TABLES = [
     ),
     (
         "table05_emmet_norm_constraint",
-        [("emmet", "plain"), ("emmet", "nc")],
+        [EMMET, EMMET_NC],
         "Table 5: EMMET with the norm constraint (CounterFact; paper: Llama2-7B, NC tuned for editing).",
         lambda m, v, p: paper.TABLE5.get((m, v, p)),
     ),
 ]
-
-
-REGULARISER_RUNS = [("memit", "plain"), ("memit", "mpes_nc"), ("memit_rect", "plain"), ("memit_prune", "plain")]
 
 
 def regularisers_table(final: pd.DataFrame, model: str, write: _Writer, index: Index) -> None:
