@@ -3,6 +3,21 @@
 # downstream predictions (*.downstream.csv, header only where downstream tasks were not evaluated;
 # collected into collected/downstream_records.csv).
 
+# The params of both rules (rerun triggers: changing a value reruns the evaluations it reaches).
+EVALUATE_PARAMS = dict(
+    model=config["model"],
+    execution=SCORE_EXECUTION,
+    dataset=config["dataset"],
+    data_dir=config["data_dir"],
+    records_files=config["records_files"],
+    resources=config["resources"],
+    evaluation=config["evaluation"],
+    order_sample=lambda wildcards: wildcards.order,
+    num_edits=config["num_edits"],
+    seed=config["seed"],
+    experiment=EXPERIMENT,
+)
+
 
 rule evaluate_unedited:
     output:
@@ -21,17 +36,7 @@ rule evaluate_unedited:
         runtime=planned_runtime("evaluate_unedited"),
         gpu_mem_mb=PLANNED["evaluate_unedited"]["gpu_mem_mb"],
     params:
-        model=config["model"],
-        execution=SCORE_EXECUTION,
-        dataset=config["dataset"],
-        data_dir=config["data_dir"],
-        records_files=config["records_files"],
-        resources=config["resources"],
-        evaluation=config["evaluation"],
-        order_sample=lambda wildcards: wildcards.order,
-        num_edits=config["num_edits"],
-        seed=config["seed"],
-        experiment=EXPERIMENT,
+        **EVALUATE_PARAMS,
     script:
         "../scripts/evaluate_snapshot.py"
 
@@ -55,16 +60,6 @@ rule evaluate_snapshot:
         runtime=planned_runtime("evaluate_snapshot"),
         gpu_mem_mb=PLANNED["evaluate_snapshot"]["gpu_mem_mb"],
     params:
-        model=config["model"],
-        execution=SCORE_EXECUTION,
-        dataset=config["dataset"],
-        data_dir=config["data_dir"],
-        records_files=config["records_files"],
-        resources=config["resources"],
-        evaluation=config["evaluation"],
-        order_sample=lambda wildcards: wildcards.order,
-        num_edits=config["num_edits"],
-        seed=config["seed"],
-        experiment=EXPERIMENT,
+        **EVALUATE_PARAMS,
     script:
         "../scripts/evaluate_snapshot.py"
