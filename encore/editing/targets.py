@@ -95,6 +95,20 @@ def _log_softmax_head(model, hidden: torch.Tensor) -> torch.Tensor:
 def optimise_targets(
     model, tokenizer, records: list[EditRecord], settings: TargetSettings, context_templates: list[list[str]]
 ) -> TargetResult:
+    """Target values z_r = h_r + delta_r at the output of block l* = ``settings.layer`` for every request r of the
+    batch, optimised together (algorithms.md §2.5). delta_r minimises
+
+        L_r = mean_i NLL_i(target)  +  kl_factor * KL(q || q_0)  +  wd * ||delta_r|| / ||h_r||^2
+
+    over the request's rewriting prompts i (one per template of ``context_templates``, bare first: the target's
+    tokens teacher-forced) and its KL prompt "{} is a" (q, q_0: next-token distribution at the subject, now and at
+    iteration 0), with h_r the block-l* output at the last subject token of the bare prompt, wd =
+    ``settings.weight_decay``. Iteration it = 0 .. steps-1: one forward of every active request, L_r and the MPES
+    statistic; stop r by MPES (``mpes_stop``, algorithms.md §5), else if L_r < loss_stop, else if it = steps-1;
+    otherwise one Adam step (lr, betas (0.9, 0.999), eps 1e-8, no decay) and the clamp ||delta_r|| <= c ||h_r||
+    (c = clamp_norm_factor). A stopped request drops out; the others are unaffected (per-row gradients, Adam and
+    stops). Returns z, delta, h and per request the forwards taken, stop reason, mean exp(-NLL_i) and loss at the
+    stop, and a per-forward trace."""
     templates = [template for group in context_templates for template in group]
     n, n_templates, n_context = len(records), len(templates), len(templates) - 1
     sequences = [s for r, record in enumerate(records) for s in _sequences(tokenizer, record, r, templates)]
@@ -171,9 +185,8 @@ def optimise_targets(
             )
             stop = None
             if settings.mpes is not None:
-                needed = positions if settings.mpes_rule == "all" else n_context
-                mpes_count[r] += int(correct[r]) == needed
-                if mpes_count[r] == settings.mpes + 1:
+                mpes_count[r], reached = mpes_stop(mpes_count[r], int(correct[r]), positions, n_context, settings)
+                if reached:
                     stop = "mpes"
             if stop is None and loss < settings.loss_stop:
                 stop = "loss"
@@ -202,6 +215,19 @@ def optimise_targets(
 
     result.z = h_init + delta
     return result
+
+
+def mpes_stop(count: int, correct: int, positions: int, n_context: int, settings: TargetSettings) -> tuple[int, bool]:
+    """MPES, most-probable early stopping (algorithms.md §5): (the request's new count c_r, whether it stops now).
+
+    ``correct`` = #{(i, j): context-prefixed prompt i, target token j, argmax_v log P(v | prompt i, y_<j) = y_j} at
+    this forward. The criterion holds when correct = 5 * T (rule ``all``: every target token of every context prompt
+    is top-1; ``positions`` = #context prompts * T) or, with rule ``v1``, correct = #context prompts (``n_context``).
+    c_r grows by one at every forward where it holds (not necessarily consecutive, never reset); the request stops,
+    before that iteration's Adam step, when c_r = m + 1 (m = the cut-off "+m", ``settings.mpes``)."""
+    needed = positions if settings.mpes_rule == "all" else n_context
+    count += correct == needed
+    return count, count == settings.mpes + 1
 
 
 def _loss_terms(micro, log_probs, kl_reference, kl_factor: float, n_templates: int, device):

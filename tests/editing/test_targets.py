@@ -106,3 +106,16 @@ def test_v1_rule_stops_when_exactly_one_token_per_context_prompt_is_right(tiny_l
     all_qualifying = qualifying_iterations(free, 0)
     expected = all_qualifying[0] + 1 if all_qualifying else 25
     assert all_rule.iterations[0] == expected
+
+
+def test_mpes_counts_qualifying_forwards_not_necessarily_consecutive():
+    from encore.editing.targets import mpes_stop
+
+    all_rule, v1 = TargetSettings(layer=0, mpes=1), TargetSettings(layer=0, mpes=1, mpes_rule="v1")
+    count, hits = 0, []
+    for correct in (6, 5, 6):  # 2 context prompts x 3 target tokens: 6 positions, the middle forward misses one
+        count, stop = mpes_stop(count, correct, positions=6, n_context=2, settings=all_rule)
+        hits.append((count, stop))
+    assert hits == [(1, False), (1, False), (2, True)]  # stops at the (m + 1) = 2nd qualifying forward
+    assert mpes_stop(0, 2, positions=6, n_context=2, settings=v1) == (1, False)  # v1: #context prompts right
+    assert mpes_stop(1, 2, positions=6, n_context=2, settings=v1) == (2, True)
