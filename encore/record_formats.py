@@ -227,13 +227,18 @@ def load_records(path: str | Path, dataset: str, first_case_id: int = 0) -> tupl
     return records, info
 
 
-def missing_metrics(records: list[EditRecord], dataset: str, generation: bool) -> dict[str, str]:
-    """Metrics the records cannot support, each with why (evaluation skips them and records this)."""
+def missing_metrics(
+    records: list[EditRecord], dataset: str, generation: bool, generation_efficacy: bool = False
+) -> dict[str, str]:
+    """Metrics the records cannot support, each with why (evaluation skips them and records this; PS and PS_gen are
+    still reported, as NaN). ``generation`` / ``generation_efficacy``: whether GE / ES_gen and PS_gen are wanted."""
     missing = {}
     if generation and dataset == "counterfact" and not any(r.generation_prompts for r in records):
         missing["GE"] = "no record has generation prompts (EasyEdit-schema records carry none)"
     if not any(r.paraphrase_prompts for r in records):
         missing["PS"] = "no record has paraphrase (rephrase) prompts"
+        if generation_efficacy:
+            missing["PS_gen"] = missing["PS"]
     if not any(r.neighborhood_prompts for r in records):
         missing["NS"] = "no record has neighborhood (locality) prompts"
     if dataset == "counterfact" and ("PS" in missing or "NS" in missing):

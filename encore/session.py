@@ -335,7 +335,9 @@ def evaluate_model(
     subset = "to-be-edited" if unedited else "edited-so-far"
     started = time.perf_counter()
     wanted = {"all": True, "final": final, "none": False}
-    skipped = missing_metrics(records, dataset, generation=wanted[evaluation.get("generation", "final")])
+    greedy = wanted[evaluation.get("generation_efficacy", "final")]
+    skipped = missing_metrics(records, dataset, generation=wanted[evaluation.get("generation", "final")],
+                              generation_efficacy=greedy)  # fmt: skip
     for metric, why in skipped.items():
         log(f"evaluation: {metric} not measured: {why}")
     scored, scored_subset = records, subset
@@ -365,6 +367,13 @@ def evaluate_model(
             ),  # fmt: skip
         )
     ]
+    if greedy:  # ES_gen, PS_gen: greedy decoding of the same facts' rewrite and paraphrase prompts
+        parts.append(
+            (
+                f"generation efficacy (greedy decoding) on {len(scored)} {scored_subset} facts",
+                lambda: with_records(ev.generation_efficacy_results(model, tokenizer, dataset, scored, scored_subset)),
+            )
+        )
     if evaluation.get("perplexity_tokens", 0):
         parts.append(
             ("perplexity", lambda: ev.perplexity_rows(model, tokenizer, data_dir, resources / "data", evaluation))

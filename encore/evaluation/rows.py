@@ -3,6 +3,7 @@
 Every row carries ``metric``, ``value`` and a ``protocol`` tag saying which subset was scored and how:
   counterfact/<subset>/nll-comparison   ES, PS, NS, S (percent), *_diff, p_new / p_true (algorithms.md §7.2)
   counterfact/<subset>/top1             ES_top1, PS_top1, NS_top1: every answer token is the argmax
+  <dataset>/<subset>/greedy-exact-match ES_gen, PS_gen (percent): greedy decoding starts with target_new (§7.6)
   zsre/<subset>/token-top1              ES, PS, NS (percent, §7.3)
   generation/<subset>/top5-sampling     GE: weighted 2/3-gram entropy of sampled text, x100 (§7.2)
   table1/<subset>                       probabilities for the paper's Table 1
@@ -12,9 +13,10 @@ Subsets: ``edited-so-far`` (all facts edited up to this snapshot), ``authors-20p
 20% of them, the reference protocol, at the final snapshot), ``to-be-edited`` (the unedited model on
 the facts the run will edit).
 
-Beside the metric rows, ``editing_results`` and ``generation_results`` return the per-record scores behind them
-(one row per scored fact, subset and protocol: ``subset``, ``protocol``, ``case_id`` and ``RECORD_COLUMNS``),
-from which every CounterFact / zsRE / GE metric row of the same protocol is recomputed (``*.records.csv``).
+Beside the metric rows, ``editing_results``, ``generation_results`` and ``generation_efficacy_results`` return the
+per-record scores behind them (one row per scored fact, subset and protocol: ``subset``, ``protocol``, ``case_id`` and
+``RECORD_COLUMNS`` + ``GENERATION_EFFICACY_COLUMNS``), from which every CounterFact / zsRE / GE / ES_gen, PS_gen metric
+row of the same protocol is recomputed (``*.records.csv``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from encore.datasets import EditRecord
+from encore.evaluation.generation_efficacy import generation_efficacy_of_records, summarise_generation_efficacy
 from encore.evaluation.metrics import counterfact_record_scores, summarise_counterfact
 from encore.evaluation.zsre_metrics import summarise_zsre, zsre_record_scores
 
@@ -36,6 +39,8 @@ RECORD_NAMES = {"p_new_rewrite": "p_new", "p_true_rewrite": "p_true", **{"effica
                 "specificity": "ns"}}  # fmt: skip
 RECORD_COLUMNS = ["es", "ps", "ns", "es_diff", "ps_diff", "ns_diff", "p_new", "p_true", "es_top1", "ps_top1_hits",
                   "ns_top1_hits", "n_paraphrase", "n_neighborhood", "true_top1_rewrite", "ge"]  # fmt: skip
+# generation efficacy rows (with n_paraphrase above): es_gen in {0, 1}, ps_gen_hits a count of paraphrase prompts
+GENERATION_EFFICACY_COLUMNS = ["es_gen", "ps_gen_hits"]
 # 12 significant digits: a mean over the file equals the metric row to ~1e-12 relative, at about half the size
 RECORD_FLOAT_FORMAT = "%.12g"
 
@@ -105,9 +110,11 @@ def _zsre_results(model, tokenizer, records: list[EditRecord], subset: str) -> t
 
 
 def _record_frame(scores: pd.DataFrame, subset: str, protocol: str) -> pd.DataFrame:
-    """subset, protocol, case_id and the RECORD_COLUMNS ``scores`` has (renamed by RECORD_NAMES; booleans as 0/1)."""
+    """subset, protocol, case_id and the RECORD_COLUMNS and GENERATION_EFFICACY_COLUMNS ``scores`` has (renamed by
+    RECORD_NAMES; booleans as 0/1)."""
     scores = scores.rename(columns=RECORD_NAMES)
-    frame = scores[["case_id", *[c for c in RECORD_COLUMNS if c in scores.columns]]].copy()
+    known = [*RECORD_COLUMNS, *GENERATION_EFFICACY_COLUMNS]
+    frame = scores[["case_id", *[c for c in known if c in scores.columns]]].copy()
     if "true_top1_rewrite" in frame:
         frame["true_top1_rewrite"] = frame["true_top1_rewrite"].astype(int)
     frame.insert(0, "protocol", protocol)
@@ -136,6 +143,20 @@ def generation_results(
         {"metric": "GE_records", "value": len(chosen), "protocol": protocol},
     ]
     return rows, _record_frame(entropy, subset, protocol)
+
+
+def generation_efficacy_results(
+    model, tokenizer, dataset: str, records: list[EditRecord], subset: str
+) -> tuple[list[dict], pd.DataFrame]:
+    """ES_gen and PS_gen (greedy decoding starts with target_new, encore.evaluation.generation_efficacy) of
+    ``records``, and the per-record frame (es_gen, n_paraphrase, ps_gen_hits)."""
+    scores = generation_efficacy_of_records(model, tokenizer, records)
+    protocol = f"{dataset}/{subset}/greedy-exact-match"
+    rows = [
+        {"metric": metric, "value": value, "protocol": protocol}
+        for metric, value in summarise_generation_efficacy(scores).items()
+    ]
+    return rows, _record_frame(scores, subset, protocol)
 
 
 def editing_rows(
