@@ -25,7 +25,8 @@ way, from a layer to the same or a lower one (tests/test_layout.py):
   shares).
 * ``reporting/``: ``outputs`` (run names, the index of outputs), ``report`` (collected CSVs, tables),
   ``figures`` (with ``figure_kit`` and ``downstream_figures``), ``paper_values``, ``claims`` (with
-  ``claims_base``, ``claims_editing``, ``claims_norms``, ``claims_general`` and ``intervals``), ``publish``.
+  ``claims_base``, ``claims_editing``, ``claims_norms``, ``claims_general`` and ``intervals``), ``publish``,
+  ``data_files`` (a published study's CSVs, gzip-compressed when large), ``combine``.
 * ``api`` is not re-exported here: this root sits in the lowest layer, and importing the entry points from it
   would be an upward import and a circle (encore -> api -> experiment -> encore).
 * ``datasets`` stays a top-level module (not a package: one concept, used by editing and evaluation

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from encore.reporting.data_files import data_path
 from encore.reporting.intervals import (
     NOT_RUN,
     TAIL,
@@ -92,14 +93,17 @@ class Study:
 
     def __init__(self, data: Path):
         data = Path(data)
-        self.metrics = read_csvs([data / "metrics.csv"])
-        self.norms = read_csvs([data / "norms.csv"])
-        self.ledger = read_csvs([data / "ledger.csv"])
-        runs = read_csvs([data / "runs.csv"])
+        self.metrics = read_csvs([data_path(data, "metrics.csv")])
+        self.norms = read_csvs([data_path(data, "norms.csv")])
+        self.ledger = read_csvs([data_path(data, "ledger.csv")])
+        runs = read_csvs([data_path(data, "runs.csv")])
         self.layers = {(r.method, r.variant): [int(x) for x in str(r.layers).split()] for r in runs.itertuples()}
-        self.records = self._optional(data / "records.csv", ["method", "variant", "edits", "protocol", "case_id"])
+        self.records = self._optional(
+            data_path(data, "records.csv"), ["method", "variant", "edits", "protocol", "case_id"]
+        )  # plain or gzip-compressed (report.write_data_file)
         self.items = self._optional(
-            data / "downstream_records.csv", ["method", "variant", "edits", "protocol", "task", "item", "label"]
+            data_path(data, "downstream_records.csv"),
+            ["method", "variant", "edits", "protocol", "task", "item", "label"],
         )
         table = summary(self.metrics)
         # which facts each published aggregate scores: ("all" or "authors-20pct", number of facts)

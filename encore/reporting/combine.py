@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from encore.reporting.data_files import data_path, write_data_file
 from encore.reporting.publish import regenerate
 from encore.reporting.report import COLLECTED, OPTIONAL_COLLECTED
 
@@ -81,8 +82,8 @@ def combine(sources, out: Path, up_to: int | None = None, title: str | None = No
     frames = {name: [] for name in COLLECTED + OPTIONAL_COLLECTED}
     for directory in directories:
         for name in frames:
-            if (directory / name).exists():
-                frames[name].append((directory, _cut(pd.read_csv(directory / name), name, up_to)))
+            if data_path(directory, name).exists():  # plain or gzip-compressed
+                frames[name].append((directory, _cut(pd.read_csv(data_path(directory, name)), name, up_to)))
             elif name not in OPTIONAL_COLLECTED:
                 raise CombineError(f"{directory / name}: missing; a source needs {', '.join(COLLECTED)}")
     _check_settings(frames["runs.csv"])
@@ -90,10 +91,12 @@ def combine(sources, out: Path, up_to: int | None = None, title: str | None = No
     data = Path(out) / "data"
     data.mkdir(parents=True, exist_ok=True)
     for name in frames:
+        for stale in (data / name, data / f"{name}.gz"):
+            stale.unlink(missing_ok=True)
         if frames[name]:
-            pd.concat([frame for _, frame in frames[name]], ignore_index=True).to_csv(data / name, index=False)
-        else:
-            (data / name).unlink(missing_ok=True)
+            combined = pd.concat([frame for _, frame in frames[name]], ignore_index=True)
+            combined.to_csv(data / name, index=False)
+            write_data_file(data / name, data, name)  # compressed when large
     regenerate(Path(out), title)
     return only_some
 

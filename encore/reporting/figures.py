@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from encore.evaluation.analysis import COMPONENTS
+from encore.reporting.data_files import data_path
 from encore.reporting.downstream_figures import downstream_average, downstream_per_task
 from encore.reporting.figure_kit import (
     FigureContext,
@@ -275,8 +276,8 @@ def schematic(out: Path, index: Index) -> dict:
 
 def figure_context(results: Path) -> FigureContext:
     """Model (runs.csv, else metrics.csv), data set (metrics.csv) and each run's edited layers (runs.csv)."""
-    metrics = pd.read_csv(Path(results) / "metrics.csv", usecols=["model", "dataset"])
-    runs = pd.read_csv(Path(results) / "runs.csv")
+    metrics = pd.read_csv(data_path(results, "metrics.csv"), usecols=["model", "dataset"])
+    runs = pd.read_csv(data_path(results, "runs.csv"))
     model = runs["model"].iloc[0] if "model" in runs and len(runs) else metrics["model"].iloc[0]
     layers = {(r.method, r.variant): [int(x) for x in str(r.layers).split()] for r in runs.itertuples()}
     return FigureContext(model=str(model), dataset=str(metrics["dataset"].iloc[0]), edited_layers=layers)
@@ -285,9 +286,9 @@ def figure_context(results: Path) -> FigureContext:
 def all_figures(results: Path, out: Path, index: Index) -> dict:
     """Every figure the collected results of ``results`` allow; returns {name: matplotlib Figure}."""
     results, out = Path(results), Path(out)
-    metrics = pd.read_csv(results / "metrics.csv")
+    metrics = pd.read_csv(data_path(results, "metrics.csv"))
     context = figure_context(results)
-    growth = norm_growth_table(pd.read_csv(results / "norms.csv"))
+    growth = norm_growth_table(pd.read_csv(data_path(results, "norms.csv")))
     limits = ylim(growth["growth"])  # one y-range for every norm-growth figure of the study
     drawn = {}
     for spec in NORM_GROWTH_FIGURES:

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from encore.reporting.claims import write_results
+from encore.reporting.data_files import data_path, write_data_file
 from encore.reporting.figures import HEADLINE
 from encore.reporting.outputs import Index
 from encore.reporting.report import (
@@ -38,8 +39,8 @@ def regenerate(out: Path, title: str | None = None) -> list[Path]:
     made = build_paper_outputs(
         data, tables, figures, out / "index.md", title=title or f"Tables and figures: {out.name}"
     )
-    editing_table([data / "metrics.csv"], tables / "editing_metrics.csv", tables / "editing_metrics.md",
-                  ledger_files=[data / "ledger.csv"])  # fmt: skip
+    editing_table([data_path(data, "metrics.csv")], tables / "editing_metrics.csv", tables / "editing_metrics.md",
+                  ledger_files=[data_path(data, "ledger.csv")])  # fmt: skip
     for extra in [*figures.glob("*.pdf"), *tables.glob("*.tex")]:
         extra.unlink()
     index = out / "index.md"
@@ -71,11 +72,12 @@ def publish(collected: Path, out: Path, title: str | None = None) -> list[Path]:
     verify_collected(collected)  # what is published is what collect_results wrote
     (Path(out) / "data").mkdir(parents=True, exist_ok=True)
     for name in COLLECTED + OPTIONAL_COLLECTED:  # the optional ones copied when collected (older studies lack them)
-        source, target = Path(collected) / name, Path(out) / "data" / name
+        source, data = Path(collected) / name, Path(out) / "data"
         if name in OPTIONAL_COLLECTED and not source.exists():
-            target.unlink(missing_ok=True)  # not left over from an earlier publication
+            for stale in (data / name, data / f"{name}.gz"):
+                stale.unlink(missing_ok=True)  # not left over from an earlier publication
             continue
-        shutil.copyfile(source, target)
+        write_data_file(source, data, name)  # large ones gzip-compressed
     return regenerate(out, title)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from encore.reporting import paper_values as paper
+from encore.reporting.data_files import data_path
 from encore.reporting.outputs import (  # noqa: F401 (LABELS: shared)
     ALL_EIGHT,
     BASE,
@@ -494,9 +495,9 @@ def regularisers_table(final: pd.DataFrame, model: str, write: _Writer, index: I
 
 def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
     """Tables 1-5 and 12-14 from the collected results, 6-11 from the hyperparameters used."""
-    metrics = pd.read_csv(results / "metrics.csv")
+    metrics = pd.read_csv(data_path(results, "metrics.csv"))
     table = summary(metrics)
-    timing = seconds_per_edit(pd.read_csv(results / "ledger.csv"))
+    timing = seconds_per_edit(pd.read_csv(data_path(results, "ledger.csv")))
     model, dataset = str(metrics["model"].iloc[0]), str(metrics["dataset"].iloc[0])
     final = final_rows(table[table["method"] != "unedited"])
     paper_name = paper.paper_model(model)
@@ -545,7 +546,7 @@ def paper_tables(results: Path, out_dir: Path, index: Index) -> None:
     )
     write(
         "table06-11_hyperparameters",
-        hyperparameter_table(pd.read_csv(results / "runs.csv"), dataset, paper_name),
+        hyperparameter_table(pd.read_csv(data_path(results, "runs.csv")), dataset, paper_name),
         [],
         "Tables 6-11: hyperparameters of each run (lambda_p preservation weight, lambda_n norm-constraint weight, "
         "MPES cut-off +n).",

@@ -127,3 +127,26 @@ def test_completed_results_takes_finished_snapshots_and_evaluations_only(tmp_pat
         "unedited/order0/metrics.csv",
     ]
     assert files["records"][0].name == "edits_00500.records.csv" and files["ledgers"][0].name == "ledger.csv"
+
+
+def test_a_large_data_file_is_published_compressed_read_back_equal_and_the_plain_one_removed(tmp_path, monkeypatch):
+    import gzip
+
+    import encore.reporting.data_files as data_files
+    from encore.reporting.data_files import data_path, write_data_file
+
+    source = tmp_path / "records.csv"
+    pd.DataFrame({"case_id": range(500), "es": [i % 2 for i in range(500)]}).to_csv(source, index=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    small = write_data_file(source, data, "records.csv")
+    assert small.name == "records.csv" and data_path(data, "records.csv") == small
+    monkeypatch.setattr(data_files, "COMPRESS_ABOVE_BYTES", 100)
+    big = write_data_file(source, data, "records.csv")
+    assert big.name == "records.csv.gz" and not (data / "records.csv").exists()
+    assert data_path(data, "records.csv") == big
+    pd.testing.assert_frame_equal(pd.read_csv(big), pd.read_csv(source))
+    assert gzip.decompress(big.read_bytes()) == source.read_bytes()
+    first = big.read_bytes()
+    write_data_file(source, data, "records.csv")
+    assert big.read_bytes() == first  # deterministic bytes: publishing twice changes nothing in git
