@@ -61,6 +61,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "mistral": LLAMA,
     "gemma3_text": LLAMA,
     "gemma2": LLAMA,
+    "gemma": LLAMA,  # Gemma-1 (docs/adding-a-model-family.md, tests/models/test_gemma.py)
 }
 
 
