@@ -24,6 +24,7 @@ from encore.datasets import EditRecord, _Where
 from encore.editing.hparams import Hyperparameters, hparams_file
 from encore.models.device import resolve_execution
 from encore.models.loading import load_model
+from encore.models.precision import precision_scope
 from encore.record_formats import parse_record
 from encore.session import EditingSession, evaluate_model, read_requests, statistics_manifest, write_evaluation
 
@@ -151,9 +152,10 @@ class EditingRun:
         if not all(isinstance(record, EditRecord) for record in records):
             records = as_records(records, self.dataset, 0, {})
         evaluation = {**API_EVALUATION, **(evaluation or {})}
-        result = evaluate_model(self.model, self.tokenizer, dataset=self.dataset, records=records,
-                                unedited=unedited, final=final, evaluation=evaluation, data_dir=self.data_dir,
-                                resources=self.resources, seed=self.seed)  # fmt: skip
+        with precision_scope(self.session.execution.scoring):  # as the pipeline's evaluate jobs score
+            result = evaluate_model(self.model, self.tokenizer, dataset=self.dataset, records=records,
+                                    unedited=unedited, final=final, evaluation=evaluation, data_dir=self.data_dir,
+                                    resources=self.resources, seed=self.seed)  # fmt: skip
         if unedited:
             labels = {"method": "unedited", "variant": "unedited", "order": self.order, "edits": 0}
         else:

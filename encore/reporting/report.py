@@ -138,7 +138,8 @@ def score_precision(metrics_file: Path) -> str:
     provenance = Path(metrics_file).with_suffix(".provenance.json")
     if not provenance.exists():
         return "fp32"
-    return json.loads(provenance.read_text()).get("execution", {}).get("precision", "fp32")
+    execution = json.loads(provenance.read_text()).get("execution", {})
+    return execution.get("score_precision", execution.get("precision", "fp32"))  # an API evaluation names both
 
 
 def score_precisions(metric_files) -> str:

@@ -99,3 +99,26 @@ def test_efficacy_rows_follow_the_records_order(setup):
     forward = post_update_efficacy(editor.model, editor.tokenizer, records)
     backward = post_update_efficacy(editor.model, editor.tokenizer, records[::-1])
     assert forward == backward[::-1]
+
+
+def test_the_api_scores_its_evaluations_in_the_scoring_precision_and_records_it(setup, monkeypatch, tmp_path):
+    """load_editor(execution={precision, score_precision}): evaluate() runs in the scoring precision, and collect reads
+    that precision from the evaluation's provenance (not the editing one)."""
+    import encore.api
+    from encore.reporting.report import score_precision
+
+    seen = []
+    real = encore.api.evaluate_model
+
+    def spy(*args, **kwargs):
+        seen.append(precision.get_precision())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encore.api, "evaluate_model", spy)
+    editor = api.load_editor(setup["model"], "memit", "plain", hparams_dir=setup["hparams_dir"], data_dir=data_dir(),
+                             resources=setup["resources"], order="0", experiment="t",
+                             execution={"precision": "fp32", "score_precision": "bf16-mixed"})  # fmt: skip
+    editor.edit(setup["records"][:2], batch_size=2)
+    editor.evaluate(output=tmp_path / "edits_00002.csv")
+    assert seen == ["bf16-mixed"] and precision.get_precision() == "fp32"
+    assert score_precision(tmp_path / "edits_00002.csv") == "bf16-mixed"
