@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from encore.models.architecture import architecture_of, down_proj_module
-from encore.models.hooks import StopForward, record_inputs, stop_after
+from encore.models.hooks import record_inputs, run_until
 from encore.models.tokens import pad_id, pad_right
 from encore.progress import Progress
 
@@ -167,11 +167,8 @@ def second_moment_sums(
     progress = Progress(len(encoded), f"statistics (layers {', '.join(map(str, layers))})", "documents")
     for start in range(0, len(encoded), batch_size):
         batch = pad_right(encoded[start : start + batch_size], pad_id(tokenizer), model.device)
-        with record_inputs(modules) as seen, stop_after(last_block):
-            try:
-                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-            except StopForward:
-                pass
+        with record_inputs(modules) as seen:
+            run_until(model, last_block, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         mask = batch.attention_mask.bool()
         for layer in layers:
             keys = seen[layer][mask].float()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from encore.datasets import EditRecord
-from encore.models.architecture import architecture_of, block_output_tensor, down_proj_module
-from encore.models.hooks import StopForward, record_inputs, replay_blocks, stop_after
+from encore.models.architecture import architecture_of, down_proj_module
+from encore.models.hooks import record_inputs, record_outputs, replay_blocks, run_until
 from encore.models.precision import matmul_precision
 from encore.models.tokens import encode, fill_subject, pad_id, pad_right, subject_last_index
 
@@ -46,21 +46,9 @@ class _Chunks:
     @torch.no_grad()
     def _block_input(self, batch) -> torch.Tensor:
         block = self.model.get_submodule(architecture_of(self.model).block(self.first))
-        captured = {}
-
-        def hook(_module, args, kwargs):
-            captured["hidden"] = args[0] if args else kwargs["hidden_states"]
-            raise StopForward
-
-        handle = block.register_forward_pre_hook(hook, with_kwargs=True)
-        try:
-            with matmul_precision(self.model):
-                self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-        except StopForward:
-            pass
-        finally:
-            handle.remove()
-        return captured["hidden"]
+        with record_inputs({self.first: block}) as seen, matmul_precision(self.model):
+            run_until(self.model, block, before=True, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        return seen[self.first]
 
     @torch.no_grad()
     def read(self, read) -> torch.Tensor:
@@ -76,14 +64,6 @@ class _Chunks:
             position = self.positions[index].to(activations.device)
             rows.append(activations[torch.arange(len(position), device=activations.device), position])
         return torch.cat(rows)
-
-
-def _forward_until(model, batch, block) -> None:
-    with stop_after(block):
-        try:
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-        except StopForward:
-            pass
 
 
 class BatchKeys:
@@ -120,7 +100,7 @@ class BatchKeys:
 
         def read(batch):
             with record_inputs({layer: module}) as seen:
-                _forward_until(self.model, batch, block)
+                run_until(self.model, block, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             return seen[layer]
 
         keys = self.prompts.read(read).view(self.n, sum(self.groups), -1)
@@ -136,20 +116,9 @@ class BatchKeys:
         block = self.model.get_submodule(architecture_of(self.model).block(layer))
 
         def read(batch):
-            captured = {}
-
-            def hook(_module, _args, output):
-                captured["hidden"] = block_output_tensor(output)
-                raise StopForward
-
-            handle = block.register_forward_hook(hook)
-            try:
-                self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-            except StopForward:
-                pass
-            finally:
-                handle.remove()
-            return captured["hidden"]
+            with record_outputs({layer: block}) as seen:
+                run_until(self.model, block, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            return seen[layer]
 
         return self.bare.read(read)
 

@@ -16,15 +16,34 @@ class StopForward(Exception):
 
 @contextmanager
 def record_inputs(modules: dict[int, torch.nn.Module]):
-    """Yield a dict layer -> first positional input of that module from the latest forward."""
+    """Yield a dict key -> first positional input of that module (or its ``hidden_states`` keyword, as some model
+    loops pass a block's input) from the latest forward."""
     seen: dict[int, torch.Tensor] = {}
     handles = []
     for key, module in modules.items():
 
-        def hook(_module, args, key=key):
-            seen[key] = args[0]
+        def hook(_module, args, kwargs, key=key):
+            seen[key] = args[0] if args else kwargs["hidden_states"]
 
-        handles.append(module.register_forward_pre_hook(hook))
+        handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def record_outputs(modules: dict[int, torch.nn.Module]):
+    """Yield a dict key -> (hidden-state) output of that module (a block's first output) from the latest forward."""
+    seen: dict[int, torch.Tensor] = {}
+    handles = []
+    for key, module in modules.items():
+
+        def hook(_module, _args, output, key=key):
+            seen[key] = block_output_tensor(output)
+
+        handles.append(module.register_forward_hook(hook))
     try:
         yield seen
     finally:
@@ -47,22 +66,25 @@ def edit_output(module: torch.nn.Module, edit: Callable[[torch.Tensor], torch.Te
 
 
 @contextmanager
-def stop_after(module: torch.nn.Module):
-    """Abort the forward pass right after ``module`` ran (catch StopForward around the call)."""
+def stop_after(module: torch.nn.Module, before: bool = False):
+    """Abort the forward pass right after ``module`` ran, or right before it runs with ``before`` (catch
+    StopForward around the call; hooks registered earlier on the module still run first)."""
 
-    def hook(_module, _args, _output):
+    def hook(*_):
         raise StopForward
 
-    handle = module.register_forward_hook(hook)
+    handle = module.register_forward_pre_hook(hook) if before else module.register_forward_hook(hook)
     try:
         yield
     finally:
         handle.remove()
 
 
-def run_until(model: torch.nn.Module, last_module: torch.nn.Module, **inputs) -> None:
-    """Forward pass that stops after ``last_module`` (hooks registered by the caller record what they need)."""
-    with stop_after(last_module):
+def run_until(model: torch.nn.Module, last_module: torch.nn.Module, *, before: bool = False, **inputs) -> None:
+    """Forward pass (``model(**inputs, use_cache=False)``) that stops after ``last_module``, or before it with
+    ``before``: the blocks above never run. Hooks the caller registered first (``record_inputs``,
+    ``record_outputs``) record what they need."""
+    with stop_after(last_module, before):
         try:
             model(**inputs, use_cache=False)
         except StopForward:
