@@ -32,14 +32,17 @@ def test_bad_config_value_is_named_in_the_error(override, key):
 
 
 @pytest.mark.parametrize(
-    "override, expected",
+    "overrides, expected",
     [
-        ("num_edits=999999", "ordering 0 of counterfact has only 4680 requests"),
-        ('methods=["rome"]', "unknown method 'rome'; known methods: alphaedit, emmet, memit"),
+        (["num_edits=999999"], "ordering 0 of counterfact has only 4680 requests"),
+        (['methods=["rome"]'], "unknown method 'rome'; known methods: alphaedit, emmet, memit"),
+        # contradicting keys are refused by the dry run, not by the first job
+        (["precision=bf16-mixed", "dtype=bfloat16"], "precision: bf16-mixed keeps float32 weights and needs dtype"),
+        (["precision={edit: bf16-mixed, score: fp32}", "dtype=float16"], "needs dtype: float32 (got float16)"),
     ],
 )
-def test_impossible_config_stops_before_any_job_with_the_fix(override, expected):
-    result = snakemake("-n", "--cores", "1", "--config", override, check=False)
+def test_impossible_config_stops_before_any_job_with_the_fix(overrides, expected):
+    result = snakemake("-n", "--cores", "1", "--config", *overrides, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and expected in output
     assert len(output.splitlines()) < 30  # the cause, not thousands of missing-file lines

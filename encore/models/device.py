@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from encore.models.precision import check_precision, set_precision
+from encore.models.precision import PRECISIONS, check_precision, set_precision
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -68,6 +68,19 @@ def phase_precisions(precision: str | dict) -> tuple[str, str]:
     if unknown:
         raise ValueError(f"precision: unknown phase(s) {unknown}; give a value or a mapping with edit and score")
     return precision.get("edit", "fp32"), precision.get("score", "fp32")
+
+
+def check_settings(dtype: str, precision: str | dict) -> None:
+    """The checks across config keys that need no hardware, run before any job (workflow/rules/common.smk): dtype
+    is known, each phase's precision is known and compatible with dtype. One-line errors name the keys."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    for phase in dict.fromkeys(phase_precisions(precision)):
+        if phase not in PRECISIONS:
+            raise ValueError(f"precision: {phase!r} is not one of {', '.join(PRECISIONS)}")
+        if phase != "fp32" and dtype != "float32":
+            raise ValueError(f"precision: {phase} keeps float32 weights and needs dtype: float32 (got {dtype}); "
+                             "set dtype: float32 or precision: fp32")  # fmt: skip
 
 
 def resolve_execution(

@@ -10,7 +10,7 @@ from encore.experiment import (
     experiment_runs,
     snapshot_edits,
 )
-from encore.models.device import phase_precisions
+from encore.models.device import check_settings, phase_precisions
 from encore.plan import experiment_hparams, rule_resources
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -126,9 +126,11 @@ def final_outputs():
     ]
 
 
-# Fail early, with a clear message, before any job runs: unknown methods, missing hyperparameter files or
+# Fail early, with a clear message, before any job runs: settings that contradict each other (precision and dtype;
+# the hardware is checked by each job on its own machine), unknown methods, missing hyperparameter files or
 # variants (every run's file and variant, read as the plan reads them), and more edits than the chosen ordering
 # holds (checked when the data is local or already cached).
+check_settings(config["dtype"], config["precision"])
 check_methods(config["methods"], config["hparams_dir"])
 experiment_hparams(config)
 for _order in ORDERS:
