@@ -29,9 +29,7 @@ from pathlib import Path
 
 import torch
 
-from encore import datasets
 from encore.editing.context import generate_context_templates
-from encore.editing.covariance import load_or_compute_statistics, load_statistic, statistics_key
 from encore.editing.editors import make_editor
 from encore.editing.hparams import Hyperparameters, hparams_file
 from encore.editing.keys import BatchKeys
@@ -41,6 +39,7 @@ from encore.experiment import load_requests
 from encore.models.architecture import read_weight, write_weight
 from encore.models.device import resolve_execution
 from encore.models.loading import load_model
+from encore.session import load_covariances, statistics_manifest
 
 
 def _timed(function):
@@ -103,7 +102,8 @@ class Setting:
 
 
 def prepare(args) -> Setting:
-    """Model, the batch (the first ``--edits`` requests of CounterFact order 0), context templates, C0 (cached)."""
+    """Model, the batch (the first ``--edits`` requests of CounterFact order 0), context templates, C0 (the pipeline's
+    cached statistics: encore.session.statistics_manifest, load_covariances)."""
     resources = Path(args.resources)
 
     hparams = Hyperparameters.from_yaml(hparams_file("hparams", args.method, args.model, "counterfact"), args.variant)
@@ -121,51 +121,9 @@ def prepare(args) -> Setting:
     )
     layers = sorted(hparams.layers)
 
-    corpus = datasets.resolve_data_file("wikipedia", args.data_dir, resources / "data")
-    paths = load_or_compute_statistics(
-        model,
-        tokenizer,
-        loaded.identity,
-        layers,
-        lambda: list(datasets.iter_corpus_texts(corpus.path)),
-        corpus.sha256,
-        hparams.mom2_n_samples,
-        hparams.mom2_max_length,
-        resources / "statistics",
-    )
-    covariances = {
-        layer: load_statistic(
-            paths[layer],
-            statistics_key(
-                loaded.identity,
-                layer,
-                corpus.sha256,
-                hparams.mom2_n_samples,
-                hparams.mom2_max_length,
-                hparams.mom2_dtype,
-            ),
-        )
-        for layer in layers
-    }
-    projectors = None
-    if make_editor(hparams).needs_projector:
-        from encore.editing.covariance import load_or_compute_projector
-
-        projectors = {
-            layer: load_or_compute_projector(
-                paths[layer],
-                statistics_key(
-                    loaded.identity,
-                    layer,
-                    corpus.sha256,
-                    hparams.mom2_n_samples,
-                    hparams.mom2_max_length,
-                    hparams.mom2_dtype,
-                ),
-                hparams.nullspace_threshold,
-            )
-            for layer in layers
-        }
+    statistics = statistics_manifest(loaded, layers, hparams, args.data_dir, resources, execution)  # C0, cached
+    threshold = hparams.nullspace_threshold if make_editor(hparams).needs_projector else None
+    covariances, projectors = load_covariances(statistics, layers, threshold)
 
     return Setting(
         model, tokenizer, hparams, records, templates, covariances, projectors, execution.device, args.threads
