@@ -16,7 +16,7 @@ import sys
 import tempfile
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -446,17 +446,28 @@ def iter_corpus_texts(path: str | Path) -> Iterator[str]:
         handle = open(path, encoding="utf-8")
     else:
         raise DataError(f"{path.name}: unsupported corpus format (expected .jsonl, .jsonl.gz or .parquet)")
+
+    def invalid(number: int, error: json.JSONDecodeError) -> DataError:
+        return DataError(f"{path.name}: line {number}: invalid JSON: {error}")
+
     with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                document = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path.name}: line {number}: invalid JSON: {exc}") from None
+        for number, document in json_lines(handle, invalid):
             if not isinstance(document, dict) or not isinstance(document.get("text"), str):
                 raise DataError(f"{path.name}: line {number}: missing str field 'text'")
             yield document["text"]
+
+
+def json_lines(lines: Iterable[str], invalid: Callable[[int, json.JSONDecodeError], Exception]) -> Iterator[tuple]:
+    """(line number from 1, parsed value) of every non-blank line of a JSON-lines text (an open file); a line that
+    is not JSON raises ``invalid(number, error)``, the caller's one-line error naming its file."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise invalid(number, error) from None
+        yield number, value
 
 
 def _iter_parquet_texts(path: Path) -> Iterator[str]:
