@@ -113,18 +113,13 @@ def _hash_file(path: str | Path) -> tuple[str, str]:
     return sha256.hexdigest(), blob.hexdigest()
 
 
-def _digests(path: str | Path) -> tuple[str, str]:
-    """Like _hash_file, cached per process on (path, size, mtime)."""
+def file_digests(path: str | Path) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file (``_hash_file``), cached per process on (path, size, mtime)."""
     stat = os.stat(path)
     key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
         _DIGESTS[key] = _hash_file(path)
     return _DIGESTS[key]
-
-
-def file_digests(path: str | Path) -> tuple[str, str]:
-    """(sha256, git blob sha1) of a file, cached per process on (path, size, mtime)."""
-    return _digests(path)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -139,7 +134,7 @@ def file_git_blob_sha1(path: str | Path) -> str:
 
 def _download_check(entry: DataFile, path: str | Path) -> tuple[bool, str, str]:
     """(ok, expected, actual) for a downloaded file, by sha256 or git blob sha1."""
-    sha256, blob = _digests(path)
+    sha256, blob = file_digests(path)
     if entry.sha256:
         return sha256 == entry.sha256, f"sha256 {entry.sha256}", f"sha256 {sha256}"
     if entry.git_blob_sha1:
@@ -167,7 +162,7 @@ def resolve_data_file(
                 f"{key}: {path} not found; set data_dir/ENCORE_DATA_DIR to a copy of shared/data, "
                 f"or unset it to download {entry.url}"
             )
-        actual = _digests(path)[0]
+        actual = file_digests(path)[0]
         if actual != entry.local_sha256:
             raise DataError(f"{key}: {path}: checksum mismatch, expected sha256 {entry.local_sha256}, got {actual}")
         return ResolvedFile(key, path, actual, "local", entry.url)
@@ -192,7 +187,7 @@ def _download(entry: DataFile, cache_dir: Path) -> ResolvedFile:
     dest = cache_dir / entry.key / Path(urllib.parse.urlparse(entry.url).path).name
     if dest.is_file():
         if _download_check(entry, dest)[0]:
-            return ResolvedFile(entry.key, dest, _digests(dest)[0], "download", entry.url)
+            return ResolvedFile(entry.key, dest, file_digests(dest)[0], "download", entry.url)
         dest.unlink()  # stale or corrupt cache entry: fetch again
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -201,7 +196,7 @@ def _download(entry: DataFile, cache_dir: Path) -> ResolvedFile:
         with os.fdopen(fd, "wb") as out:
             _fetch(entry.url, out)
         ok, expected, actual = _download_check(entry, tmp)
-        sha256 = _digests(tmp)[0]
+        sha256 = file_digests(tmp)[0]
         if not ok:
             raise DataError(f"{entry.key}: {entry.url} failed its checksum: expected {expected}, got {actual}")
         os.replace(tmp, dest)
@@ -235,7 +230,7 @@ def _resolve_hub(entry: DataFile, cache_dir: Path) -> ResolvedFile:
                                revision=hub.revision, cache_dir=cache_dir / entry.key)  # fmt: skip
     except Exception as exc:
         raise DataError(f"{entry.key}: hub download of {hub.repo_id}/{hub.filename} failed: {exc}") from exc
-    return ResolvedFile(entry.key, Path(path), _digests(path)[0], "download", entry.url)
+    return ResolvedFile(entry.key, Path(path), file_digests(path)[0], "download", entry.url)
 
 
 @dataclass

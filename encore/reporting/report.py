@@ -9,12 +9,12 @@ were made is not written; it is listed with the missing runs in the index instea
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from encore.datasets import file_sha256
 from encore.reporting import paper_values as paper
 from encore.reporting.data_files import data_path
 from encore.reporting.outputs import (  # noqa: F401 (LABELS: shared)
@@ -109,7 +109,7 @@ def collect(
             }
     pd.DataFrame(list(runs.values())).to_csv(out_dir / "runs.csv", index=False)
     names = COLLECTED + tuple(name for name in OPTIONAL_COLLECTED if (out_dir / name).exists())
-    checksums = {name: _sha256(out_dir / name) for name in names}
+    checksums = {name: file_sha256(out_dir / name) for name in names}
     (out_dir / CHECKSUMS).write_text(json.dumps(checksums, indent=1) + "\n")
 
 
@@ -158,10 +158,6 @@ def score_precisions(metric_files) -> str:
     return next(iter(first), "fp32")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def verify_collected(results: Path) -> None:
     """Fail with a one-line error naming the file and the fix when a collected CSV differs from what
     ``collect`` wrote (corrupted or edited since). The paper_outputs rule calls it before reading them."""
@@ -175,7 +171,7 @@ def verify_collected(results: Path) -> None:
         path = results / name
         if not path.is_file():
             raise ValueError(f"{path}: missing; {_RECOLLECT}")
-        if _sha256(path) != checksums.get(name):
+        if file_sha256(path) != checksums.get(name):
             raise ValueError(f"{path}: checksum differs from {CHECKSUMS} (corrupted or edited); {_RECOLLECT}")
 
 
