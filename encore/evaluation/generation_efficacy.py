@@ -13,7 +13,7 @@ i.e. the greedy continuation starts with the new target (what follows it is not 
     ps_gen_hits = Σ_{p ∈ paraphrase prompts} hit(p),      n_paraphrase = their count
 
 Reported (``summarise_generation_efficacy``): ES_gen = 100 · mean over records of es_gen; PS_gen = 100 · Σ ps_gen_hits
-/ Σ n_paraphrase (pooled over prompts, as PS_top1), under the protocol ``<dataset>/<subset>/greedy-exact-match``.
+/ Σ n_paraphrase (pooled over prompts, as PS_top1); n_records; protocol ``<dataset>/<subset>/greedy-exact-match``.
 
 Why it checks the teacher-forced scores: while g_<j = o_<j a greedy step sees exactly the teacher-forced input, so
 hit(p) = 1 iff o_j is the argmax at every teacher-forced position, i.e. ES_gen = ES_top1 and PS_gen = PS_top1
@@ -108,9 +108,11 @@ def generation_efficacy_of_records(model, tokenizer, records: list[EditRecord], 
 
 
 def summarise_generation_efficacy(scores: pd.DataFrame) -> dict[str, float]:
-    """ES_gen = 100 · mean es_gen; PS_gen = 100 · Σ ps_gen_hits / Σ n_paraphrase (NaN without paraphrase prompts)."""
+    """ES_gen = 100 · mean es_gen; PS_gen = 100 · Σ ps_gen_hits / Σ n_paraphrase (NaN without paraphrase prompts);
+    n_records."""
     paraphrases = float(scores["n_paraphrase"].sum())
     return {
         "ES_gen": 100.0 * float(scores["es_gen"].mean()),
         "PS_gen": 100.0 * float(scores["ps_gen_hits"].sum()) / paraphrases if paraphrases else float("nan"),
+        "n_records": len(scores),
     }

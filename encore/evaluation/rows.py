@@ -3,7 +3,7 @@
 Every row carries ``metric``, ``value`` and a ``protocol`` tag saying which subset was scored and how:
   counterfact/<subset>/nll-comparison   ES, PS, NS, S (percent), *_diff, p_new / p_true (algorithms.md §7.2)
   counterfact/<subset>/top1             ES_top1, PS_top1, NS_top1: every answer token is the argmax
-  <dataset>/<subset>/greedy-exact-match ES_gen, PS_gen (percent): greedy decoding starts with target_new (§7.6)
+  <dataset>/<subset>/greedy-exact-match ES_gen, PS_gen (percent), n_records: greedy output starts with target_new (§7.6)
   zsre/<subset>/token-top1              ES, PS, NS (percent, §7.3)
   generation/<subset>/top5-sampling     GE: weighted 2/3-gram entropy of sampled text, x100 (§7.2)
   table1/<subset>                       probabilities for the paper's Table 1

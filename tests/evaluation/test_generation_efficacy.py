@@ -93,7 +93,7 @@ def test_a_model_forced_to_say_the_targets_scores_100_and_one_wrong_token_scores
     scores = generation_efficacy_of_records(forced, tokenizer, FORCED_RECORDS)
     assert list(scores["es_gen"]) == [1.0, 1.0, 1.0] and list(scores["ps_gen_hits"]) == [2, 1, 0]
     assert list(scores["n_paraphrase"]) == [2, 1, 0]
-    assert summarise_generation_efficacy(scores) == {"ES_gen": 100.0, "PS_gen": 100.0}
+    assert summarise_generation_efficacy(scores) == {"ES_gen": 100.0, "PS_gen": 100.0, "n_records": 3}
     # teacher-forced top-1 on the same model says the same
     top1 = counterfact_record_scores(forced, tokenizer, FORCED_RECORDS)
     assert list(top1["es_top1"]) == [1.0, 1.0, 1.0] and list(top1["ps_top1_hits"]) == [2, 1, 0]
@@ -107,7 +107,7 @@ def test_a_model_forced_to_say_the_targets_scores_100_and_one_wrong_token_scores
         decoded = greedy_token_ids(wrong, tokenizer, [record.rewrite_prompt], [len(target)])[0]
         assert decoded[:-1] == target[:-1] and decoded[-1] == other
     scores = generation_efficacy_of_records(wrong, tokenizer, FORCED_RECORDS)
-    assert summarise_generation_efficacy(scores) == {"ES_gen": 0.0, "PS_gen": 0.0}
+    assert summarise_generation_efficacy(scores) == {"ES_gen": 0.0, "PS_gen": 0.0, "n_records": 3}
     assert scores["ps_gen_hits"].sum() == 0
 
 
@@ -191,7 +191,7 @@ def test_the_config_key_switches_the_part_at_the_snapshots_it_names(setting, tin
         protocol = f"counterfact/{subset}/greedy-exact-match"
         rows = {row["metric"]: row["value"] for row in result.rows if row["protocol"] == protocol}
         expected = {"none": False, "final": final, "all": True, None: final}[setting]
-        assert bool(rows) == expected and (set(rows) == {"ES_gen", "PS_gen"} or not expected)
+        assert bool(rows) == expected and (set(rows) == {"ES_gen", "PS_gen", "n_records"} or not expected)
         assert any(name.startswith("generation efficacy") for name in result.seconds) == expected
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     key = schema["properties"]["evaluation"]["properties"]["generation_efficacy"]
@@ -211,6 +211,7 @@ def test_rows_recompute_from_the_records_file_and_missing_paraphrases_are_named(
     scores = pd.read_csv(Path(output).with_name("edits_00007.records.csv"))
     scores = scores[scores["protocol"] == protocol]
     assert list(scores["case_id"]) == [r.case_id for r in records] and set(scores["subset"]) == {"edited-so-far"}
+    assert len(scores) == expected["n_records"] == len(records)
     assert 0 < expected["ES_gen"] < 100  # the forced facts hit, CounterFact's own (almost surely) not
     assert 100 * scores["es_gen"].mean() == pytest.approx(expected["ES_gen"], abs=1e-9)
     pooled = 100 * scores["ps_gen_hits"].sum() / scores["n_paraphrase"].sum()
