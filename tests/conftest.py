@@ -1,4 +1,5 @@
-"""Shared fixtures: the local data directory, small locally trained tokenizers, tiny random models.
+"""Shared fixtures: the local data directory, small locally trained tokenizers, tiny random models, the requests and
+context templates the editing tests edit with, and a tiny Llama set up for the API (``tiny_setup``).
 
 Nothing here downloads: tokenizers are trained on the WikiText-2 sample of the data directory, the
 models are randomly initialised GPT-2 and Llama configurations of a few layers.
@@ -13,12 +14,34 @@ from pathlib import Path
 import pytest
 import torch
 
+from encore.datasets import EditRecord
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]  # the bare prompt and two context templates
 
 
 def data_dir() -> Path:
     return Path(os.environ.get("ENCORE_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+# four CounterFact-style requests (case ids 1-4; multi-token subjects and targets)
+FACTS = [
+    EditRecord(case_id=1, subject="Danielle Darrieux", prompt="The mother tongue of {} is", target_new="English",
+               target_true="French"),
+    EditRecord(case_id=2, subject="Toko Yasuda", prompt="{} plays the", target_new="piano", target_true="guitar"),
+    EditRecord(case_id=3, subject="Autonomous University of Madrid", prompt="{} is located in", target_new="Sweden",
+               target_true="Spain"),
+    EditRecord(case_id=4, subject="Thomas Joannes Stieltjes", prompt="{} was born in", target_new="Tokyo",
+               target_true="Netherlands"),
+]  # fmt: skip
+
+
+def wikitext_lines(longer_than: int = 0) -> list[str]:
+    """The non-blank lines of the data directory's WikiText-2 validation sample longer than ``longer_than``
+    characters: the tokenizers' training text and the corpus of the tests' C0."""
+    with gzip.open(data_dir() / "corpus" / "wikitext-2" / "wiki.valid.tokens.gz", "rt", encoding="utf-8") as handle:
+        return [line for line in handle.read().splitlines() if line.strip() and len(line) > longer_than]
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +52,18 @@ def shared_data_dir() -> Path:
     return path
 
 
+def _tokenizer_text() -> list[str]:
+    return (
+        wikitext_lines()[:3000]
+        + ["Paris London Rome Berlin Tokyo French English Italian German Japanese Apple Google"] * 5
+    )
+
+
 def _train_tokenizer(directory: Path, add_bos: bool):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    text_file = data_dir() / "corpus" / "wikitext-2" / "wiki.valid.tokens.gz"
-    with gzip.open(text_file, "rt", encoding="utf-8") as handle:
-        lines = [line for line in handle.read().splitlines() if line.strip()][:3000]
-    lines += ["Paris London Rome Berlin Tokyo French English Italian German Japanese Apple Google"] * 5
+    lines = _tokenizer_text()
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -67,10 +94,7 @@ def _train_sentencepiece_style_tokenizer(directory: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    text_file = data_dir() / "corpus" / "wikitext-2" / "wiki.valid.tokens.gz"
-    with gzip.open(text_file, "rt", encoding="utf-8") as handle:
-        lines = [line for line in handle.read().splitlines() if line.strip()][:3000]
-    lines += ["Paris London Rome Berlin Tokyo French English Italian German Japanese Apple Google"] * 5
+    lines = _tokenizer_text()
     special = ["<unk>", "<s>", "</s>"] + [f"<0x{byte:02X}>" for byte in range(256)]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
@@ -159,3 +183,32 @@ def tiny_model(request, tokenizer):
     """Both architecture families: Linear (Llama) and transposed Conv1D (GPT-2) down-projections."""
     maker = make_tiny_llama if request.param == "llama" else make_tiny_gpt2
     return maker(len(tokenizer))
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory) -> dict:
+    """A tiny random Llama saved as a model directory (tiny-llama), its MEMIT hyperparameters
+    (pipeline_helpers.TINY_HPARAMS) in hparams/MEMIT/, a resources folder (caches) and the first six CounterFact
+    requests of order 0: {"model", "hparams_dir", "resources", "records", "root"}. One per test module."""
+    import yaml
+    from pipeline_helpers import TINY_HPARAMS, save_tiny_model
+
+    from encore import api
+
+    root = tmp_path_factory.mktemp("tiny")
+    model_dir = save_tiny_model(root / "tiny-llama")
+    hparams_dir = root / "hparams"
+    (hparams_dir / "MEMIT").mkdir(parents=True)
+    (hparams_dir / "MEMIT" / "tiny-llama.yaml").write_text(yaml.safe_dump(TINY_HPARAMS))
+    resources = root / "resources"
+    records = api.load_requests("counterfact", 6, "0", data_dir=data_dir(), resources=resources)
+    return {"model": str(model_dir), "hparams_dir": hparams_dir, "resources": resources, "records": records,
+            "root": root}  # fmt: skip
+
+
+def tiny_editor(setup: dict, variant: str = "plain", **options):
+    """``encore.api.load_editor`` of ``tiny_setup``'s model: MEMIT ``variant``, order "0", experiment "t"."""
+    from encore import api
+
+    return api.load_editor(setup["model"], "memit", variant, hparams_dir=setup["hparams_dir"], data_dir=data_dir(),
+                           resources=setup["resources"], order="0", experiment="t", **options)  # fmt: skip

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import data_dir
-from pipeline_helpers import TINY_HPARAMS, save_tiny_model
+from conftest import data_dir, tiny_editor
 from safetensors.torch import load_file
 
 from encore import api, experiment
@@ -23,34 +21,17 @@ from encore.editing.hparams import Hyperparameters
 TIMINGS = ["targets_s", "keys_s", "solve_s", "efficacy_s"]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A tiny Llama, its hyperparameters, shared caches and six CounterFact requests of order 0."""
-    root = tmp_path_factory.mktemp("api")
-    model_dir = save_tiny_model(root / "tiny-llama")
-    hparams_dir = root / "hparams"
-    (hparams_dir / "MEMIT").mkdir(parents=True)
-    (hparams_dir / "MEMIT" / "tiny-llama.yaml").write_text(yaml.safe_dump(TINY_HPARAMS))
-    resources = root / "resources"
-    records = api.load_requests("counterfact", 6, "0", data_dir=data_dir(), resources=resources)
-    return {"model": str(model_dir), "hparams_dir": hparams_dir, "resources": resources, "records": records,
-            "root": root}  # fmt: skip
-
-
-def editor_for(setup, variant="plain", **options):
-    return api.load_editor(setup["model"], "memit", variant, hparams_dir=setup["hparams_dir"], data_dir=data_dir(),
-                           resources=setup["resources"], order="0", experiment="t", **options)  # fmt: skip
-
-
-def pipeline_segment(setup, variant, output, n_batches, previous=None, num_edits=4):
+def pipeline_segment(tiny_setup, variant, output, n_batches, previous=None, num_edits=4):
     """run_edit_segment as the edit rule calls it (batches of 2)."""
-    hparams = Hyperparameters.from_yaml(setup["hparams_dir"] / "MEMIT" / f"{Path(setup['model']).name}.yaml", variant)
-    statistics = setup["root"] / "statistics.json"
-    experiment.compute_statistics(setup["model"], sorted(hparams.layers), hparams, data_dir(), setup["resources"],
-                                  statistics)  # fmt: skip
+    hparams = Hyperparameters.from_yaml(
+        api.hparams_file(tiny_setup["hparams_dir"], "memit", tiny_setup["model"]), variant
+    )
+    statistics = tiny_setup["root"] / "statistics.json"
+    experiment.compute_statistics(tiny_setup["model"], sorted(hparams.layers), hparams, data_dir(),
+                                  tiny_setup["resources"], statistics)  # fmt: skip
     return experiment.run_edit_segment(
-        model_name=setup["model"], method="memit", variant=variant, hparams=hparams, dataset="counterfact",
-        data_dir=data_dir(), resources=setup["resources"], order_sample="0", num_edits=num_edits, batch_size=2,
+        model_name=tiny_setup["model"], method="memit", variant=variant, hparams=hparams, dataset="counterfact",
+        data_dir=data_dir(), resources=tiny_setup["resources"], order_sample="0", num_edits=num_edits, batch_size=2,
         n_batches=n_batches, seed=0, statistics_manifest=statistics, previous=previous, output=output, experiment="t",
     ).parent  # fmt: skip
 
@@ -71,10 +52,10 @@ def without_timings(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("variant", ["plain", "mpes_nc"])
-def test_api_edits_equal_the_pipeline_segment_bitwise(setup, variant, tmp_path):
-    reference = pipeline_segment(setup, variant, tmp_path / "pipeline" / "edits_00004", n_batches=2)
-    editor = editor_for(setup, variant)
-    ledger = editor.edit(setup["records"][:4], batch_size=2)
+def test_api_edits_equal_the_pipeline_segment_bitwise(tiny_setup, variant, tmp_path):
+    reference = pipeline_segment(tiny_setup, variant, tmp_path / "pipeline" / "edits_00004", n_batches=2)
+    editor = tiny_editor(tiny_setup, variant)
+    ledger = editor.edit(tiny_setup["records"][:4], batch_size=2)
     saved = editor.save(tmp_path / "api" / "edits_00004").parent
     assert_same_tensors(saved, reference)
     assert_same_tensors(saved, reference, "keys.safetensors")
@@ -83,16 +64,16 @@ def test_api_edits_equal_the_pipeline_segment_bitwise(setup, variant, tmp_path):
     pd.testing.assert_frame_equal(without_timings(pd.read_csv(saved / "ledger.csv")), without_timings(pipeline_ledger))
     pd.testing.assert_frame_equal(pd.read_csv(saved / "norms.csv"), pd.read_csv(reference / "norms.csv"))
     ours, theirs = (json.loads((d / "manifest.json").read_text()) for d in (saved, reference))
-    assert ours["case_ids"] == theirs["case_ids"] == [r.case_id for r in setup["records"][:4]]
+    assert ours["case_ids"] == theirs["case_ids"] == [r.case_id for r in tiny_setup["records"][:4]]
     assert ours["hparams"] == theirs["hparams"] and ours["statistics"] == theirs["statistics"]
     assert ours["context_templates"] == theirs["context_templates"]
 
 
-def test_a_sequence_of_calls_equals_one_call_with_all_batches(setup, tmp_path):
-    records = setup["records"][:6]
-    once = editor_for(setup)
+def test_a_sequence_of_calls_equals_one_call_with_all_batches(tiny_setup, tmp_path):
+    records = tiny_setup["records"][:6]
+    once = tiny_editor(tiny_setup)
     whole = once.edit(records, batch_size=2)
-    stepwise = editor_for(setup)
+    stepwise = tiny_editor(tiny_setup)
     parts = [stepwise.edit(records[:2], batch_size=2), stepwise.edit(records[2:6], batch_size=2)]
     assert stepwise.edits_done == once.edits_done == 6
     for layer in once.hparams.layers:
@@ -102,17 +83,17 @@ def test_a_sequence_of_calls_equals_one_call_with_all_batches(setup, tmp_path):
     assert list(whole["batch"]) == [0, 0, 1, 1, 2, 2] and list(whole["position"]) == list(range(6))
 
 
-def test_save_load_continue_equals_uninterrupted_and_the_pipeline_evaluates_it(setup, tmp_path):
-    records = setup["records"][:4]
-    straight = editor_for(setup, "mpes_nc")
+def test_save_load_continue_equals_uninterrupted_and_the_pipeline_evaluates_it(tiny_setup, tmp_path):
+    records = tiny_setup["records"][:4]
+    straight = tiny_editor(tiny_setup, "mpes_nc")
     straight.edit(records, batch_size=2)
     straight.save(tmp_path / "straight")
 
-    first = editor_for(setup, "mpes_nc")
+    first = tiny_editor(tiny_setup, "mpes_nc")
     first.edit(records[:2], batch_size=2)
     first.save(tmp_path / "first")
     del first
-    resumed = api.load_editor(snapshot=tmp_path / "first", data_dir=data_dir(), resources=setup["resources"])
+    resumed = api.load_editor(snapshot=tmp_path / "first", data_dir=data_dir(), resources=tiny_setup["resources"])
     assert resumed.edits_done == 2 and resumed.variant == "mpes_nc" and resumed.requests == records[:2]
     resumed.edit(records[2:], batch_size=2)
     resumed.save(tmp_path / "second")
@@ -123,8 +104,8 @@ def test_save_load_continue_equals_uninterrupted_and_the_pipeline_evaluates_it(s
     evaluation = {**api.API_EVALUATION, "analysis": "final"}
     rows = resumed.evaluate(evaluation=evaluation)
     pipeline_rows = experiment.evaluate_snapshot(
-        model_name=setup["model"], snapshot=tmp_path / "second", dataset="counterfact", data_dir=data_dir(),
-        resources=setup["resources"], output=tmp_path / "metrics" / "edits_00004.csv", evaluation=evaluation,
+        model_name=tiny_setup["model"], snapshot=tmp_path / "second", dataset="counterfact", data_dir=data_dir(),
+        resources=tiny_setup["resources"], output=tmp_path / "metrics" / "edits_00004.csv", evaluation=evaluation,
         experiment="t", order_sample="0", num_edits=4,
     )  # fmt: skip
     timing = rows["metric"] == "evaluation_seconds"
@@ -133,9 +114,9 @@ def test_save_load_continue_equals_uninterrupted_and_the_pipeline_evaluates_it(s
     pd.testing.assert_frame_equal(rows[~timing].reset_index(drop=True), pipeline_rows[~timing].reset_index(drop=True))
 
 
-def test_easyedit_requests_edit_and_evaluate_with_the_missing_metrics_named(setup, tmp_path):
+def test_easyedit_requests_edit_and_evaluate_with_the_missing_metrics_named(tiny_setup, tmp_path):
     raw = json.loads((data_dir() / "counterfact" / "easyedit_schema" / "counterfact-edit.json").read_text())[:2]
-    editor = editor_for(setup)
+    editor = tiny_editor(tiny_setup)
     unedited = editor.evaluate(raw, evaluation={"generation": "final"})
     assert set(unedited["method"]) == {"unedited"} and unedited["edits"].eq(0).all()
     editor.edit(raw, batch_size=2)
@@ -153,8 +134,8 @@ def test_easyedit_requests_edit_and_evaluate_with_the_missing_metrics_named(setu
 
 
 @pytest.fixture(scope="module")
-def idle_editor(setup):
-    return editor_for(setup)
+def idle_editor(tiny_setup):
+    return tiny_editor(tiny_setup)
 
 
 @pytest.mark.parametrize(
@@ -178,13 +159,15 @@ def test_bad_requests_get_the_loaders_one_line_errors_before_any_edit(idle_edito
     assert idle_editor.edits_done == 0  # every request is checked before the first batch
 
 
-def test_bad_settings_get_the_pipelines_one_line_errors(setup, idle_editor):
+def test_bad_settings_get_the_pipelines_one_line_errors(tiny_setup, idle_editor):
     with pytest.raises(ValueError, match=r"^methods: unknown method 'nope'; known methods: alphaedit, emmet, memit"):
-        api.load_editor(setup["model"], "nope", hparams_dir=setup["hparams_dir"], resources=setup["resources"])
+        api.load_editor(
+            tiny_setup["model"], "nope", hparams_dir=tiny_setup["hparams_dir"], resources=tiny_setup["resources"]
+        )
     with pytest.raises(ValueError, match=r"tiny-llama.yaml: no variant 'nc' \(defined: plain, mpes_nc\)"):
-        editor_for(setup, "nc")
+        tiny_editor(tiny_setup, "nc")
     with pytest.raises(ValueError, match=r"^batch_size: must be a positive integer, got 0$"):
-        idle_editor.edit(setup["records"][:1], batch_size=0)
+        idle_editor.edit(tiny_setup["records"][:1], batch_size=0)
     with pytest.raises(ValueError, match=r"^records: nothing is edited yet; pass the records to score$"):
         idle_editor.evaluate()
 
@@ -202,15 +185,22 @@ def test_packaged_smollm2_api_edit_equals_the_pipeline(tmp_path_factory, tmp_pat
     base.update(layers=[4, 5], v_num_grad_steps=2, mom2_n_samples=10, mom2_max_length=32)
     (root / "hparams" / "MEMIT").mkdir(parents=True)
     (root / "hparams" / "MEMIT" / "smollm2-135m.yaml").write_text(yaml.safe_dump(base))
-    setup = {"model": "smollm2-135m", "hparams_dir": root / "hparams", "resources": root / "resources", "root": root}
-    setup["records"] = api.load_requests("counterfact", 2, "0", data_dir=data_dir(), resources=setup["resources"])
+    tiny_setup = {
+        "model": "smollm2-135m",
+        "hparams_dir": root / "hparams",
+        "resources": root / "resources",
+        "root": root,
+    }
+    tiny_setup["records"] = api.load_requests(
+        "counterfact", 2, "0", data_dir=data_dir(), resources=tiny_setup["resources"]
+    )
     hparams = Hyperparameters.from_yaml(root / "hparams" / "MEMIT" / "smollm2-135m.yaml", "mpes_nc")
     editor = api.load_editor("smollm2-135m", "memit", "mpes_nc", hparams_dir=root / "hparams", data_dir=data_dir(),
-                             resources=setup["resources"], order="0", experiment="t")  # fmt: skip
+                             resources=tiny_setup["resources"], order="0", experiment="t")  # fmt: skip
     assert editor.hparams == hparams and type(editor.model).__name__ == "LlamaForCausalLM"
-    editor.edit(setup["records"], batch_size=2)
+    editor.edit(tiny_setup["records"], batch_size=2)
     saved = editor.save(tmp_path / "api").parent
-    reference = pipeline_segment(setup, "mpes_nc", tmp_path / "pipeline", n_batches=1, num_edits=2)
+    reference = pipeline_segment(tiny_setup, "mpes_nc", tmp_path / "pipeline", n_batches=1, num_edits=2)
     assert_same_tensors(saved, reference)
     pd.testing.assert_frame_equal(without_timings(pd.read_csv(saved / "ledger.csv")),
                                   without_timings(pd.read_csv(reference / "ledger.csv")))  # fmt: skip

@@ -1,23 +1,13 @@
 """Keys and subject positions against direct computations."""
 
 import torch
+from conftest import FACTS, TEMPLATES
 
-from encore.datasets import EditRecord
 from encore.editing.keys import compute_keys, compute_subject_hidden
 from encore.models.architecture import down_proj_module
 from encore.models.tokens import answer_token_ids, encode, fill_subject, subject_last_index
 
-RECORDS = [
-    EditRecord(
-        case_id=1,
-        subject="Danielle Darrieux",
-        prompt="The mother tongue of {} is",
-        target_new="English",
-        target_true="French",
-    ),
-    EditRecord(case_id=2, subject="Toko Yasuda", prompt="{} plays the", target_new="piano", target_true="guitar"),
-]
-TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
+RECORDS = FACTS[:2]
 
 
 def test_subject_last_index_points_at_the_end_of_the_subject(tokenizer, bos_tokenizer):

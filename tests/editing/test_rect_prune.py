@@ -1,14 +1,12 @@
 """MEMIT+RECT and MEMIT+PRUNE (encore.editing.restraints): the restraints against their definitions, the
 sequential loop's reference order, resume == uninterrupted for PRUNE's carried original weights."""
 
-import gzip
 import math
 
 import pytest
 import torch
-from conftest import REPO, data_dir, make_tiny_llama
+from conftest import FACTS, REPO, TEMPLATES, make_tiny_llama, wikitext_lines
 
-from encore.datasets import EditRecord
 from encore.editing import restraints
 from encore.editing.covariance import second_moments
 from encore.editing.editors import EDITORS, EMMET, MEMIT, AlphaEdit, LayerState, MEMITPrune, MEMITRect, make_editor
@@ -18,16 +16,7 @@ from encore.editing.snapshots import ORIGINAL, apply_snapshot, load_snapshot, sa
 from encore.models.architecture import read_weight
 
 LAYERS = [1, 2]
-TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
-RECORDS = [
-    EditRecord(case_id=1, subject="Danielle Darrieux", prompt="The mother tongue of {} is", target_new="English",
-               target_true="French"),
-    EditRecord(case_id=2, subject="Toko Yasuda", prompt="{} plays the", target_new="piano", target_true="guitar"),
-    EditRecord(case_id=3, subject="Autonomous University of Madrid", prompt="{} is located in", target_new="Sweden",
-               target_true="Spain"),
-    EditRecord(case_id=4, subject="Thomas Joannes Stieltjes", prompt="{} was born in", target_new="Tokyo",
-               target_true="Netherlands"),
-]  # fmt: skip
+RECORDS = FACTS
 
 
 def generator(seed=0):
@@ -162,8 +151,7 @@ HPARAMS = Hyperparameters(
 
 @pytest.fixture(scope="module")
 def covariances(tokenizer):
-    with gzip.open(data_dir() / "corpus" / "wikitext-2" / "wiki.valid.tokens.gz", "rt") as handle:
-        documents = [line for line in handle.read().splitlines() if len(line) > 200][:40]
+    documents = wikitext_lines(200)[:40]
     moments, _ = second_moments(make_tiny_llama(len(tokenizer)), tokenizer, documents, LAYERS, max_length=64)
     return moments
 

@@ -1,13 +1,10 @@
 """Sequential MEMIT on a tiny model: edits take effect, the state accumulates exactly, a resumed run
 equals an uninterrupted one."""
 
-import gzip
-
 import pytest
 import torch
-from conftest import data_dir, make_tiny_llama
+from conftest import FACTS, TEMPLATES, make_tiny_llama, wikitext_lines
 
-from encore.datasets import EditRecord
 from encore.editing.covariance import second_moments
 from encore.editing.editors import MEMIT, make_editor
 from encore.editing.hparams import Hyperparameters
@@ -16,31 +13,7 @@ from encore.editing.snapshots import SnapshotError, apply_snapshot, load_snapsho
 from encore.evaluation.metrics import answer_nll
 from encore.models.architecture import read_weight
 
-TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
-RECORDS = [
-    EditRecord(
-        case_id=1,
-        subject="Danielle Darrieux",
-        prompt="The mother tongue of {} is",
-        target_new="English",
-        target_true="French",
-    ),
-    EditRecord(case_id=2, subject="Toko Yasuda", prompt="{} plays the", target_new="piano", target_true="guitar"),
-    EditRecord(
-        case_id=3,
-        subject="Autonomous University of Madrid",
-        prompt="{} is located in",
-        target_new="Sweden",
-        target_true="Spain",
-    ),
-    EditRecord(
-        case_id=4,
-        subject="Thomas Joannes Stieltjes",
-        prompt="{} was born in",
-        target_new="Tokyo",
-        target_true="Netherlands",
-    ),
-]
+RECORDS = FACTS
 HPARAMS = Hyperparameters(
     editor="memit",
     layers=[1, 2],
@@ -73,9 +46,7 @@ class RecordingEditor(MEMIT):
 
 @pytest.fixture()
 def covariances(tiny_llama, tokenizer):
-    with gzip.open(data_dir() / "corpus" / "wikitext-2" / "wiki.valid.tokens.gz", "rt") as handle:
-        documents = [line for line in handle.read().splitlines() if len(line) > 200][:40]
-    moments, _ = second_moments(tiny_llama, tokenizer, documents, HPARAMS.layers, max_length=64)
+    moments, _ = second_moments(tiny_llama, tokenizer, wikitext_lines(200)[:40], HPARAMS.layers, max_length=64)
     return moments
 
 

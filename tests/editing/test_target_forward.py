@@ -1,11 +1,10 @@
 """Prefix reuse in target optimisation equals the whole-sequence path: targets, MPES stops and Delta (float64)."""
 
 import dataclasses
-import gzip
 
 import pytest
 import torch
-from conftest import data_dir, make_tiny_gpt2, make_tiny_llama
+from conftest import TEMPLATES, make_tiny_gpt2, make_tiny_llama, wikitext_lines
 
 from encore.datasets import EditRecord
 from encore.editing.covariance import second_moments
@@ -16,7 +15,6 @@ from encore.editing.targets import TargetSettings, optimise_targets
 from encore.models.architecture import read_weight
 from encore.models.prefix_attention import _allowed
 
-TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
 RECORDS = [
     EditRecord(case_id=1, subject="Toko Yasuda", prompt="{}", target_new="city", target_true="x"),
     EditRecord(case_id=2, subject="Danielle Darrieux", prompt="{}", target_new="the", target_true="x"),
@@ -141,8 +139,7 @@ def test_prefix_reuse_gives_the_same_weight_update(architecture, editor, bos_tok
     from encore.editing.editors import null_space_projector
 
     layers = [1, 2]
-    with gzip.open(data_dir() / "corpus" / "wikitext-2" / "wiki.valid.tokens.gz", "rt") as handle:
-        documents = [line for line in handle.read().splitlines() if len(line) > 200][:30]
+    documents = wikitext_lines(200)[:30]
     hparams = Hyperparameters(
         editor=editor,
         layers=layers,

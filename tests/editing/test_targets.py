@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from conftest import TEMPLATES
 
 from encore.datasets import EditRecord
 from encore.editing.targets import TargetSettings, optimise_targets
 
-TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]
 # Subject at the end of the prompt: the last subject token predicts the (single-token) target, so a
 # delta at the last block steers it quickly -- a constructed case where MPES is reached.
 STEERABLE = [
