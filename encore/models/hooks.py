@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -14,36 +15,37 @@ class StopForward(Exception):
     """Raised by a hook to end a forward pass once the needed activations are recorded."""
 
 
-@contextmanager
 def record_inputs(modules: dict[int, torch.nn.Module]):
-    """Yield a dict key -> first positional input of that module (or its ``hidden_states`` keyword, as some model
-    loops pass a block's input) from the latest forward."""
-    seen: dict[int, torch.Tensor] = {}
-    handles = []
-    for key, module in modules.items():
+    """Context manager yielding a dict key -> first positional input of that module (or its ``hidden_states``
+    keyword, as some model loops pass a block's input) from the latest forward."""
 
-        def hook(_module, args, kwargs, key=key):
-            seen[key] = args[0] if args else kwargs["hidden_states"]
+    def register(module, store):
+        def hook(_module, args, kwargs):
+            store(args[0] if args else kwargs["hidden_states"])  # returns None: the input is not changed
 
-        handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
-    try:
-        yield seen
-    finally:
-        for handle in handles:
-            handle.remove()
+        return module.register_forward_pre_hook(hook, with_kwargs=True)
+
+    return _recording(modules, register)
+
+
+def record_outputs(modules: dict[int, torch.nn.Module]):
+    """Context manager yielding a dict key -> (hidden-state) output of that module (a block's first output) from
+    the latest forward."""
+
+    def register(module, store):
+        def hook(_module, _args, output):
+            store(block_output_tensor(output))  # returns None: the output is not changed
+
+        return module.register_forward_hook(hook)
+
+    return _recording(modules, register)
 
 
 @contextmanager
-def record_outputs(modules: dict[int, torch.nn.Module]):
-    """Yield a dict key -> (hidden-state) output of that module (a block's first output) from the latest forward."""
+def _recording(modules: dict[int, torch.nn.Module], register):
+    """Yield ``seen`` while ``register(module, store)`` hooks each module, ``store(value)`` setting ``seen[key]``."""
     seen: dict[int, torch.Tensor] = {}
-    handles = []
-    for key, module in modules.items():
-
-        def hook(_module, _args, output, key=key):
-            seen[key] = block_output_tensor(output)
-
-        handles.append(module.register_forward_hook(hook))
+    handles = [register(module, functools.partial(seen.__setitem__, key)) for key, module in modules.items()]
     try:
         yield seen
     finally:
