@@ -132,11 +132,20 @@ def test_end_to_end_run_on_a_tiny_model(tiny_model, tmp_path):
             continue
         metrics = pd.read_csv(metrics_csv)
         records = pd.read_csv(metrics_csv.with_name(metrics_csv.stem + ".records.csv"))
-        per_record = metrics["protocol"].str.contains(r"nll-comparison$|^generation/")
+        per_record = metrics["protocol"].str.contains(r"nll-comparison$|^generation/|greedy-exact-match$")
         assert set(records["protocol"]) == set(metrics["protocol"][per_record])
         for protocol, scores in records.groupby("protocol"):
             expected = metrics[metrics["protocol"] == protocol].set_index("metric")["value"]
-            pairs = [("GE", "ge")] if protocol.startswith("generation/") else [("ES", "es"), ("PS", "ps"), ("NS", "ns")]
+            if protocol.endswith(
+                "greedy-exact-match"
+            ):  # generation-based efficacy (encore.evaluation.generation_efficacy)
+                pairs = [("ES_gen", "es_gen")]
+                pooled = 100 * scores["ps_gen_hits"].sum() / scores["n_paraphrase"].sum()
+                assert pooled == pytest.approx(expected["PS_gen"], abs=1e-9)
+            elif protocol.startswith("generation/"):
+                pairs = [("GE", "ge")]
+            else:
+                pairs = [("ES", "es"), ("PS", "ps"), ("NS", "ns")]
             for metric, column in pairs:
                 assert 100 * scores[column].mean() == pytest.approx(expected[metric], abs=1e-9)
             assert len(scores) == expected["GE_records" if protocol.startswith("generation/") else "n_records"]
