@@ -19,10 +19,12 @@ way, from a layer to the same or a lower one (tests/test_layout.py):
 * ``editing/``: ``covariance`` (the statistics rule; it lives here because C0 and AlphaEdit's projector
   are inputs of the editors and the projector comes from ``editors``), ``context``, ``keys``,
   ``targets`` and ``target_forward``, ``editors`` (per-layer closed forms), ``restraints`` (RECT, PRUNE:
-  what restraining editors do to an update), ``hparams``, ``sequential`` (the batch loop) and ``snapshots``.
+  what restraining editors do to an update), ``hparams``, ``sequential`` (the batch loop), ``snapshots`` and
+  ``statistics_files`` (the ROME/MEMIT lineage's statistics files: import, export).
 * ``evaluation/``: ``rows`` (every metric of one model state as tidy rows), ``metrics`` (CounterFact),
-  ``zsre_metrics``, ``fluency``, ``downstream`` with ``prefix_scoring``, ``analysis`` (norms, activation
-  shares).
+  ``zsre_metrics``, ``efficacy`` (each batch's facts right after its update), ``generation_efficacy`` (greedy
+  exact match), ``fluency``, ``downstream`` with ``prefix_scoring``, ``perplexity``, ``analysis`` (norms,
+  activation shares).
 * ``reporting/``: ``outputs`` (run names, the index of outputs), ``report`` (collected CSVs, tables),
   ``figures`` (with ``figure_kit`` and ``downstream_figures``), ``paper_values``, ``claims`` (with
   ``claims_base``, ``claims_editing``, ``claims_norms``, ``claims_general`` and ``intervals``), ``publish``,
