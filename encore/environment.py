@@ -186,4 +186,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from encore.cli import run
+
+    run(main)

@@ -120,4 +120,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from encore.cli import run
+
+    run(main)

@@ -1,0 +1,42 @@
+"""Every ``python -m encore.<tool>`` ends bad input or missing data with one line naming the problem, not a
+traceback (encore.cli.run); ENCORE_TRACEBACK=1 shows the traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+CASES = [
+    (["encore.reporting.publish", "--regenerate", "/nonexistent/study"], "/nonexistent/study"),
+    (["encore.reporting.combine", "/nonexistent/a", "/nonexistent/b", "--out", "/tmp/x"], "/nonexistent/a"),
+    (
+        ["encore.editing.statistics_files", "export", "--manifest", "/nonexistent/m.json", "--out", "/tmp/x"],
+        "/nonexistent/m.json",
+    ),  # fmt: skip
+    (["encore.scale_check", "--out", "/nonexistent/sc", "compare"], "/nonexistent/sc"),
+]
+
+
+def run(arguments, **environment):
+    env = {**os.environ, "ENCORE_DATA_DIR": "/nonexistent/data", **environment}
+    env.pop("ENCORE_TRACEBACK", None) if not environment else None
+    return subprocess.run([sys.executable, "-m", *arguments], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize("arguments, named", CASES, ids=[case[0][0] for case in CASES])
+def test_bad_input_ends_in_one_line_naming_it(arguments, named):
+    done = run(arguments)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 and named in lines[0], done.stderr
+
+
+def test_encore_traceback_lets_the_traceback_through():
+    done = run(CASES[0][0], ENCORE_TRACEBACK="1")
+    assert done.returncode != 0 and "Traceback" in done.stderr
