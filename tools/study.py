@@ -318,21 +318,21 @@ def hours(seconds: float | None) -> str:
     return "?" if seconds is None else f"{seconds / 3600:.1f} h"
 
 
-def status_table(study: Study) -> list[str]:
-    """Markdown table of every lane item, lane by lane, with the lanes' estimated hours left (an item not started yet
-    is estimated from the measured runs of its kind: with or without MPES)."""
+def status_rows(study: Study) -> list[dict]:
+    """Every lane item, lane by lane, then each lane's total: edits, snapshots evaluated, rates, job hours so far and
+    the estimated hours left (an item not started yet is estimated from the measured runs of its kind, with or
+    without MPES; None where nothing of its kind is measured)."""
     lanes = study.entries()
-    rows = {item["label"]: run_status(study, item) for lane in lanes for item in lane}
+    states = {item["label"]: run_status(study, item) for lane in lanes for item in lane}
     by_kind: dict[bool, list[dict]] = {}
-    for label, row in rows.items():
+    for label, row in states.items():
         if row.get("s_per_edit") and row.get("s_per_evaluation"):
             by_kind.setdefault("mpes" in label, []).append(row)
-    lines = ["| lane | run | edits | snapshots evaluated | s/edit (job) | s/evaluation | job time so far | left (est.) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    rows = []
     for index, lane in enumerate(lanes):
         lane_left = 0.0
         for item in lane:
-            label, row = item["label"], rows[item["label"]]
+            label, row = item["label"], states[item["label"]]
             left = row["left_seconds"]
             if left is None and item["run"] != "unedited" and by_kind.get("mpes" in label):
                 like = by_kind["mpes" in label]
@@ -340,12 +340,30 @@ def status_table(study: Study) -> list[str]:
                 per_eval = sum(r["s_per_evaluation"] for r in like) / len(like)
                 left = row["edits_left"] * per_edit + row["evaluations_left"] * per_eval
             lane_left = None if left is None or lane_left is None else lane_left + left
-            rate = f"{row['s_per_edit']:.2f}" if row.get("s_per_edit") else ""
-            per_eval = f"{row['s_per_evaluation']:.0f}" if row.get("s_per_evaluation") else ""
-            edits = f"{row['edits']:,} / {row['of']:,}" if item["run"] != "unedited" else ""
-            lines.append(f"| {index} | {label} | {edits} | {row['evaluated']} / {row['snapshots']} | {rate} | "
-                         f"{per_eval} | {hours(row['job_seconds'])} | {hours(left)} |")  # fmt: skip
-        lines.append(f"| {index} | **lane total left** | | | | | | {hours(lane_left)} |")
+            rows.append({"lane": index, "run": label, "edits": row["edits"] if item["run"] != "unedited" else None,
+                         "of": row["of"] if item["run"] != "unedited" else None, "evaluated": row["evaluated"],
+                         "snapshots": row["snapshots"], "s_per_edit": row.get("s_per_edit"),
+                         "s_per_evaluation": row.get("s_per_evaluation"), "job_hours": row["job_seconds"] / 3600,
+                         "left_hours": None if left is None else left / 3600})  # fmt: skip
+        rows.append({"lane": index, "run": "lane total", "left_hours": None if lane_left is None else lane_left / 3600})
+    return rows
+
+
+def status_table(study: Study, rows: list[dict] | None = None) -> list[str]:
+    """``status_rows`` as a Markdown table."""
+    rows = status_rows(study) if rows is None else rows
+    hours_text = lambda value: "?" if value is None else f"{value:.1f} h"  # noqa: E731
+    lines = ["| lane | run | edits | snapshots evaluated | s/edit (job) | s/evaluation | job time so far | left (est.) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for row in rows:
+        if row["run"] == "lane total":
+            lines.append(f"| {row['lane']} | **lane total left** | | | | | | {hours_text(row['left_hours'])} |")
+            continue
+        rate = f"{row['s_per_edit']:.2f}" if row.get("s_per_edit") else ""
+        per_eval = f"{row['s_per_evaluation']:.0f}" if row.get("s_per_evaluation") else ""
+        edits = f"{row['edits']:,} / {row['of']:,}" if row["edits"] is not None else ""
+        lines.append(f"| {row['lane']} | {row['run']} | {edits} | {row['evaluated']} / {row['snapshots']} | {rate} | "
+                     f"{per_eval} | {hours_text(row['job_hours'])} | {hours_text(row['left_hours'])} |")  # fmt: skip
     return lines
 
 
@@ -381,10 +399,16 @@ def collect(study: Study, out: Path | None) -> None:
 
     reached = {item["label"]: run_status(study, item) for lane in study.entries() for item in lane}
     written = publish(collected, out, title=f"{out.name} (work in progress, {datetime.date.today()})")
+    import pandas as pd
+
+    rows = status_rows(study)
+    pd.DataFrame(rows).to_csv(out / "progress.csv", index=False, float_format="%.4g")  # the numbers of progress.md
     progress = ["# Progress of the study", "",
                 f"Collected {datetime.datetime.now():%Y-%m-%d %H:%M} from `{study.state['study_file']}` at commit "
                 f"`{study.state['commit']}` (every run of the study: one commit). Work in progress: each run's table "
-                "rows stop at the snapshots it has reached.", "", *status_table(study), ""]  # fmt: skip
+                "rows stop at the snapshots it has reached. The numbers below are progress.csv's (job seconds from "
+                "the Snakemake benchmark files of the jobs done; the lanes share 2 cores with other work, so they are "
+                "not speed measurements).", "", *status_table(study, rows), ""]  # fmt: skip
     (out / "progress.md").write_text("\n".join(progress))
     runs = ", ".join(f"{run} {row['edits']:,}" for run, row in reached.items() if run != "unedited")
     print(f"published {len(written)} files to {out}; edits reached: {runs}")
