@@ -4,7 +4,7 @@ The layout follows the pipeline (workflow/rules: statistics -> edit -> evaluate 
 way, from a layer to the same or a lower one (tests/test_layout.py):
 
     progress, environment, datasets,   foundations: progress lines, the pinned environment, the data sets and
-    record_formats                     their record schemas (ROME, MEND, EasyEdit)
+    record_formats, settings           their record schemas (ROME, MEND, EasyEdit), the typed config settings
     models/                            model I/O: loading, per-family module names, hooks, tokens, devices
     editing/                           the statistics and edit rules: C0, keys, targets, the closed forms
     evaluation/                        the evaluate rule: metric rows of one model state

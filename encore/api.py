@@ -27,10 +27,13 @@ from encore.models.loading import load_model
 from encore.models.precision import precision_scope
 from encore.record_formats import parse_record
 from encore.session import EditingSession, evaluate_model, read_requests, statistics_manifest, write_evaluation
+from encore.settings import EvaluationSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {"model": "smollm2-135m", "method": "memit", "variant": "plain"}
-# editing metrics only; any key of the config's ``evaluation`` adds more (generation, downstream, analysis, perplexity)
+# Where the API's evaluation deliberately differs from the config schema's defaults (encore.settings): editing
+# metrics only (ES, PS, NS, S; ES_gen, PS_gen at the final snapshot as in the schema); every other key is the
+# schema's, and any key of the config's ``evaluation`` adds more (generation, downstream, analysis, perplexity)
 API_EVALUATION = {"generation": "none", "downstream": "none", "analysis": "none", "perplexity_tokens": 0}
 
 
@@ -136,12 +139,16 @@ class EditingRun:
         labels = {"method": self.method, "variant": self.variant, "order": self.order}
         return self.session.save(Path(directory), manifest, labels, self._requests)
 
-    def evaluate(self, records=None, *, evaluation: dict | None = None, final: bool = True, output=None):
+    def evaluate(
+        self, records=None, *, evaluation: EvaluationSettings | dict | None = None, final: bool = True, output=None
+    ):
         """The pipeline's metric rows (experiment, model, dataset, method, variant, order, edits, metric, value,
         protocol) of the model as it is: ``records`` (default: the requests edited so far; before any edit they are
         required: the unedited model scores the facts to be edited). ``evaluation``: the config's evaluation keys
-        over API_EVALUATION (editing metrics only); ``final``: score as the last snapshot of a run (adds the
-        authors' 20% subset); ``output``: also write the evaluate rule's files there (metrics CSV and beside it)."""
+        over API_EVALUATION (editing metrics only) over the config schema's defaults, or an
+        encore.settings.EvaluationSettings (taken as it is, as the pipeline takes it); ``final``: score as the last
+        snapshot of a run (adds the authors' 20% subset); ``output``: also write the evaluate rule's files there
+        (metrics CSV and beside it)."""
         unedited = self.edits_done == 0
         if records is None:
             if unedited or self._requests is None:
@@ -151,10 +158,12 @@ class EditingRun:
         records = list(records)
         if not all(isinstance(record, EditRecord) for record in records):
             records = as_records(records, self.dataset, 0, {})
-        evaluation = {**API_EVALUATION, **(evaluation or {})}
+        if not isinstance(evaluation, EvaluationSettings):
+            evaluation = {**API_EVALUATION, **(evaluation or {})}
+        settings = EvaluationSettings.of(evaluation)
         with precision_scope(self.session.execution.scoring):  # as the pipeline's evaluate jobs score
             result = evaluate_model(self.model, self.tokenizer, dataset=self.dataset, records=records,
-                                    unedited=unedited, final=final, evaluation=evaluation, data_dir=self.data_dir,
+                                    unedited=unedited, final=final, evaluation=settings, data_dir=self.data_dir,
                                     resources=self.resources, seed=self.seed)  # fmt: skip
         if unedited:
             labels = {"method": "unedited", "variant": "unedited", "order": self.order, "edits": 0}
@@ -162,7 +171,7 @@ class EditingRun:
             labels = {"method": self.method, "variant": self.variant, "order": self.order, "edits": self.edits_done}
         provenance = {"snapshot": str(self.session.previous) if self.session.previous else None,
                       "model": self.session.loaded.identity, "execution": self.session.execution.describe(),
-                      "evaluation": evaluation, "api": True}  # fmt: skip
+                      "evaluation": settings.as_dict(), "api": True}  # fmt: skip
         return write_evaluation(result, output, labels=labels, experiment=self.experiment,
                                 model_name=self.model_name, dataset=self.dataset, provenance=provenance)  # fmt: skip
 

@@ -27,6 +27,7 @@ from encore.session import (
     statistics_manifest,
     write_evaluation,
 )
+from encore.settings import EvaluationSettings
 
 __all__ = ["code_version", "load_covariances"]  # kept importable from here
 
@@ -256,7 +257,7 @@ def evaluate_snapshot(
     data_dir,
     resources: Path,
     output: Path,
-    evaluation: dict,
+    evaluation: EvaluationSettings | dict,
     experiment: str,
     order_sample: str = "0",
     num_edits: int | None = None,
@@ -277,10 +278,13 @@ def evaluate_snapshot(
     snapshots; the unedited model counts as final), generation_records, downstream_tasks,
     downstream_tests, downstream_shots, analysis_records; edited_facts = "all" (every snapshot scores every
     fact edited so far) | "final" (earlier snapshots score the authors' seeded 20% of them); perplexity_tokens
-    (0: none), perplexity_window: WikiText-2 test perplexity at every evaluation.
+    (0: none), perplexity_window: WikiText-2 test perplexity at every evaluation. A dict (the rule's param, the
+    validated config's) becomes an encore.settings.EvaluationSettings here, once; keys it leaves out take the
+    config schema's defaults.
     """
     from encore.editing.snapshots import apply_snapshot, load_snapshot
 
+    settings = EvaluationSettings.of(evaluation)
     run_on = resolve_execution(**(execution or {}))
     loaded = load_model(model_name, cache_dir=resources / "models", device=run_on.device, dtype=run_on.torch_dtype)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -306,13 +310,13 @@ def evaluate_snapshot(
             "edits": manifest["edits_done"],
         }
     result = evaluate_model(model, tokenizer, dataset=dataset, records=records, unedited=snapshot is None,
-                            final=final, evaluation=evaluation, data_dir=data_dir, resources=resources,
+                            final=final, evaluation=settings, data_dir=data_dir, resources=resources,
                             seed=seed)  # fmt: skip
     provenance = {
         "snapshot": str(snapshot) if snapshot else None,
         "model": loaded.identity,
         "execution": run_on.describe(),
-        "evaluation": evaluation,
+        "evaluation": settings.as_dict(),
     }
     return write_evaluation(result, output, labels=labels, experiment=experiment, model_name=model_name,
                             dataset=dataset, provenance=provenance, records_output=records_output,

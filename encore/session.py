@@ -44,6 +44,7 @@ from encore.models.loading import LoadedModel
 from encore.models.precision import precision_scope
 from encore.progress import log
 from encore.record_formats import missing_metrics
+from encore.settings import EvaluationSettings
 
 REQUESTS = "requests.json"  # beside API snapshots: every request edited so far (the pipeline reads its data files)
 
@@ -320,12 +321,15 @@ class Evaluation:
 
 
 def evaluate_model(
-    model, tokenizer, *, dataset: str, records: list[EditRecord], unedited: bool, final: bool, evaluation: dict,
-    data_dir, resources: Path, seed: int,
+    model, tokenizer, *, dataset: str, records: list[EditRecord], unedited: bool, final: bool,
+    evaluation: EvaluationSettings | dict, data_dir, resources: Path, seed: int,
 ) -> Evaluation:  # fmt: skip
     """Every metric of a model state (see encore.experiment.evaluate_snapshot for the ``evaluation`` keys): the
-    unedited model scores the facts to be edited, an edited one those edited so far."""
+    unedited model scores the facts to be edited, an edited one those edited so far. ``evaluation``: an
+    encore.settings.EvaluationSettings, or a dict of its keys (the schema's defaults fill the rest)."""
     from encore.evaluation import rows as ev
+
+    settings = EvaluationSettings.of(evaluation)
 
     if dataset == "counterfact" and (missing := [r.case_id for r in records if r.target_true is None]):
         raise ValueError(
@@ -334,14 +338,12 @@ def evaluate_model(
         )
     subset = "to-be-edited" if unedited else "edited-so-far"
     started = time.perf_counter()
-    wanted = {"all": True, "final": final, "none": False}
-    greedy = wanted[evaluation.get("generation_efficacy", "final")]
-    skipped = missing_metrics(records, dataset, generation=wanted[evaluation.get("generation", "final")],
-                              generation_efficacy=greedy)  # fmt: skip
+    greedy, generation = settings.measured("generation_efficacy", final), settings.measured("generation", final)
+    skipped = missing_metrics(records, dataset, generation=generation, generation_efficacy=greedy)
     for metric, why in skipped.items():
         log(f"evaluation: {metric} not measured: {why}")
     scored, scored_subset = records, subset
-    if not unedited and not final and evaluation.get("edited_facts", "all") == "final":
+    if not unedited and not final and settings.edited_facts == "final":
         scored, scored_subset = ev.authors_subset_of(records), "authors-20pct"  # before the last snapshot
     record_frames, item_frames = [], []
 
@@ -374,30 +376,30 @@ def evaluate_model(
                 lambda: with_records(ev.generation_efficacy_results(model, tokenizer, dataset, scored, scored_subset)),
             )
         )
-    if evaluation.get("perplexity_tokens", 0):
+    if settings.perplexity_tokens:
         parts.append(
-            ("perplexity", lambda: ev.perplexity_rows(model, tokenizer, data_dir, resources / "data", evaluation))
+            ("perplexity", lambda: ev.perplexity_rows(model, tokenizer, data_dir, resources / "data", settings))
         )
-    if wanted[evaluation.get("generation", "final")] and dataset == "counterfact" and "GE" not in skipped:
+    if generation and dataset == "counterfact" and "GE" not in skipped:
         parts.append(
             (
                 "generation entropy",
                 lambda: with_records(
-                    ev.generation_results(model, tokenizer, records, subset, evaluation.get("generation_records"), seed)
+                    ev.generation_results(model, tokenizer, records, subset, settings.generation_records, seed)
                 ),
             )
         )
-    if wanted[evaluation.get("downstream", "final")]:
+    if settings.measured("downstream", final):
         parts.append(
             (
                 "downstream tasks",
-                lambda: with_records(ev.downstream_results(model, tokenizer, data_dir, evaluation), item_frames),
+                lambda: with_records(ev.downstream_results(model, tokenizer, data_dir, settings), item_frames),
             )
         )
-    if wanted[evaluation.get("analysis", "all")]:
+    if settings.measured("analysis", final):
         from encore.evaluation.analysis import analysis_rows
 
-        prompts = [r.rewrite_prompt for r in records[: evaluation.get("analysis_records", 100)]]
+        prompts = [r.rewrite_prompt for r in records[: settings.analysis_records]]
         parts.append(
             (
                 "norm and activation analyses",

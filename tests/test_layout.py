@@ -10,7 +10,7 @@ PACKAGE = REPO / "encore"
 
 # Lowest first. A unit is a subpackage of encore or a top-level module (``encore`` itself: the root __init__).
 LAYERS = [
-    {"encore", "progress", "environment", "datasets", "record_formats", "cli"},  # foundations
+    {"encore", "progress", "environment", "datasets", "record_formats", "cli", "settings"},  # foundations
     {"models"},  # model I/O
     {"editing"},  # the statistics and edit rules
     {"evaluation"},  # the evaluate rule

@@ -30,6 +30,7 @@ from encore.datasets import EditRecord
 from encore.evaluation.generation_efficacy import generation_efficacy_of_records, summarise_generation_efficacy
 from encore.evaluation.metrics import counterfact_record_scores, summarise_counterfact
 from encore.evaluation.zsre_metrics import summarise_zsre, zsre_record_scores
+from encore.settings import EvaluationSettings
 
 AUTHORS_FRACTION, AUTHORS_SEED = 0.2, 42
 # per-record columns of counterfact_record_scores kept in the records file, named as their metric rows where one
@@ -227,33 +228,39 @@ def write_records(frame: pd.DataFrame, path) -> None:
     frame.to_csv(path, index=False, float_format=RECORD_FLOAT_FORMAT)
 
 
-def perplexity_rows(model, tokenizer, data_dir, cache_dir, evaluation: dict) -> list[dict]:
-    """``perplexity`` and ``nll_per_token`` on the WikiText-2 test split (encore.evaluation.perplexity)."""
-    from encore.evaluation.perplexity import WINDOW, corpus_perplexity_rows
+def perplexity_rows(model, tokenizer, data_dir, cache_dir, evaluation: EvaluationSettings | dict) -> list[dict]:
+    """``perplexity`` and ``nll_per_token`` on the WikiText-2 test split (encore.evaluation.perplexity);
+    ``evaluation``: an EvaluationSettings or a dict of its keys (the schema's defaults fill the rest)."""
+    from encore.evaluation.perplexity import corpus_perplexity_rows
 
+    settings = EvaluationSettings.of(evaluation)
     return corpus_perplexity_rows(
         model,
         tokenizer,
-        tokens=evaluation.get("perplexity_tokens", 0),
-        window=evaluation.get("perplexity_window") or WINDOW,
+        tokens=settings.perplexity_tokens,
+        window=settings.perplexity_window,
         data_dir=data_dir,
         cache_dir=cache_dir,
     )
 
 
-def downstream_rows(model, tokenizer, data_dir, evaluation: dict) -> list[dict]:
+def downstream_rows(model, tokenizer, data_dir, evaluation: EvaluationSettings | dict) -> list[dict]:
     """The metric rows of ``downstream_results``."""
     return downstream_results(model, tokenizer, data_dir, evaluation)[0]
 
 
-def downstream_results(model, tokenizer, data_dir, evaluation: dict) -> tuple[list[dict], pd.DataFrame]:
+def downstream_results(
+    model, tokenizer, data_dir, evaluation: EvaluationSettings | dict
+) -> tuple[list[dict], pd.DataFrame]:
     """Six downstream tasks, both protocols; metric names are "<task>.<metric>" (e.g. "average.f1"). Also the
-    per-item frame (task, item, label, prediction, protocol) the metrics are computed from."""
+    per-item frame (task, item, label, prediction, protocol) the metrics are computed from. ``evaluation``: an
+    EvaluationSettings or a dict of its keys (the schema's defaults fill the rest)."""
     import os
 
     from encore.evaluation.downstream import TASKS
     from encore.evaluation.downstream import downstream_results as evaluate
 
+    settings = EvaluationSettings.of(evaluation)
     directory = data_dir or os.environ.get("ENCORE_DATA_DIR")
     if not directory:
         raise ValueError(
@@ -264,9 +271,9 @@ def downstream_results(model, tokenizer, data_dir, evaluation: dict) -> tuple[li
         model,
         tokenizer,
         directory,
-        tasks=evaluation.get("downstream_tasks") or TASKS,
-        n_tests=evaluation.get("downstream_tests", 100),
-        shots=evaluation.get("downstream_shots", 4),
+        tasks=list(settings.downstream_tasks) or TASKS,  # an empty list: every task
+        n_tests=settings.downstream_tests,
+        shots=settings.downstream_shots,
     )
     rows = []
     for row in frame.itertuples():
