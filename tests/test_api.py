@@ -128,6 +128,7 @@ def test_easyedit_requests_edit_and_evaluate_with_the_missing_metrics_named(tiny
         "GE": "no record has generation prompts (EasyEdit-schema records carry none)"
     }
     scores = pd.read_csv(tmp_path / "edits_00002.records.csv")
+    scores = scores[scores["protocol"].str.endswith("nll-comparison")]  # the teacher-forced rows (not ES_gen's)
     assert set(scores["n_paraphrase"]) == {1} and set(scores["n_neighborhood"]) == {1}
     plain = editor.edit({"prompt": "{} plays the", "subject": "Toko Yasuda", "target_new": "piano"})
     assert list(plain["case_id"]) == [2] and list(plain["position"]) == [2]  # the next free case id
