@@ -211,4 +211,6 @@ def compare_paths(setting: Setting, skip_per_request: bool) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from encore.cli import run
+
+    run(main)

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import importlib.metadata
 import re
-import sys
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version

@@ -517,4 +517,6 @@ def statistics_lines(summary: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    from encore.cli import run
+
+    run(main)
