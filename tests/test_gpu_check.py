@@ -46,7 +46,8 @@ def test_check_on_the_tiny_shape_times_every_phase_and_compares_the_paths(tmp_pa
     for variant in ("plain", "mpes_nc"):
         phases = report[variant]
         assert phases["targets_s"] > 0 and phases["keys_s"] > 0 and phases["solve_s"] > 0
-        assert phases["total_s"] >= phases["targets_s"] + phases["keys_s"] + phases["solve_s"]
+        # each value is rounded to the millisecond: the sum of three may exceed the rounded total by 1.5 ms
+        assert phases["total_s"] >= phases["targets_s"] + phases["keys_s"] + phases["solve_s"] - 0.0015
         assert 1 <= phases["mean_iterations"] <= 3
         assert phases["peak_gpu_gib"] is None
     assert report["evaluation"]["records"] == 4 and report["solves_on"] == "cpu"
