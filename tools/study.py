@@ -11,7 +11,8 @@ A study is a file in configs/studies/ (the experiment config, the lanes, where i
 its venv there from its locks; every later ``start`` checks that the checkout still is that commit, so changes to
 the main checkout never touch a running study. The runner (a background process group, logging to ``DIR/logs``)
 computes the statistics (both cores), then runs the lanes side by side, one thread per job: each lane runs its runs
-in order, one Snakemake call per run, whose targets are every snapshot's evaluation. Run ``start`` again after any
+in order, one Snakemake call per snapshot (its edits, then its evaluation, before the next snapshot's edits). The
+runner is this file, run by the study's python; only the jobs run the pinned code. Run ``start`` again after any
 interruption: Snakemake redoes only the incomplete segment and skips what is done. ``collect`` gathers every
 complete snapshot and evaluation (``encore.reporting.report.completed_results``) with the study's code, checks the
 snapshots the published data also hold against them (the runs are deterministic: a study started again must
@@ -190,7 +191,9 @@ def start(study: Study) -> None:
         print(f"the study's runner is already running (process group {pid}); `status` says where it stands")
         return
     study.logs.mkdir(parents=True, exist_ok=True)
-    runner = study.checkout / "tools" / "study.py"  # the pinned runner
+    # The runner is this checkout's tools/study.py, run by the study's python: it only orders the Snakemake calls; every
+    # job runs the pinned code of the study's checkout (its Snakefile, its encore, its venv).
+    runner = Path(__file__).resolve()
     with open(study.logs / "runner.log", "a") as log:
         process = subprocess.Popen([str(study.python), str(runner), "_run", "--dir", str(study.dir)],
                                    cwd=study.checkout, stdout=log, stderr=subprocess.STDOUT,
@@ -204,7 +207,7 @@ def stamp(text: str) -> str:
 
 
 def run_lanes(study: Study) -> None:
-    """The runner: statistics on both cores, then every lane in its own thread (one Snakemake call per run)."""
+    """The runner: statistics on both cores, then every lane in its own thread (one Snakemake call per snapshot)."""
     print(stamp(f"runner {os.getpid()} at commit {study.state['commit']}"), flush=True)
     lanes_file = study.dir / "lanes.json"
     lanes = {str(i): {"runs": [item["label"] for item in lane], "current": None, "done": [], "failed": []}
@@ -234,8 +237,12 @@ def run_lanes(study: Study) -> None:
                 log.write(stamp(f"{run}\n"))
                 log.flush()
                 item = items[run]
-                code = subprocess.call([*study.snakemake_args(1, item["to"]), *study.targets(item)],
-                                       cwd=study.checkout, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                code = 0
+                for target in study.targets(item):  # one snapshot at a time: its evaluation before the next edits
+                    code = subprocess.call([*study.snakemake_args(1, item["to"]), target], cwd=study.checkout,
+                                           stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                    if code:
+                        break
             (state["done"] if code == 0 else state["failed"]).append(run)
             print(stamp(f"lane {index}: {run} {'done' if code == 0 else f'failed (exit {code})'}"), flush=True)
         state["current"] = None
