@@ -315,7 +315,10 @@ def run_status(study: Study, item: dict) -> dict:
         left = (status["of"] - edits) * per_edit + (status["snapshots"] - evaluated) * per_eval
     elif edits == status["of"] and evaluated == status["snapshots"]:
         left = 0
-    return {**status, "edits": edits + start * len(study.orders()), "of": status["of"] + start * len(study.orders()),
+    base_done = all((results / run / f"order{o}" / "snapshots" / f"edits_{start:05d}" / "manifest.json").exists()
+                    for o in study.orders()) if start else True  # fmt: skip
+    reached = edits + start * len(study.orders()) if base_done else 0  # a continuation counts once its base is done
+    return {**status, "edits": reached, "of": status["of"] + start * len(study.orders()),
             "evaluated": evaluated, "s_per_edit": per_edit, "s_per_evaluation": per_eval,
             "job_seconds": sum(s for _, s in measured) + sum(evals), "left_seconds": left,
             "edits_left": status["of"] - edits, "evaluations_left": status["snapshots"] - evaluated}  # fmt: skip
@@ -405,7 +408,7 @@ def collect(study: Study, out: Path | None) -> None:
     from encore.reporting.publish import publish
 
     reached = {item["label"]: run_status(study, item) for lane in study.entries() for item in lane}
-    written = publish(collected, out, title=f"{out.name} (work in progress, {datetime.date.today()})")
+    written = publish(collected, out)  # the default title, as --regenerate rebuilds it; progress.md says how far
     import pandas as pd
 
     rows = status_rows(study)
@@ -422,7 +425,7 @@ def collect(study: Study, out: Path | None) -> None:
 
 
 def check_against_published(collected: Path, published: Path) -> list[str]:
-    """Compare every snapshot both hold: ledger rows (timings aside) and norms must be equal, since the runs are
+    """Compare every snapshot both hold: its ledger rows (timings aside) must be equal, since the runs are
     deterministic. Returns one line per run compared."""
     import pandas as pd
 
