@@ -324,8 +324,8 @@ def run_status(study: Study, item: dict) -> dict:
             "edits_left": status["of"] - edits, "evaluations_left": status["snapshots"] - evaluated}  # fmt: skip
 
 
-def hours(seconds: float | None) -> str:
-    return "?" if seconds is None else f"{seconds / 3600:.1f} h"
+def hours_text(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f} h"
 
 
 def status_rows(study: Study) -> list[dict]:
@@ -362,7 +362,6 @@ def status_rows(study: Study) -> list[dict]:
 def status_table(study: Study, rows: list[dict] | None = None) -> list[str]:
     """``status_rows`` as a Markdown table."""
     rows = status_rows(study) if rows is None else rows
-    hours_text = lambda value: "?" if value is None else f"{value:.1f} h"  # noqa: E731
     lines = ["| lane | run | edits | snapshots evaluated | s/edit (job) | s/evaluation | job time so far | left (est.) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for row in rows:
