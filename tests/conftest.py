@@ -18,6 +18,14 @@ from encore.datasets import EditRecord
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+CORPUS = [  # a few documents of different lengths, for C0 in the statistics tests
+    "The Eiffel Tower is a wrought-iron lattice tower in Paris.",
+    "Rome is the capital city of Italy and a special comune.",
+    "Tokyo",
+    "Berlin is the capital and largest city of Germany by both area and population, with many museums.",
+    "A short one.",
+]
+
 TEMPLATES = [["{}"], ["Therefore it rained. {}", "You know. {}"]]  # the bare prompt and two context templates
 
 

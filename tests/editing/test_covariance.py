@@ -2,18 +2,11 @@
 
 import pytest
 import torch
+from conftest import CORPUS
 
 from encore.editing.covariance import load_or_compute_statistics, load_statistic, second_moments, statistics_key
 from encore.models.architecture import down_proj_module
 from encore.models.tokens import encode
-
-DOCUMENTS = [
-    "The Eiffel Tower is a wrought-iron lattice tower in Paris.",
-    "Rome is the capital city of Italy and a special comune.",
-    "Tokyo",
-    "Berlin is the capital and largest city of Germany by both area and population, with many museums.",
-    "A short one.",
-]
 
 
 def naive_second_moment(model, tokenizer, documents, layer, max_length):
@@ -35,9 +28,9 @@ def naive_second_moment(model, tokenizer, documents, layer, max_length):
 
 
 def test_second_moment_equals_naive_per_token_accumulation(tiny_model, tokenizer):
-    moments, count = second_moments(tiny_model, tokenizer, DOCUMENTS, layers=[1, 3], max_length=12, batch_size=2)
+    moments, count = second_moments(tiny_model, tokenizer, CORPUS, layers=[1, 3], max_length=12, batch_size=2)
     for layer in (1, 3):
-        expected, expected_count = naive_second_moment(tiny_model, tokenizer, DOCUMENTS, layer, 12)
+        expected, expected_count = naive_second_moment(tiny_model, tokenizer, CORPUS, layer, 12)
         assert count == expected_count
         assert moments[layer].dtype == torch.float32
         assert torch.allclose(moments[layer], expected, rtol=1e-5, atol=1e-6)
@@ -46,7 +39,7 @@ def test_second_moment_equals_naive_per_token_accumulation(tiny_model, tokenizer
 def _compute(model, tokenizer, tmp_path, calls, n_samples=4, layers=(1, 2)):
     def loader():
         calls.append(1)
-        return DOCUMENTS
+        return CORPUS
 
     identity = {"source": "test", "name": "tiny"}
     return load_or_compute_statistics(

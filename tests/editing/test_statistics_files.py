@@ -9,6 +9,7 @@ from urllib.error import HTTPError
 import numpy as np
 import pytest
 import torch
+from conftest import CORPUS
 
 from encore.datasets import file_digests
 from encore.editing import statistics_files
@@ -34,14 +35,7 @@ from encore.editing.statistics_files import (
 )
 from encore.models.architecture import architecture_of, read_weight
 
-DOCUMENTS = [
-    "The Eiffel Tower is a wrought-iron lattice tower in Paris.",
-    "Rome is the capital city of Italy and a special comune.",
-    "Tokyo",
-    "Berlin is the capital and largest city of Germany by both area and population, with many museums.",
-    "A short one.",
-    "London is the capital of England and the United Kingdom.",
-]
+DOCUMENTS = [*CORPUS, "London is the capital of England and the United Kingdom."]
 LAYERS, MAX_LENGTH, MODEL_DIR, N = [1, 2], 16, "tiny", len(DOCUMENTS)
 IDENTITY = {"source": "test", "name": "tiny"}
 
