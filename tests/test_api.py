@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import data_dir, tiny_editor
+from conftest import data_dir, tiny_editor, tiny_run
 from safetensors.torch import load_file
 
 from encore import api, experiment
-from encore.datasets import DataError
+from encore.data.datasets import DataError
 from encore.editing.hparams import Hyperparameters
 
 TIMINGS = ["targets_s", "keys_s", "solve_s", "efficacy_s"]
@@ -30,9 +30,8 @@ def pipeline_segment(tiny_setup, variant, output, n_batches, previous=None, num_
     experiment.compute_statistics(tiny_setup["model"], sorted(hparams.layers), hparams, data_dir(),
                                   tiny_setup["resources"], statistics)  # fmt: skip
     return experiment.run_edit_segment(
-        model_name=tiny_setup["model"], method="memit", variant=variant, hparams=hparams, dataset="counterfact",
-        data_dir=data_dir(), resources=tiny_setup["resources"], order_sample="0", num_edits=num_edits, batch_size=2,
-        n_batches=n_batches, seed=0, statistics_manifest=statistics, previous=previous, output=output, experiment="t",
+        tiny_run(tiny_setup, num_edits), method="memit", variant=variant, hparams=hparams, order_sample="0", batch_size=2, n_batches=n_batches,
+        statistics_manifest=statistics, previous=previous, output=output,
     ).parent  # fmt: skip
 
 
@@ -104,9 +103,8 @@ def test_save_load_continue_equals_uninterrupted_and_the_pipeline_evaluates_it(t
     evaluation = {**api.API_EVALUATION, "analysis": "final"}
     rows = resumed.evaluate(evaluation=evaluation)
     pipeline_rows = experiment.evaluate_snapshot(
-        model_name=tiny_setup["model"], snapshot=tmp_path / "second", dataset="counterfact", data_dir=data_dir(),
-        resources=tiny_setup["resources"], output=tmp_path / "metrics" / "edits_00004.csv", evaluation=evaluation,
-        experiment="t", order_sample="0", num_edits=4,
+        tiny_run(tiny_setup), snapshot=tmp_path / "second", output=tmp_path / "metrics" / "edits_00004.csv",
+        evaluation=evaluation, order_sample="0",
     )  # fmt: skip
     timing = rows["metric"] == "evaluation_seconds"
     assert {"ES", "PS", "NS", "S", "activation_share.L00.mlp"} <= set(rows["metric"])

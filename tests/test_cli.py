@@ -17,7 +17,7 @@ CASES = [
         ["encore.editing.statistics_files", "export", "--manifest", "/nonexistent/m.json", "--out", "/tmp/x"],
         "/nonexistent/m.json",
     ),  # fmt: skip
-    (["encore.scale_check", "--out", "/nonexistent/sc", "compare"], "/nonexistent/sc"),
+    (["encore.measuring.scale_check", "--out", "/nonexistent/sc", "compare"], "/nonexistent/sc"),
 ]
 
 

@@ -24,7 +24,7 @@ import torch
 from conftest import data_dir, make_tiny_llama
 from pipeline_helpers import args_for, make_workdir, save_tiny_model, snakemake, snakemake_command
 
-from encore import datasets
+from encore.data import datasets
 from encore.editing.covariance import StatisticsCacheError, load_or_compute_statistics, load_statistic
 from encore.editing.sequential import EditorState
 from encore.editing.snapshots import KEYS, MANIFEST, WEIGHTS, SnapshotError, load_snapshot, save_snapshot

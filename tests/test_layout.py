@@ -2,21 +2,23 @@
 a lower one, and no subpackage or top-level module takes part in a circle of imports (map: encore/__init__.py)."""
 
 import ast
+import re
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 PACKAGE = REPO / "encore"
 
 # Lowest first. A unit is a subpackage of encore or a top-level module (``encore`` itself: the root __init__).
 LAYERS = [
-    {"encore", "progress", "environment", "datasets", "record_formats", "cli", "settings"},  # foundations
+    {"encore", "progress", "environment", "cli", "settings", "data"},  # foundations
     {"models"},  # model I/O
     {"editing"},  # the statistics and edit rules
     {"evaluation"},  # the evaluate rule
-    {"reporting"},  # the report rule
-    {"session", "experiment", "api", "plan", "benchmark", "gpu_check", "scale_check"}
-    | {"precision_benchmark", "precision_fidelity"},  # entry points
+    {"reporting"},  # the report rules
+    {"session", "experiment", "api", "plan"},  # entry points
+    {"measuring"},  # tools that measure the code
 ]
 LAYER_OF = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 
@@ -96,25 +98,25 @@ def layer_violations(graph: dict[str, dict[str, list[str]]]) -> list[str]:
 def test_encore_imports_only_its_own_or_lower_layers_and_never_in_a_circle():
     graph = import_graph()
     assert {"models", "editing", "evaluation", "reporting"} <= set(graph)
-    assert graph["reporting"]["editing"]  # report.collect imports encore.editing.snapshots inside the function
+    assert graph["reporting"]["editing"]  # collect.collect imports encore.editing.snapshots inside the function
     assert layer_violations(graph) == []
 
 
 def test_an_upward_import_or_a_circle_is_a_violation():
     graph = {unit: {} for unit in LAYER_OF}
     graph["models"] = {"editing": ["encore/models/hooks.py:1 imports encore.editing.keys"]}
-    graph["plan"] = {"benchmark": ["encore/plan.py:1 imports encore.benchmark"]}
-    graph["benchmark"] = {"plan": ["encore/benchmark.py:1 imports encore.plan"]}
+    graph["session"] = {"experiment": ["encore/session.py:1 imports encore.experiment"]}
+    graph["experiment"] = {"session": ["encore/experiment.py:1 imports encore.session"]}
     graph["tools"] = {}
     assert layer_violations(graph) == [
         "tools: not in tests/test_layout.py LAYERS",
         "encore/models/hooks.py:1 imports encore.editing.keys: models is below editing",
-        "circle: benchmark -> plan -> benchmark",
+        "circle: experiment -> session -> experiment",
     ]
 
 
 def module_circles() -> list[str]:
-    """Circles of imports between encore's modules, inside a unit too (e.g. reporting.figures <-> reporting.report)."""
+    """Circles of imports between encore's modules, inside a unit too (e.g. reporting.figures <-> reporting.paper_tables)."""
     graph = {module_name(path): {module for module, _ in imported_modules(path)} for path in PACKAGE.rglob("*.py")}
     found, state = [], {}
 
@@ -135,3 +137,24 @@ def module_circles() -> list[str]:
 
 def test_no_module_imports_itself_through_others():
     assert module_circles() == []
+
+
+def test_the_module_map_names_every_module_of_encore():
+    """encore/__init__'s docstring is the one picture of the layout: every subpackage and module is in it."""
+    import encore
+
+    names = {path.parent.name if path.name == "__init__.py" else path.stem for path in PACKAGE.rglob("*.py")}
+    missing = sorted(name for name in names - {"encore"} if not re.search(rf"\b{name}\b", encore.__doc__))
+    assert missing == []
+
+
+def test_a_moved_module_fails_in_one_line_naming_where_it_went():
+    import importlib
+
+    import encore
+
+    for old, new in encore.MOVED.items():
+        with pytest.raises(ModuleNotFoundError, match=f"^{re.escape(old)} has moved to {re.escape(new)}$"):
+            importlib.import_module(old)
+        for module in re.findall(r"encore(?:\.\w+)+", new):
+            importlib.import_module(module)

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import data_dir, tiny_editor
+from conftest import tiny_editor, tiny_run
 
 from encore import api, experiment
-from encore.settings import CONFIG_SCHEMA, EvaluationSettings
+from encore.settings import CONFIG_SCHEMA, RUN_KEYS, EvaluationSettings, RunSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,11 @@ def schema_evaluation() -> dict:
 
 
 def test_the_schema_is_the_workflows_config_schema():
-    assert CONFIG_SCHEMA == REPO / "workflow" / "schemas" / "config.schema.yaml"
+    """The defaults the settings read are the file the Snakefile validates the config against (package data)."""
+    rules = REPO / "workflow" / "rules"
+    validated_against = re.search(r'validate\(config, schema="([^"]+)"\)', (rules / "common.smk").read_text())
+    assert (rules / validated_against.group(1)).resolve() == CONFIG_SCHEMA.resolve()
+    assert CONFIG_SCHEMA.is_relative_to(REPO / "encore")  # inside the package, so a wheel ships it
 
 
 def test_every_schema_property_is_a_field_with_the_schemas_default_and_vice_versa():
@@ -46,6 +51,17 @@ def validated(config: dict) -> dict:
 
     validate(config, str(CONFIG_SCHEMA))  # fills the schema's defaults in place, as the workflow's validate
     return config
+
+
+def test_run_settings_reach_the_rules_as_the_configs_own_values_and_come_back_equal():
+    """The rules' params are the config's values themselves (Snakemake compares params by repr, so a changed value
+    reruns its jobs and results made before RunSettings keep their params); the script rebuilds the same object."""
+    config = validated({**yaml.safe_load((REPO / "config.yaml").read_text()), "records_files": ["a.json"]})
+    run = RunSettings.from_config(config)
+    params = run.as_params()
+    assert set(params) == set(RUN_KEYS) and all(repr(params[key]) == repr(config[key]) for key in RUN_KEYS)
+    assert RunSettings.from_params(params) == run and run.records_files == ("a.json",)
+    assert RunSettings.from_params({**params, "num_edits": 51}) != run
 
 
 def test_the_validated_config_passes_through_unchanged_and_partial_ones_get_the_same_defaults():
@@ -104,9 +120,8 @@ def test_one_request_measures_the_same_rows_through_the_api_and_the_pipeline(tin
     settings = EvaluationSettings.from_dict(request)  # the schema's defaults for the rest, as the pipeline's config
     through_api = editor.evaluate(evaluation=settings, output=tmp_path / "api" / "edits_00004.csv")
     through_pipeline = experiment.evaluate_snapshot(
-        model_name=tiny_setup["model"], snapshot=tmp_path / "edits_00004", dataset="counterfact", data_dir=data_dir(),
-        resources=tiny_setup["resources"], output=tmp_path / "pipeline" / "edits_00004.csv",
-        evaluation=settings.as_dict(), experiment="t", order_sample="0", num_edits=4,
+        tiny_run(tiny_setup), snapshot=tmp_path / "edits_00004", output=tmp_path / "pipeline" / "edits_00004.csv",
+        evaluation=settings.as_dict(), order_sample="0",
     )  # fmt: skip
     timing = through_api["metric"] == "evaluation_seconds"
     assert {"ES", "PS", "NS", "S", "ES_gen", "PS_gen", "GE", "activation_share.L00.mlp"} <= set(through_api["metric"])
@@ -125,9 +140,8 @@ def test_one_request_measures_the_same_rows_through_the_api_and_the_pipeline(tin
     partial = {"analysis": "final", "analysis_records": 3}
     rows = editor.evaluate(evaluation=partial)
     pipeline_rows = experiment.evaluate_snapshot(
-        model_name=tiny_setup["model"], snapshot=tmp_path / "edits_00004", dataset="counterfact", data_dir=data_dir(),
-        resources=tiny_setup["resources"], output=tmp_path / "partial" / "edits_00004.csv",
-        evaluation={**api.API_EVALUATION, **partial}, experiment="t", order_sample="0", num_edits=4,
+        tiny_run(tiny_setup), snapshot=tmp_path / "edits_00004", output=tmp_path / "partial" / "edits_00004.csv",
+        evaluation={**api.API_EVALUATION, **partial}, order_sample="0",
     )  # fmt: skip
     assert "GE" not in set(rows["metric"]) and {"ES_gen", "activation_share.L00.mlp"} <= set(rows["metric"])
     pd.testing.assert_frame_equal(

@@ -14,7 +14,7 @@ computes the statistics (both cores), then runs the lanes side by side, one thre
 in order, one Snakemake call per snapshot (its edits, then its evaluation, before the next snapshot's edits). The
 runner is this file, run by the study's python; only the jobs run the pinned code. Run ``start`` again after any
 interruption: Snakemake redoes only the incomplete segment and skips what is done. ``collect`` gathers every
-complete snapshot and evaluation (``encore.reporting.report.completed_results``) with the study's code, checks the
+complete snapshot and evaluation (``encore.reporting.collect.completed_results``) with the study's code, checks the
 snapshots the published data also hold against them (the runs are deterministic: a study started again must
 reproduce what was committed), then publishes with this checkout's reporting code and writes progress.md.
 """
@@ -395,7 +395,10 @@ def status(study: Study) -> None:
 def collect(study: Study, out: Path | None) -> None:
     """Collect with the study's code, check against what is published, then publish with this checkout's code."""
     collected = study.dir / "collected"
-    code = ("import sys; from pathlib import Path; from encore.reporting.report import collect, completed_results; "
+    # the study's pinned code may predate encore.reporting.collect (split out of encore.reporting.report)
+    code = ("import sys; from pathlib import Path\n"
+            "try: from encore.reporting.collect import collect, completed_results\n"
+            "except ImportError: from encore.reporting.report import collect, completed_results\n"
             "f = completed_results(Path(sys.argv[1])); "
             "collect(f['metrics'], f['norms'], f['ledgers'], f['manifests'], Path(sys.argv[2]), f['records'], "
             "f['downstream'])")  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from encore.datasets import EditRecord
+from encore.data.datasets import EditRecord
 from encore.models.architecture import architecture_of, down_proj_module
 from encore.models.hooks import record_inputs, record_outputs, replay_blocks, run_until
 from encore.models.precision import matmul_precision

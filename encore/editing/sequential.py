@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from encore.datasets import EditRecord
+from encore.data.datasets import EditRecord
 from encore.editing.editors import Editor, LayerState
 from encore.editing.hparams import Hyperparameters
 from encore.editing.keys import BatchKeys

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import yaml
 
-from encore.datasets import file_digests
+from encore.data.datasets import file_digests
 from encore.editing.covariance import (
     STATISTICS_VERSION,
     StatisticsCacheError,
@@ -222,7 +222,7 @@ def _first_line(error: BaseException) -> str:
 
 @dataclass(frozen=True)
 class StatisticsSource:
-    """Where imported statistics come from: the config's ``statistics`` (workflow/schemas/config.schema.yaml)."""
+    """Where imported statistics come from: the config's ``statistics`` (encore/schemas/config.schema.yaml)."""
 
     source: str  # local | url | hub
     path: str | None = None  # local: the directory holding <model>/<dataset>_stats/

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from encore.datasets import EditRecord
+from encore.data.datasets import EditRecord
 from encore.editing.target_forward import FullSequences, PrefixReuse, TargetSequence
 from encore.models.precision import with_matmul_precision
 from encore.models.tokens import answer_token_ids, encode, fill_subject, pad_id, subject_last_index

@@ -10,7 +10,7 @@ Two protocols are computed on the same prompts:
   cue is searched case-insensitively for the label keywords (an answer matching none is invalid, -1);
   sklearn weighted F1 with -1 kept as its own class (invalid = wrong), accuracy, MCC, invalid count.
 * ``loglik`` (the reference's ``f1_new``): the label word with the lowest mean per-token NLL after the
-  prompt (as ``encore.evaluation.metrics.answer_nll`` scores it); weighted F1 and accuracy.
+  prompt (as ``encore.evaluation.counterfact.answer_nll`` scores it); weighted F1 and accuracy.
 
 Both come from one pass per batch with the few-shot context's key/value cache computed once per task
 (``encore.evaluation.prefix_scoring``).
@@ -326,7 +326,7 @@ def downstream_results(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tidy rows (task, metric, value, protocol) for every task and both protocols, and the per-item frame
     (task, item, label, prediction, protocol; prediction -1 = invalid answer) the rows are computed from, so
-    that any interval over items can be recomputed later (encore.reporting.claims_general).
+    that any interval over items can be recomputed later (encore.reporting.claims.general).
 
     Per task: f1, accuracy, mcc, invalid under ``PROTOCOL_GENERATE`` and f1, accuracy under
     ``PROTOCOL_LOGLIK``. Plus, per protocol, a task "average" row with metric "f1_x100" = mean over the

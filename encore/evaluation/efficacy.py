@@ -2,7 +2,7 @@
 (docs/algorithms.md §7.4).
 
 For a request with rewrite prompt p (the template filled with the subject), new target o* and true object o^c,
-scored teacher forced as in ``encore.evaluation.metrics.answer_nll`` (NLL = mean per-token negative log-likelihood):
+scored teacher forced as in ``encore.evaluation.counterfact.answer_nll`` (NLL = mean per-token negative log-likelihood):
 
     p_new   = exp(-NLL(p, o*))        p_true = exp(-NLL(p, o^c))     (geometric mean of the tokens' probabilities)
     success = 1[NLL(p, o*) < NLL(p, o^c)]                            (CounterFact's efficacy rule, ES)
@@ -18,8 +18,8 @@ import math
 
 import torch
 
-from encore.datasets import EditRecord
-from encore.evaluation.metrics import answer_nll_and_top1
+from encore.data.datasets import EditRecord
+from encore.evaluation.counterfact import answer_nll_and_top1
 
 PROTOCOL = "rewrite-prompt/teacher-forced/right-after-update"
 COLUMNS = ("post_p_new", "post_p_true", "post_success", "post_top1")

@@ -27,10 +27,12 @@ import hashlib
 import math
 import re
 from collections import Counter
+from functools import partial
 
 import pandas as pd
 import torch
 
+from encore.models.decoding import decode, left_padded
 from encore.models.tokens import encode, pad_id
 from encore.progress import Progress
 
@@ -77,6 +79,11 @@ def pick_top_k(logits: torch.Tensor, uniforms: torch.Tensor, top_k: int) -> torc
     return indices.gather(1, choice[:, None])[:, 0]
 
 
+def _sampled(logits: torch.Tensor, step: int, uniforms: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Step ``step``'s top-k sample of each row, from its own stream of uniforms."""
+    return pick_top_k(logits.float(), uniforms[:, step], top_k)
+
+
 @torch.no_grad()
 def sample_token_ids(model, tokenizer, prompts, seeds, max_length=100, top_k=5, batch_size=16) -> list[list[int]]:
     """encode(prompt) + sampled ids, each max(max_length, len(prompt ids)) long; one generator per seed."""
@@ -101,25 +108,10 @@ def sample_token_ids(model, tokenizer, prompts, seeds, max_length=100, top_k=5, 
                 for i in chunk
             ]
         )  # fixed length: same stream
-        width = max(len(items[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad_id(tokenizer), dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):  # left padding
-            ids[row, width - len(items[i]) :] = torch.tensor(items[i])
-            mask[row, width - len(items[i]) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        limit = max(max_length, width) - 1  # rows that are already long enough may run past; clamp them
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0, max=limit)
-        past, new_tokens = None, []
-        for step in range(steps):
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                        use_cache=True, logits_to_keep=1)  # fmt: skip
-            past = out.past_key_values
-            ids = pick_top_k(out.logits[:, -1].float(), uniforms[:, step], top_k)[:, None]
-            new_tokens.append(ids)
-            mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
-            positions = (positions[:, -1:] + 1).clamp(max=limit)
-        generated = torch.cat(new_tokens, dim=1).cpu().tolist()
+        ids, mask = left_padded([items[i] for i in chunk], pad_id(tokenizer), device)
+        limit = max(max_length, ids.shape[1]) - 1  # rows that are already long enough may run past; clamp them
+        new_tokens = decode(model, ids, mask, steps, partial(_sampled, uniforms=uniforms, top_k=top_k), limit)
+        generated = new_tokens.cpu().tolist()
         for row, i in enumerate(chunk):
             result[i] += generated[row][: max(0, max_length - len(items[i]))]
         progress.update(len(chunk))

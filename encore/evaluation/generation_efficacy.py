@@ -32,12 +32,18 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from encore.datasets import EditRecord
+from encore.data.datasets import EditRecord
+from encore.models.decoding import decode, left_padded
 from encore.models.precision import matmul_precision
 from encore.models.tokens import answer_token_ids, encode, pad_id
 from encore.progress import Progress
 
 COLUMNS = ["case_id", "es_gen", "ps_gen_hits", "n_paraphrase"]
+
+
+def greedy(logits: torch.Tensor, step: int) -> torch.Tensor:
+    """The most probable next token (greedy decoding; ``step`` is not needed)."""
+    return logits.argmax(dim=-1)
 
 
 @torch.no_grad()
@@ -54,25 +60,10 @@ def greedy_token_ids(model, tokenizer, prompts: list[str], lengths: list[int], b
     progress = Progress(len(order), "generation efficacy (greedy decoding)", "prompts")
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        width = max(len(items[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad_id(tokenizer), dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):  # left padding: every row's next token is predicted at the last column
-            ids[row, width - len(items[i]) :] = torch.tensor(items[i])
-            mask[row, width - len(items[i]) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        past, new_tokens = None, []
+        ids, mask = left_padded([items[i] for i in chunk], pad_id(tokenizer), device)
         with matmul_precision(model):  # the scoring precision, as teacher-forced scoring
-            for _ in range(max(lengths[i] for i in chunk)):
-                out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                            use_cache=True, logits_to_keep=1)  # fmt: skip
-                past = out.past_key_values
-                ids = out.logits[:, -1].argmax(dim=-1, keepdim=True)
-                new_tokens.append(ids)
-                mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
-                positions = positions[:, -1:] + 1
-        generated = torch.cat(new_tokens, dim=1).cpu().tolist()
+            new_tokens = decode(model, ids, mask, max(lengths[i] for i in chunk), greedy)
+        generated = new_tokens.cpu().tolist()
         for row, i in enumerate(chunk):
             result[i] = generated[row][: lengths[i]]
         progress.update(len(chunk))

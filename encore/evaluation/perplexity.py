@@ -18,10 +18,10 @@ import math
 
 import torch
 
-from encore.datasets import DataError, read_text, resolve_data_file
-from encore.evaluation.metrics import _log_probs
+from encore.data.datasets import DataError, read_text, resolve_data_file
+from encore.evaluation.counterfact import head_log_probs
 
-CORPUS = "wikitext2_test"  # data registry key (encore.datasets)
+CORPUS = "wikitext2_test"  # data registry key (encore.data.datasets)
 CORPUS_NAME = "wikitext2-test"
 WINDOW = 512
 
@@ -83,7 +83,7 @@ def perplexity_of_ids(model, ids: list[int], window: int, prefix: list[int] = ()
             batch = torch.tensor(sequences, dtype=torch.long, device=device)
             hidden = model.base_model(input_ids=batch, use_cache=False).last_hidden_state
             for row in range(len(sequences)):
-                log_probs = _log_probs(model, hidden[row, :-1])
+                log_probs = head_log_probs(model, hidden[row, :-1])
                 labels = batch[row, 1:]
                 total += -float(log_probs.gather(1, labels[:, None]).double().sum())
                 predicted += labels.numel()

@@ -7,7 +7,7 @@ given explicitly, so each query sees exactly ``context + query``). From that one
 
 * the label words' mean per-token NLL, teacher forced (the first token from the last query position,
   further tokens of multi-token words from a copy of the cache); this equals
-  ``encore.evaluation.metrics.answer_nll(context + stem, word)``;
+  ``encore.evaluation.counterfact.answer_nll(context + stem, word)``;
 * greedy generation of ``new_tokens`` tokens (first from the same logits, the rest with the cache),
   cut after the first EOS as ``model.generate`` would stop.
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from encore.evaluation.metrics import _log_probs
+from encore.evaluation.counterfact import head_log_probs
 from encore.models.precision import with_matmul_precision
 from encore.models.tokens import answer_token_ids, encode, pad_id
 
@@ -95,14 +95,14 @@ def _step(model, tokens: torch.Tensor, cache, mask: torch.Tensor, position: torc
 
 def _label_nll(model, last_hidden, cache, mask, position, label_ids: list[list[int]]) -> torch.Tensor:
     """(rows, labels) mean NLL of each label's tokens after the cached sequence (cache left untouched)."""
-    first = _log_probs(model, last_hidden)
+    first = head_log_probs(model, last_hidden)
     columns = []
     for ids in label_ids:
         nll = -first[:, ids[0]]
         if len(ids) > 1:
             forced = torch.tensor(ids[:-1], device=last_hidden.device).expand(last_hidden.shape[0], -1)
             hidden, _ = _step(model, forced, copy.deepcopy(cache), mask, position)
-            log_probs = _log_probs(model, hidden.reshape(-1, hidden.shape[-1])).reshape(*forced.shape, -1)
+            log_probs = head_log_probs(model, hidden.reshape(-1, hidden.shape[-1])).reshape(*forced.shape, -1)
             targets = torch.tensor(ids[1:], device=last_hidden.device).expand_as(forced)
             nll = nll - log_probs.gather(2, targets[..., None])[..., 0].sum(1)
         columns.append(nll / len(ids))
@@ -113,7 +113,7 @@ def _greedy(model, last_hidden, cache, mask, position, new_tokens: int) -> torch
     """(rows, new_tokens) greedy continuation; consumes the cache."""
     tokens = []
     for step in range(new_tokens):
-        token = _log_probs(model, last_hidden).argmax(dim=1)
+        token = head_log_probs(model, last_hidden).argmax(dim=1)
         tokens.append(token)
         if step + 1 < new_tokens:
             hidden, mask = _step(model, token[:, None], cache, mask, position)

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from encore.datasets import EditRecord
+from encore.data.datasets import EditRecord
+from encore.evaluation.counterfact import counterfact_record_scores, summarise_counterfact
 from encore.evaluation.generation_efficacy import generation_efficacy_of_records, summarise_generation_efficacy
-from encore.evaluation.metrics import counterfact_record_scores, summarise_counterfact
-from encore.evaluation.zsre_metrics import summarise_zsre, zsre_record_scores
+from encore.evaluation.zsre import summarise_zsre, zsre_record_scores
 from encore.settings import EvaluationSettings
 
 AUTHORS_FRACTION, AUTHORS_SEED = 0.2, 42

@@ -14,7 +14,7 @@ weight changes (its version counter moves on every in-place write, e.g. ``write_
 
 Like ``tf32``, the setting is process-wide: ``resolve_execution`` applies it (``set_precision``) after the hardware
 check, and the code that runs the model's forward passes opens ``matmul_precision(model)``: target optimisation
-(encore.editing.targets), keys (encore.editing.keys) and answer scoring (encore.evaluation.metrics, .prefix_scoring:
+(encore.editing.targets), keys (encore.editing.keys) and answer scoring (encore.evaluation.counterfact, .prefix_scoring:
 the editing metrics and the downstream tasks). C0 statistics, generation entropy, perplexity and the analyses stay
 float32. Benchmarks and tests switch it with ``precision_scope``.
 """

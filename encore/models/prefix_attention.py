@@ -4,7 +4,7 @@ A whole-sequence forward can record every layer's keys and values (``KeyValueRec
 runs only new positions (a suffix) and attends to them (``PrefixKeyValues``). Rows of a batch may have
 prefixes of different lengths: the mask (``attention_mask``) is built here from true positions, so padding
 holes are masked and sliding windows count real tokens, not cache slots. Used by target optimisation
-(encore.editing.target_forward) and by answer scoring (encore.evaluation.metrics: each prompt runs once for all its answers).
+(encore.editing.target_forward) and by answer scoring (encore.evaluation.counterfact: each prompt runs once for all its answers).
 """
 
 from __future__ import annotations

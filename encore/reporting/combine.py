@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from encore.reporting.collect import COLLECTED, OPTIONAL_COLLECTED
 from encore.reporting.data_files import data_path, write_data_file
 from encore.reporting.publish import regenerate
-from encore.reporting.report import COLLECTED, OPTIONAL_COLLECTED
 
 SHARED_SETTINGS = ("model", "batch_size", "seed", "mom2_n_samples", "order", "score_precision")
 DEFAULTS = {"score_precision": "fp32"}  # runs.csv written before the key existed: every run was scored in fp32

@@ -1,6 +1,6 @@
 """What the table and figure modules share: the runs' names, the paper's groups of runs, and the Index of
-outputs written and missing. Both ``report`` and ``figures`` import it, so neither imports the other at
-module level (``report.build_paper_outputs`` draws the figures; ``figures`` needs nothing of ``report``)."""
+outputs written and missing. Both ``paper_tables`` and ``figures`` import it, so neither imports the other at
+module level (``paper_tables.build_paper_outputs`` draws the figures; ``figures`` needs nothing of ``paper_tables``)."""
 
 from __future__ import annotations
 

@@ -17,17 +17,13 @@ import re
 import shutil
 from pathlib import Path
 
-from encore.reporting.claims import write_results
+from encore.reporting.claims.results import write_results
+from encore.reporting.collect import COLLECTED, OPTIONAL_COLLECTED, verify_collected
 from encore.reporting.data_files import data_path, write_data_file
 from encore.reporting.figures import HEADLINE
 from encore.reporting.outputs import Index
-from encore.reporting.report import (
-    COLLECTED,
-    OPTIONAL_COLLECTED,
-    build_paper_outputs,
-    editing_table,
-    verify_collected,
-)
+from encore.reporting.paper_tables import build_paper_outputs
+from encore.reporting.summary import editing_table
 
 
 def regenerate(out: Path, title: str | None = None) -> list[Path]:

@@ -17,13 +17,13 @@ import pytest
 import torch
 from conftest import REPO, data_dir
 
+from encore.data.requests import load_requests
 from encore.editing.context import generate_context_templates
 from encore.editing.editors import make_editor
 from encore.editing.hparams import Hyperparameters
 from encore.editing.sequential import EditorState, edit_batch
 from encore.editing.snapshots import apply_snapshot, load_snapshot, save_snapshot
 from encore.editing.targets import optimise_targets
-from encore.experiment import load_requests
 from encore.models.architecture import read_weight
 from encore.models.loading import load_model
 

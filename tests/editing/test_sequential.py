@@ -10,7 +10,7 @@ from encore.editing.editors import MEMIT, make_editor
 from encore.editing.hparams import Hyperparameters
 from encore.editing.sequential import EditorState, edit_batch
 from encore.editing.snapshots import SnapshotError, apply_snapshot, load_snapshot, save_snapshot
-from encore.evaluation.metrics import answer_nll
+from encore.evaluation.counterfact import answer_nll
 from encore.models.architecture import read_weight
 
 RECORDS = FACTS

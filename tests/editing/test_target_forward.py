@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import TEMPLATES, make_tiny_gpt2, make_tiny_llama, wikitext_lines
 
-from encore.datasets import EditRecord
+from encore.data.datasets import EditRecord
 from encore.editing.covariance import second_moments
 from encore.editing.editors import make_editor
 from encore.editing.hparams import Hyperparameters

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import TEMPLATES
 
-from encore.datasets import EditRecord
+from encore.data.datasets import EditRecord
 from encore.editing.targets import TargetSettings, optimise_targets
 
 # Subject at the end of the prompt: the last subject token predicts the (single-token) target, so a

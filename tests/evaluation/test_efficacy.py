@@ -13,8 +13,8 @@ from pipeline_helpers import TINY_HPARAMS, save_tiny_model
 
 from encore import api
 from encore.editing.sequential import edit_batch
+from encore.evaluation.counterfact import counterfact_record_scores
 from encore.evaluation.efficacy import COLUMNS, post_update_efficacy
-from encore.evaluation.metrics import counterfact_record_scores
 from encore.models import precision
 
 
@@ -105,7 +105,7 @@ def test_the_api_scores_its_evaluations_in_the_scoring_precision_and_records_it(
     """load_editor(execution={precision, score_precision}): evaluate() runs in the scoring precision, and collect reads
     that precision from the evaluation's provenance (not the editing one)."""
     import encore.api
-    from encore.reporting.report import score_precision
+    from encore.reporting.collect import score_precision
 
     seen = []
     real = encore.api.evaluate_model

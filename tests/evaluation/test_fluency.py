@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from encore.datasets import EditRecord
+from encore.data.datasets import EditRecord
 from encore.evaluation.fluency import (
     generation_entropy,
     generation_entropy_of_records,

@@ -16,15 +16,15 @@ import torch
 import yaml
 from conftest import REPO, make_tiny_gpt2, make_tiny_llama
 
-from encore.datasets import EditRecord, load_counterfact
+from encore.data.datasets import EditRecord, load_counterfact
+from encore.data.record_formats import missing_metrics
+from encore.evaluation.counterfact import counterfact_record_scores
 from encore.evaluation.generation_efficacy import (
     generation_efficacy_of_records,
     greedy_token_ids,
     summarise_generation_efficacy,
 )
-from encore.evaluation.metrics import counterfact_record_scores
 from encore.models.tokens import answer_token_ids, encode
-from encore.record_formats import missing_metrics
 from encore.session import evaluate_model, write_evaluation
 
 COUNTERFACT = "counterfact/counterfact_rome_schema_merged.json"
@@ -193,7 +193,7 @@ def test_the_config_key_switches_the_part_at_the_snapshots_it_names(setting, tin
         expected = {"none": False, "final": final, "all": True, None: final}[setting]
         assert bool(rows) == expected and (set(rows) == {"ES_gen", "PS_gen", "n_records"} or not expected)
         assert any(name.startswith("generation efficacy") for name in result.seconds) == expected
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load((REPO / "encore" / "schemas" / "config.schema.yaml").read_text())
     key = schema["properties"]["evaluation"]["properties"]["generation_efficacy"]
     assert key["default"] == "final" and key["enum"] == ["none", "final", "all"]
 
@@ -228,7 +228,7 @@ def test_rows_recompute_from_the_records_file_and_missing_paraphrases_are_named(
 
 
 def test_zsre_facts_are_scored_under_their_own_protocol(tiny_gpt2, tokenizer, shared_data_dir, tmp_path):
-    from encore.datasets import load_zsre
+    from encore.data.datasets import load_zsre
 
     records = load_zsre(shared_data_dir / "zsre" / "zsre_mend_eval_subset_merged.json")[:5]
     result = evaluate(tiny_gpt2, tokenizer, records, tmp_path, final=True, dataset="zsre")

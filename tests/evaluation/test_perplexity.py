@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from encore.datasets import DataError, read_text, resolve_data_file
+from encore.data.datasets import DataError, read_text, resolve_data_file
 from encore.evaluation.perplexity import (
     corpus_ids,
     corpus_perplexity_rows,

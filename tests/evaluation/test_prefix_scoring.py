@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from encore.evaluation.counterfact import answer_nll
 from encore.evaluation.downstream import FORMATS, GEN_LEN, load_task, predict, prompt_parts
-from encore.evaluation.metrics import answer_nll
 from encore.evaluation.prefix_scoring import _split, score_with_shared_prefix
 from encore.models.tokens import encode
 

@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from encore.datasets import load_counterfact, load_zsre
-from encore.evaluation.metrics import summarise_counterfact
+from encore.data.datasets import load_counterfact, load_zsre
+from encore.evaluation.counterfact import summarise_counterfact
 from encore.evaluation.rows import (
     RECORD_COLUMNS,
     authors_subset_of,

@@ -12,16 +12,16 @@ import pytest
 import torch
 from conftest import data_dir
 
-from encore.datasets import EditRecord, load_counterfact
+from encore.data.datasets import EditRecord, load_counterfact
 from encore.editing.covariance import second_moments
 from encore.editing.editors import make_editor
 from encore.editing.hparams import Hyperparameters
 from encore.editing.keys import compute_keys
 from encore.editing.sequential import EditorState, edit_batch
 from encore.editing.targets import TargetSettings, optimise_targets
-from encore.evaluation import metrics
+from encore.evaluation import counterfact as metrics
 from encore.evaluation.analysis import COMPONENTS, activation_norm_shares
-from encore.evaluation.metrics import answer_nll
+from encore.evaluation.counterfact import answer_nll
 from encore.models.architecture import (
     LLAMA,
     architecture_of,

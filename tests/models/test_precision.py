@@ -9,10 +9,10 @@ import torch
 import yaml
 from conftest import REPO
 
-from encore.datasets import EditRecord
+from encore.data.datasets import EditRecord
 from encore.editing.keys import compute_keys
 from encore.editing.targets import TargetSettings, optimise_targets
-from encore.evaluation.metrics import answer_nll
+from encore.evaluation.counterfact import answer_nll
 from encore.models import precision
 from encore.models.architecture import read_weight, write_weight
 from encore.models.device import resolve_execution
@@ -145,7 +145,7 @@ def test_config_schema_accepts_the_two_precisions_and_rejects_others():
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    schema = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+    schema = str(REPO / "encore" / "schemas" / "config.schema.yaml")
     config = yaml.safe_load(Path(REPO / "config.yaml").read_text())
     assert config["precision"] == "fp32"
     for value in ("fp32", "bf16-mixed"):

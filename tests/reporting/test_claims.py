@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-from encore.reporting import claims
-from encore.reporting.claims import Study
-from encore.reporting.claims_base import (
+from encore.reporting.claims import results as claims
+from encore.reporting.claims.base import (
     ALPHAEDIT,
     ALPHAEDIT_MPES,
     EMMET,
@@ -25,8 +24,9 @@ from encore.reporting.claims_base import (
     MPES,
     NC,
     UNEDITED,
+    StudyResults,
 )
-from encore.reporting.intervals import kind
+from encore.reporting.claims.intervals import kind
 
 RUNS = (MEMIT, MPES, NC, ENCORE, EMMET, EMMET_MPES, EMMET_NC, ALPHAEDIT, ALPHAEDIT_MPES)
 SNAPSHOTS, BATCH, FACTS = (100, 200, 300), 10, 300
@@ -196,8 +196,8 @@ SCENARIOS = {
 CASES = [(rule, outcome) for rule, outcomes in SCENARIOS.items() for outcome in outcomes]
 
 
-def _study(tmp_path, changes) -> Study:
-    return Study(write_study(tmp_path, **changes))
+def _study(tmp_path, changes) -> StudyResults:
+    return StudyResults(write_study(tmp_path, **changes))
 
 
 @pytest.mark.parametrize("rule, outcome", CASES, ids=[f"{r}-{o.replace(' ', '_')}" for r, o in CASES])
@@ -251,7 +251,7 @@ def test_scores_are_compared_on_the_same_facts_only(tmp_path):
     later = (records["method"] == "memit") & (records["variant"] == "plain") & (records["case_id"] >= 100)
     records.loc[later, ["es", "ps", "ns"]] -= 0.4
     records.to_csv(data / "records.csv", index=False)
-    claim = claims.RULES["memit_degrades"](Study(data))
+    claim = claims.RULES["memit_degrades"](StudyResults(data))
     assert claim.outcome == INC and "the same 100 facts" in claim.measured
 
 
@@ -263,7 +263,7 @@ def test_one_run_at_two_edit_counts_is_not_compared_from_its_published_means(tmp
 
 
 def test_without_per_fact_scores_there_is_no_interval_and_the_reason_is_given(tmp_path):
-    claim = claims.RULES["encore_beats_memit"](Study(write_study(tmp_path, records=False)))
+    claim = claims.RULES["encore_beats_memit"](StudyResults(write_study(tmp_path, records=False)))
     assert claim.outcome == "no data: per-fact scores of MEMIT at 300 edits, ENCORE at 300 edits (records.csv)"
     assert "no interval" in claim.measured and "published means" in claim.measured
 
@@ -281,12 +281,12 @@ def test_the_published_means_decide_when_every_per_fact_data_set_decides_alike(t
 
 @pytest.mark.parametrize("metric", ["S", "NS"])
 def test_the_bounds_from_published_means_contain_the_paired_interval(tmp_path, metric):
-    from encore.reporting.claims_base import gap
+    from encore.reporting.claims.base import gap
 
     data = write_study(tmp_path, offset={ENCORE: 0.0})
-    with_records = Study(data)
+    with_records = StudyResults(data)
     (data / "records.csv").unlink()
-    means_only = Study(data)
+    means_only = StudyResults(data)
     for a, b in [((MEMIT, 300), (ENCORE, 300)), ((UNEDITED, 0), (ENCORE, 300))]:
         interval, _ = gap(with_records, a, b, metric)
         bounds, _ = gap(means_only, a, b, metric)
@@ -296,7 +296,7 @@ def test_the_bounds_from_published_means_contain_the_paired_interval(tmp_path, m
 
 def test_the_paired_comparison_is_decisive_where_an_unpaired_one_would_straddle(tmp_path):
     # per-fact spread (0.3-0.7) is large, the ENCORE - MEMIT difference (+0.006 on every fact) is small
-    claim = claims.RULES["encore_beats_memit"](Study(write_study(tmp_path, offset={MEMIT: 0.0, ENCORE: 0.006})))
+    claim = claims.RULES["encore_beats_memit"](StudyResults(write_study(tmp_path, offset={MEMIT: 0.0, ENCORE: 0.006})))
     assert claim.outcome == R
     records = pd.read_csv(tmp_path / "records.csv")
     last = records[(records["edits"] == 300) & (records["method"] == "memit")]
@@ -308,7 +308,7 @@ def test_the_paired_comparison_is_decisive_where_an_unpaired_one_would_straddle(
 
 
 def test_fig4_growth_uses_the_paper_threshold_and_names_the_edit_count(tmp_path):
-    claim = claims.RULES["norm_growth_memit"](Study(write_study(tmp_path)))
+    claim = claims.RULES["norm_growth_memit"](StudyResults(write_study(tmp_path)))
     assert "> 10x" in claim.threshold and "after 300 edits (paper: 10,000)" in claim.measured
     assert claim.horizon == "at 300 edits; the paper: 10,000"
 
@@ -339,14 +339,14 @@ def test_a_downstream_task_the_unedited_model_is_at_chance_on_is_left_out(tmp_pa
     at_chance = (items["method"] == "unedited") & (items["task"] == "rte")
     items.loc[at_chance, "prediction"] = np.random.default_rng(5).integers(0, 2, at_chance.sum())
     items.to_csv(data / "downstream_records.csv", index=False)
-    claim = claims.RULES["downstream_generate"](Study(data))
+    claim = claims.RULES["downstream_generate"](StudyResults(data))
     assert claim.outcome == R and "SST2 (unedited MCC" in claim.measured and "at chance" in claim.measured
     assert "RTE (unedited MCC" not in claim.measured
 
 
 def test_a_binary_confusion_matrix_is_recovered_from_its_published_accuracy_f1_mcc_and_invalid_count():
-    from encore.reporting.claims_general import binary_matrices
-    from encore.reporting.intervals import mcc, weighted_f1
+    from encore.reporting.claims.general import binary_matrices
+    from encore.reporting.claims.intervals import mcc, weighted_f1
 
     matrix = np.array([[30, 12, 3], [9, 41, 5], [0, 0, 0]])
     published = {
@@ -375,7 +375,7 @@ PUBLISHED = Path(__file__).resolve().parents[2] / "docs" / "results" / "lifelong
 
 @pytest.mark.skipif(not PUBLISHED.exists(), reason="the fp32 study is not published")
 def test_on_the_published_fp32_study_sst2_is_above_chance_and_encore_degrades_decisively():
-    study = Study(PUBLISHED)
+    study = StudyResults(PUBLISHED)
     no_degradation = claims.RULES["encore_no_degradation"](study)
     assert no_degradation.outcome == NR and "the same 3,000 facts" in no_degradation.measured
     assert no_degradation.horizon == "at 3,000 edits; the paper: 10,000"
@@ -389,7 +389,7 @@ def test_perplexity_on_different_texts_is_not_compared(tmp_path):
     metrics = pd.read_csv(data / "metrics.csv")
     metrics.loc[(metrics["metric"] == "perplexity") & (metrics["method"] == "unedited"), "protocol"] = "other/text"
     metrics.to_csv(data / "metrics.csv", index=False)
-    claim = claims.RULES["perplexity"](Study(data))
+    claim = claims.RULES["perplexity"](StudyResults(data))
     assert kind(claim.outcome) == ND and "one text and token budget" in claim.outcome
 
 
@@ -401,7 +401,7 @@ def test_mpes_probability_uses_the_post_update_p_new_of_the_ledger_where_publish
     noise = np.random.default_rng(3).normal(0, 0.02, len(ledger))
     ledger["post_p_new"] = np.where(ledger["variant"].str.contains("mpes"), mpes_p_new, 0.9) + noise
     ledger.to_csv(data / "ledger.csv", index=False)
-    claim = claims.RULES["mpes_probability"](Study(data))
+    claim = claims.RULES["mpes_probability"](StudyResults(data))
     assert claim.outcome == outcome and "right after each update (ledger post_p_new), on the same 300 facts" in (
         claim.measured
     )

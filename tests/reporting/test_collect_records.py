@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import encore.reporting.publish as publish_module
-from encore.reporting.report import CHECKSUMS, collect, completed_results, score_precisions, verify_collected
+from encore.reporting.collect import CHECKSUMS, collect, completed_results, score_precisions, verify_collected
 
 
 def _evaluation_files(root, edits, es):

@@ -12,8 +12,8 @@ import pytest
 
 from encore.reporting.figures import HEADLINE, all_figures
 from encore.reporting.outputs import ALL_EIGHT, LABELS, Index
+from encore.reporting.paper_tables import build_paper_outputs
 from encore.reporting.publish import embed_figures
-from encore.reporting.report import build_paper_outputs
 
 MODEL = "smollm2-135m"
 SNAPSHOTS = (500, 1000, 1500)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-from encore.reporting import intervals
-from encore.reporting.intervals import Interval, harmonic_score, mean_interval, paired_bootstrap
+from encore.reporting.claims import intervals
+from encore.reporting.claims.intervals import Interval, harmonic_score, mean_interval, paired_bootstrap
 
 
 def test_the_interval_of_a_mean_covers_the_true_mean_about_95_percent_of_the_time():

@@ -2,7 +2,7 @@
 
 For each hand-written page (a study's notes.md, which results.md ends with, and the sections on measured studies of
 the README and docs/cpu-studies.md) ``SNIPPETS`` renders the phrases that carry its numbers from the study's
-data/*.csv, computed here with pandas (the intervals with ``claims_base.gap``). Each phrase must appear in the page,
+data/*.csv, computed here with pandas (the intervals with ``claims.base.gap``). Each phrase must appear in the page,
 and every number in the page must be one of the rendered numbers: a number without a source fails. Names that
 contain digits (SmolLM2-135M, Table 1, dates, commits, code spans) are not numbers. The generated part of results.md
 is recomputed the same way: its compute table, the published means its claim table quotes, its tally and the edit
@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 
 from encore.reporting import paper_values as paper
-from encore.reporting.claims import all_claims
-from encore.reporting.claims_base import Study, gap
-from encore.reporting.claims_editing import NS_MARGIN
-from encore.reporting.claims_general import binary_matrices, item_count
-from encore.reporting.intervals import kind, mcc
+from encore.reporting.claims.base import StudyResults, gap
+from encore.reporting.claims.editing import NS_MARGIN
+from encore.reporting.claims.general import binary_matrices, item_count
+from encore.reporting.claims.intervals import kind, mcc
+from encore.reporting.claims.results import all_claims
 
 REPO = Path(__file__).resolve().parents[2]
 FP32, RECT_PRUNE = REPO / "docs" / "results" / "lifelong-cpu-fp32", REPO / "docs" / "results" / "rect-prune-cpu"
@@ -68,7 +68,7 @@ class Data:
         self.norms = pd.read_csv(data / "norms.csv")
         self.ledger = pd.read_csv(data / "ledger.csv")
         self.runs = pd.read_csv(data / "runs.csv")
-        self.study = Study(data)
+        self.study = StudyResults(data)
 
     def rows(self, run, edits=None, metric=None, protocol=""):
         m = self.metrics
@@ -471,6 +471,6 @@ def _label(run) -> str:
 
 
 def _order(outcome: str) -> int:
-    from encore.reporting.intervals import OUTCOMES
+    from encore.reporting.claims.intervals import OUTCOMES
 
     return OUTCOMES.index(outcome)

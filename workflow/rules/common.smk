@@ -11,11 +11,15 @@ from encore.experiment import (
     snapshot_edits,
 )
 from encore.models.device import check_settings, phase_precisions
+from encore.settings import RunSettings
 from encore.plan import experiment_hparams, rule_resources
 
-validate(config, schema="../schemas/config.schema.yaml")
+validate(config, schema="../../encore/schemas/config.schema.yaml")
 
 EXPERIMENT = config["experiment"]
+# what every edit and evaluate job shares, as the rules' params (encore.settings.RunSettings: builtins, so that a
+# changed value reruns the jobs it reaches)
+RUN_PARAMS = RunSettings.from_config(config).as_params()
 RESULTS = f"results/{EXPERIMENT}"
 LOGS = f"logs/{EXPERIMENT}"
 ORDERS = (

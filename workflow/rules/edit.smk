@@ -29,17 +29,10 @@ rule edit_segment:
         runtime=planned_runtime("edit_segment"),
         gpu_mem_mb=PLANNED["edit_segment"]["gpu_mem_mb"],
     params:
-        model=config["model"],
+        **RUN_PARAMS,
         execution=EDIT_EXECUTION,
-        dataset=config["dataset"],
-        data_dir=config["data_dir"],
-        records_files=config["records_files"],
-        resources=config["resources"],
         order_sample=lambda wildcards: wildcards.order,
-        num_edits=config["num_edits"],
         batch_size=config["batch_size"],
         n_batches=batches_in_segment,
-        seed=config["seed"],
-        experiment=EXPERIMENT,
     script:
         "../scripts/edit_segment.py"

@@ -5,17 +5,10 @@
 
 # The params of both rules (rerun triggers: changing a value reruns the evaluations it reaches).
 EVALUATE_PARAMS = dict(
-    model=config["model"],
+    **RUN_PARAMS,
     execution=SCORE_EXECUTION,
-    dataset=config["dataset"],
-    data_dir=config["data_dir"],
-    records_files=config["records_files"],
-    resources=config["resources"],
     evaluation=config["evaluation"],
     order_sample=lambda wildcards: wildcards.order,
-    num_edits=config["num_edits"],
-    seed=config["seed"],
-    experiment=EXPERIMENT,
 )
 
 

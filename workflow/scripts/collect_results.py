@@ -2,7 +2,7 @@ from pathlib import Path
 
 from _common import start
 
-from encore.reporting.report import collect
+from encore.reporting.collect import collect
 
 start(snakemake)
 collect(

@@ -5,6 +5,7 @@ from _common import start
 from encore.editing.covariance import StatisticsCacheError
 from encore.editing.hparams import Hyperparameters
 from encore.experiment import compute_statistics, run_edit_segment
+from encore.settings import RunSettings
 
 start(snakemake)
 params = snakemake.params
@@ -13,24 +14,17 @@ hparams = Hyperparameters.from_yaml(snakemake.input.hparams, snakemake.wildcards
 
 def edit():
     run_edit_segment(
-        model_name=params.model,
+        RunSettings.from_params(params),
         method=snakemake.wildcards.method,
         variant=snakemake.wildcards.variant,
         hparams=hparams,
-        dataset=params.dataset,
-        data_dir=params.data_dir,
-        resources=Path(params.resources),
         order_sample=params.order_sample,
-        num_edits=params.num_edits,
         batch_size=params.batch_size,
         n_batches=params.n_batches,
-        seed=params.seed,
         statistics_manifest=Path(snakemake.input.statistics),
         previous=Path(snakemake.input.previous).parent if snakemake.input.previous else None,
         output=Path(snakemake.output[0]).parent,
-        experiment=params.experiment,
         execution=params.execution,
-        records_files=params.records_files,
     )
 
 

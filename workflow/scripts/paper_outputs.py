@@ -2,7 +2,8 @@ from pathlib import Path
 
 from _common import start
 
-from encore.reporting.report import build_paper_outputs, verify_collected
+from encore.reporting.collect import verify_collected
+from encore.reporting.paper_tables import build_paper_outputs
 
 start(snakemake)
 verify_collected(Path(snakemake.input[0]).parent)  # a corrupted or edited collected CSV is never used

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from _common import start
 
-from encore.reporting.report import editing_table
+from encore.reporting.summary import editing_table
 
 start(snakemake)
 editing_table(

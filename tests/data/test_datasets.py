@@ -1,4 +1,4 @@
-"""Tests for encore.datasets: registry checksums, local/download resolution, record loaders, orderings."""
+"""Tests for encore.data.datasets: registry checksums, local/download resolution, record loaders, orderings."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from encore import datasets
-from encore.datasets import DataError
+from encore.data import datasets
+from encore.data.datasets import DataError
 
 CF = "counterfact/counterfact_rome_schema_merged.json"
 ZSRE = "zsre/zsre_mend_eval_subset_merged.json"
@@ -474,7 +474,7 @@ def easyedit_raw(shared_data_dir):
 
 
 def test_easyedit_counterfact_records_are_the_rome_records_with_one_prompt_each(shared_data_dir, cf_records):
-    from encore.record_formats import load_records
+    from encore.data.record_formats import load_records
 
     records, info = load_records(shared_data_dir / EASYEDIT_CF[0], "counterfact")
     assert info["schema"] == "easyedit" and info["records"] == len(records) == 10_000 and info["own_case_ids"]
@@ -496,7 +496,7 @@ def test_easyedit_counterfact_records_are_the_rome_records_with_one_prompt_each(
 
 
 def test_schema_is_detected_per_file_and_named_when_unknown(shared_data_dir, tmp_path, easyedit_raw):
-    from encore.record_formats import detect_schema
+    from encore.data.record_formats import detect_schema
 
     assert detect_schema(json.loads((shared_data_dir / CF).read_text()), "cf") == "rome"
     assert detect_schema(json.loads((shared_data_dir / ZSRE).read_text()), "zsre") == "mend"
@@ -505,7 +505,7 @@ def test_schema_is_detected_per_file_and_named_when_unknown(shared_data_dir, tmp
     with pytest.raises(DataError, match=r"^odd.json: record 0 fits no known schema \(fields \['question'\]\)"):
         detect_schema([{"question": "?"}], "odd.json")
     mixed = write_json(tmp_path / "mixed.json", [easyedit_raw[0], {"requested_rewrite": {}, "case_id": 5}])
-    from encore.record_formats import load_records
+    from encore.data.record_formats import load_records
 
     with pytest.raises(
         DataError, match=r"^mixed.json: record 1 \(case_id 5\): does not fit the file's easyedit schema"
@@ -516,7 +516,7 @@ def test_schema_is_detected_per_file_and_named_when_unknown(shared_data_dir, tmp
 def test_easyedit_zsre_record_maps_as_the_mend_record_but_edits_to_its_target(shared_data_dir, zsre_raw, tmp_path):
     """EasyEdit's ZsreDataset writes a MEND record as prompt=src, target_new=alt, ground_truth=answers[0],
     rephrase_prompt, locality_prompt=loc ("nq question: ..."), locality_ground_truth=loc_ans."""
-    from encore.record_formats import load_records
+    from encore.data.record_formats import load_records
 
     flat = [{"case_id": i, "prompt": r["src"], "subject": r["subject"], "target_new": r["alt"],
              "ground_truth": r["answers"][0], "rephrase_prompt": r["rephrase"], "locality_prompt": r["loc"],
@@ -532,7 +532,7 @@ def test_easyedit_zsre_record_maps_as_the_mend_record_but_edits_to_its_target(sh
 
 
 def test_knowedit_zsre_scores_the_first_locality_prompt_and_names_the_rest(shared_data_dir, tmp_path):
-    from encore.record_formats import load_records
+    from encore.data.record_formats import load_records
 
     raw = json.loads((shared_data_dir / KNOWEDIT_ZSRE).read_text())[:5]
     records, info = load_records(write_json(tmp_path / "ke.json", raw), "zsre")
@@ -561,7 +561,7 @@ def test_knowedit_zsre_scores_the_first_locality_prompt_and_names_the_rest(share
     ],
 )
 def test_a_bad_easyedit_record_is_named_in_a_one_line_error(tmp_path, easyedit_raw, change, message):
-    from encore.record_formats import load_records
+    from encore.data.record_formats import load_records
 
     record = {key: value for key, value in {**easyedit_raw[0], **change}.items() if value is not None}
     with pytest.raises(DataError, match=r"^bad.json: record 0 \(case_id 0\): " + message) as raised:
@@ -570,7 +570,7 @@ def test_a_bad_easyedit_record_is_named_in_a_one_line_error(tmp_path, easyedit_r
 
 
 def test_records_files_give_the_authors_order_over_all_21919_counterfact_records(shared_data_dir, tmp_path):
-    from encore.experiment import load_requests
+    from encore.data.requests import load_requests
 
     records, provenance = load_requests("counterfact", shared_data_dir, tmp_path, "0", None, records_files=EASYEDIT_CF)
     order = datasets.load_order(shared_data_dir / CF_ORDER, "0")
@@ -592,7 +592,7 @@ def test_records_files_give_the_authors_order_over_all_21919_counterfact_records
 
 
 def test_missing_metrics_name_what_the_records_cannot_support(cf_records, easyedit_raw, tmp_path):
-    from encore.record_formats import load_records, missing_metrics
+    from encore.data.record_formats import load_records, missing_metrics
 
     assert missing_metrics(cf_records[:10], "counterfact", generation=True) == {}
     easyedit, _ = load_records(write_json(tmp_path / "ee.json", easyedit_raw[:10]), "counterfact")

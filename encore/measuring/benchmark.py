@@ -1,6 +1,6 @@
 """Benchmark of one batch of edits, three ways, side by side in one run; prints numbers, asserts nothing.
 
-    python -m encore.benchmark --model smollm2-135m --method memit --variant plain --edits 100
+    python -m encore.measuring.benchmark --model smollm2-135m --method memit --variant plain --edits 100
 
 * per-request: targets optimised one request at a time over whole sequences; keys by full forwards;
 * batched: all requests' targets together over whole sequences; keys by full forwards;
@@ -10,13 +10,13 @@
 Solves are the same in all three. The same-result check prints the largest relative difference of the
 targets z (per request) and of the weight update Delta between the paths.
 
-    python -m encore.benchmark --compare-precision --edits 100 [--variant mpes_nc]
+    python -m encore.measuring.benchmark --compare-precision --edits 100 [--variant mpes_nc]
 
 runs the default path (batched + prefix reuse) in fp32 and in bf16-mixed (encore.models.precision) on the same
 batch instead: seconds per edit of each phase side by side with their ratio, the same-result check (z, Delta,
 equal stop iterations, p(target) at the stop), a profile of each (a few target-optimisation iterations: where the
 time goes) and its distance from the floor of this machine (the profile's matrix-product FLOPs at the measured
-peak GEMM rate of that precision; encore.precision_benchmark).
+peak GEMM rate of that precision; encore.measuring.precision_benchmark).
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 
+from encore.data.requests import load_requests
 from encore.editing.context import generate_context_templates
 from encore.editing.editors import make_editor
 from encore.editing.hparams import Hyperparameters, hparams_file
 from encore.editing.keys import BatchKeys
 from encore.editing.sequential import EditorState, edit_batch
 from encore.editing.targets import optimise_targets
-from encore.experiment import load_requests
 from encore.models.architecture import read_weight, write_weight
 from encore.models.device import resolve_execution
 from encore.models.loading import load_model
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     setting = prepare(args)
     if args.compare_precision:
-        from encore.precision_benchmark import compare_precisions
+        from encore.measuring.precision_benchmark import compare_precisions
 
         compare_precisions(setting, args.profile_steps)
     else:

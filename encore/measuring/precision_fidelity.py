@@ -1,6 +1,6 @@
 """What bf16-mixed costs in fidelity: the same facts edited sequentially in fp32 and in bf16-mixed, then scored.
 
-    python -m encore.precision_fidelity --edits 300 --batch-size 100 --variant mpes_nc --out results/precision
+    python -m encore.measuring.precision_fidelity --edits 300 --batch-size 100 --variant mpes_nc --out results/precision
 
 Both chains start from the unedited model and edit the first ``--edits`` CounterFact requests of order 0 in
 batches of ``--batch-size`` (same context templates, C0 and hyperparameters; encore.models.precision). Reported:
@@ -9,7 +9,7 @@ batches of ``--batch-size`` (same context templates, C0 and hyperparameters; enc
   iterations and reasons; over all batches: equal stop iterations (later batches start from different weights);
 * ES / PS / NS / S on the edited facts: each chain scored in fp32 (what bf16 editing changes), and the bf16 chain
   scored in bf16 (the whole bf16-mixed pipeline), each against fp32 editing + fp32 scoring as the paired
-  difference on the same facts with a 95% paired-bootstrap interval (encore.reporting.intervals);
+  difference on the same facts with a 95% paired-bootstrap interval (encore.reporting.claims.intervals);
 * scoring on the same weights (the fp32 chain's): per-prompt NLL difference of both answers between the two
   modes, and the prompts and records whose outcome flips (ES/PS/NS indicator of a prompt: NLL(new) < NLL(true)).
 
@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from encore.benchmark import prepare
 from encore.editing.editors import make_editor
 from encore.editing.sequential import EditorState, edit_batch
-from encore.evaluation.metrics import answer_nll, counterfact_record_scores
+from encore.evaluation.counterfact import answer_nll, counterfact_record_scores
+from encore.measuring.benchmark import prepare
 from encore.models.architecture import read_weight, write_weight
 from encore.models.precision import PRECISIONS, check_precision, precision_scope
-from encore.reporting.intervals import harmonic_score, paired_bootstrap
+from encore.reporting.claims.intervals import harmonic_score, paired_bootstrap
 
 RUNS = {  # name: (editing precision, scoring precision)
     "fp32": ("fp32", "fp32"),

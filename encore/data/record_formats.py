@@ -25,12 +25,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from encore.datasets import (
+from encore.data.datasets import (
     _NQ_PREFIX,
     DataError,
     EditRecord,
+    RecordLocation,
     _read_json,
-    _Where,
     counterfact_record,
     subject_template,
     zsre_record,
@@ -67,7 +67,7 @@ def detect_schema(records: list, name: str) -> str:
     return schema
 
 
-def _first_string(where: _Where, value: Any, field_name: str) -> str:
+def _first_string(where: RecordLocation, value: Any, field_name: str) -> str:
     """A str, or the first str of a (nested) list of them, as EasyEdit's ground truths come."""
     while isinstance(value, list) and value:
         value = value[0]
@@ -76,7 +76,7 @@ def _first_string(where: _Where, value: Any, field_name: str) -> str:
     return value
 
 
-def _strings(where: _Where, raw: dict, field_name: str) -> list[str]:
+def _strings(where: RecordLocation, raw: dict, field_name: str) -> list[str]:
     """An optional prompt field: absent or empty -> [], str -> [str], list of str -> itself."""
     value = raw.get(field_name)
     if value in (None, "", []):
@@ -86,7 +86,7 @@ def _strings(where: _Where, raw: dict, field_name: str) -> list[str]:
     return where.strings(raw, field_name)
 
 
-def _knowedit_locality(where: _Where, locality: Any) -> list[tuple[str, str]]:
+def _knowedit_locality(where: RecordLocation, locality: Any) -> list[tuple[str, str]]:
     """(prompt, answer) of every KnowEdit locality entry, the kinds in EasyEdit's order of preference."""
     if not isinstance(locality, dict):
         raise where.error(f"field 'locality' must be an object of lists, got {type(locality).__name__}")
@@ -108,7 +108,9 @@ def _knowedit_locality(where: _Where, locality: Any) -> list[tuple[str, str]]:
     return pairs
 
 
-def easyedit_record(raw: Any, where: _Where, case_id: int, dataset: str, require_true: bool = True) -> EditRecord:
+def easyedit_record(
+    raw: Any, where: RecordLocation, case_id: int, dataset: str, require_true: bool = True
+) -> EditRecord:
     """One EasyEdit-schema record as an EditRecord for ``dataset`` (counterfact | zsre); see the module doc.
     ``require_true``: a CounterFact record must have its ground_truth (CounterFact's metrics compare with it)."""
     subject = where.get(raw, "subject", str)
@@ -188,7 +190,7 @@ def _knowedit_pairs(raw: dict) -> list:
 
 
 def parse_record(
-    raw: Any, where: _Where, case_id: int, dataset: str, schema: str | None = None, require_true: bool = True
+    raw: Any, where: RecordLocation, case_id: int, dataset: str, schema: str | None = None, require_true: bool = True
 ) -> EditRecord:
     """One record of ``schema`` (detected from its fields when None) as an EditRecord; an EasyEdit record's own
     case_id wins over ``case_id``."""
@@ -217,7 +219,7 @@ def load_records(path: str | Path, dataset: str, first_case_id: int = 0) -> tupl
     schema = detect_schema(raw_records, name)
     records = []
     for index, raw in enumerate(raw_records):
-        where = _Where(name, index, raw.get("case_id", first_case_id + index) if isinstance(raw, dict) else "?")
+        where = RecordLocation(name, index, raw.get("case_id", first_case_id + index) if isinstance(raw, dict) else "?")
         if schema_of(raw) != schema:
             raise where.error(f"does not fit the file's {schema} schema (detected from record 0)")
         records.append(parse_record(raw, where, first_case_id + index, dataset, schema))

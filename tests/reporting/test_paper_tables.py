@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 from encore.reporting.figures import all_figures
-from encore.reporting.report import Index, paper_tables, seconds_per_edit
+from encore.reporting.outputs import Index
+from encore.reporting.paper_tables import paper_tables
+from encore.reporting.summary import seconds_per_edit
 
 RUNS = [("memit", "plain"), ("memit", "mpes")]
 
@@ -180,7 +182,7 @@ def test_results_without_analysis_or_downstream_rows_name_what_is_missing(tmp_pa
 def test_summary_uses_the_authors_subset_where_a_snapshot_scored_only_that():
     import pandas as pd
 
-    from encore.reporting.report import summary
+    from encore.reporting.summary import summary
 
     def rows(edits, protocol, es):
         base = {

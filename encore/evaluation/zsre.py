@@ -23,7 +23,7 @@ import math
 import pandas as pd
 import torch
 
-from encore.evaluation.metrics import mean_answer_token_score
+from encore.evaluation.counterfact import mean_answer_token_score
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""What every claim rule needs: the ``Claim`` row, the ``Study`` (a study's collected CSVs) and paired per-fact scores.
+"""What every claim rule needs: the ``Claim`` row, ``StudyResults`` (a study's collected CSVs), paired per-fact scores.
 
 Optional per-unit files next to the four collected CSVs make paired intervals possible:
 ``records.csv`` (one row per scored fact: experiment, model, dataset, method, variant, order, edits, subset,
@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from encore.reporting.data_files import data_path
-from encore.reporting.intervals import (
+from encore.reporting.claims.intervals import (
     NOT_RUN,
     TAIL,
     Bounds,
@@ -31,6 +30,8 @@ from encore.reporting.intervals import (
     paired_bootstrap,
     unknown,
 )
+from encore.reporting.collect import read_csvs
+from encore.reporting.data_files import data_path
 from encore.reporting.outputs import (  # noqa: F401 (the runs, for the claim rules: encore.reporting.outputs's)
     ALPHAEDIT,
     ALPHAEDIT_MPES,
@@ -45,7 +46,7 @@ from encore.reporting.outputs import (  # noqa: F401 (the runs, for the claim ru
 from encore.reporting.outputs import MEMIT_MPES as MPES  # noqa: F401
 from encore.reporting.outputs import MEMIT_NC as NC  # noqa: F401
 from encore.reporting.paper_values import PAPER_EDITS
-from encore.reporting.report import read_csvs, summary
+from encore.reporting.summary import summary
 
 NO_RECORDS = "per-fact scores not published for this run (records.csv), so no paired interval"
 PAPER = f"the paper: {PAPER_EDITS:,}"
@@ -88,7 +89,7 @@ def not_run(paper: str, source: str, threshold: str, rule: str, runs, context: s
     return Claim(paper, source, measured, threshold, NOT_RUN, rule, horizon())
 
 
-class Study:
+class StudyResults:
     """The collected CSVs of one study (one model, one data set), plus records.csv where it exists."""
 
     def __init__(self, data: Path):
@@ -211,7 +212,7 @@ def s_score(es: float, ps: float, ns: float) -> float:
     return 0.0 if min(es, ps, ns) <= 0 else 3 / (1 / es + 1 / ps + 1 / ns)
 
 
-def aggregate_range(study: Study, state, metric: str) -> tuple[float, float]:
+def aggregate_range(study: StudyResults, state, metric: str) -> tuple[float, float]:
     """The range (x100) that ``metric`` of a bootstrap resample of ``state``'s facts leaves with probability at
     most ``TAIL`` on either side, for any per-fact scores in [0, 1] with the published means."""
     run, edits = state
@@ -229,7 +230,7 @@ def missing_records(states, what: str = "per-fact scores") -> str:
     return f"{what} of " + ", ".join(f"{name(run)} at {edits:,} edits" for run, edits in states) + " (records.csv)"
 
 
-def gap(study: Study, a, b, metric: str = "S") -> tuple[Interval | Bounds, str]:
+def gap(study: StudyResults, a, b, metric: str = "S") -> tuple[Interval | Bounds, str]:
     """metric(b) - metric(a), paired over the facts both states scored; ``a``, ``b`` = (run, edits).
     Returns (the paired interval, text); without records.csv (Bounds from the published means if both states
     scored the same facts, else unknown bounds naming what is missing, text)."""

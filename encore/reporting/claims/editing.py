@@ -4,13 +4,13 @@ A difference between two runs is measured on the facts both scored after the sam
 (records.csv), with a bootstrap over those facts that resamples them jointly for both runs and recomputes
 S = harmonic mean of ES, PS, NS on every resample. Without per-fact scores a rule decides from the published
 means when the two states scored the same facts and every per-fact data set with those means decides it the
-same way (``claims_base.gap``); otherwise its outcome is "no data: <the per-fact scores it needs>".
+same way (``base.gap``); otherwise its outcome is "no data: <the per-fact scores it needs>".
 """
 
 from __future__ import annotations
 
 from encore.reporting import paper_values as paper
-from encore.reporting.claims_base import (
+from encore.reporting.claims.base import (
     ALPHAEDIT,
     ALPHAEDIT_MPES,
     EMMET,
@@ -24,14 +24,14 @@ from encore.reporting.claims_base import (
     THE_PAPERS,
     UNEDITED,
     Claim,
-    Study,
+    StudyResults,
     gap,
     horizon,
     missing_records,
     name,
     not_run,
 )
-from encore.reporting.intervals import (
+from encore.reporting.claims.intervals import (
     NOT_RUN,
     Bounds,
     combine,
@@ -51,7 +51,7 @@ NS_MARGIN = 2.0
 DIRECTION = f"({OURS}: the paper states the direction, no margin)"
 
 
-def _pairs(study: Study, pairs, threshold: float, metric: str = "S") -> tuple[list[str], list[str], list[int]]:
+def _pairs(study: StudyResults, pairs, threshold: float, metric: str = "S") -> tuple[list[str], list[str], list[int]]:
     """Per (a, b) run pair at their largest common edit count: the outcome of metric(b) - metric(a) > threshold,
     its text, and the edit counts judged at."""
     outcomes, texts, counts = [], [], []
@@ -68,7 +68,7 @@ def _pairs(study: Study, pairs, threshold: float, metric: str = "S") -> tuple[li
     return outcomes, texts, counts
 
 
-def _note_missing(study: Study, pairs, outcomes: list[str], texts: list[str]) -> None:
+def _note_missing(study: StudyResults, pairs, outcomes: list[str], texts: list[str]) -> None:
     """A "not run" part naming the runs of ``pairs`` that are absent."""
     missing = list(dict.fromkeys(run for pair in pairs for run in pair if not study.has(run)))
     if missing:
@@ -76,7 +76,7 @@ def _note_missing(study: Study, pairs, outcomes: list[str], texts: list[str]) ->
         texts.append("needs " + ", ".join(name(run) for run in missing))
 
 
-def memit_degrades(study: Study) -> Claim:
+def memit_degrades(study: StudyResults) -> Claim:
     paper_ = "MEMIT's editing performance degrades as sequential edits accumulate"
     source = "Sec. 1, Table 2"
     threshold = f"S(first snapshot) - S(last) > 0 on the same facts ({OURS}: any fall; the paper gives no size)"
@@ -93,7 +93,7 @@ def memit_degrades(study: Study) -> Claim:
     return Claim(paper_, source, measured, threshold, comparison.above(0.0), rule, horizon(first, last))
 
 
-def encore_beats_memit(study: Study) -> Claim:
+def encore_beats_memit(study: StudyResults) -> Claim:
     paper_ = "After 10,000 edits ENCORE's Score S is higher than MEMIT's"
     source, threshold = "Tables 2, 3", f"S(ENCORE) - S(MEMIT) > 0 {DIRECTION}"
     rule = "paired over the facts both runs scored at their last common snapshot; reproduced if the interval > 0"
@@ -103,7 +103,7 @@ def encore_beats_memit(study: Study) -> Claim:
     return Claim(paper_, source, texts[0], threshold, outcomes[0], rule, horizon(*counts))
 
 
-def mpes_raises_s(study: Study) -> Claim:
+def mpes_raises_s(study: StudyResults) -> Claim:
     paper_ = "MPES raises the Score S of every editor: MEMIT, AlphaEdit and EMMET"
     source, threshold = "Table 2", f"S(+MPES) - S(editor) > 0, each editor {DIRECTION}"
     rule = (
@@ -116,7 +116,7 @@ def mpes_raises_s(study: Study) -> Claim:
     return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))
 
 
-def table3_ordering(study: Study) -> Claim:
+def table3_ordering(study: StudyResults) -> Claim:
     paper_ = "ENCORE edits best, then MEMIT+NC, then MEMIT+MPES, then MEMIT"
     source, threshold = "Table 3", f"each step of the order: S difference > 0 {DIRECTION}"
     rule = (
@@ -130,7 +130,7 @@ def table3_ordering(study: Study) -> Claim:
     return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))
 
 
-def table4_scores(study: Study) -> Claim:
+def table4_scores(study: StudyResults) -> Claim:
     paper_ = "ENCORE's Score S is higher than that of EMMET and of AlphaEdit"
     source = "Table 4"
     threshold = f"S(ENCORE) - S(EMMET) > 0 and S(ENCORE) - S(AlphaEdit) > 0 {DIRECTION}"
@@ -142,7 +142,7 @@ def table4_scores(study: Study) -> Claim:
     return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))
 
 
-def table5_emmet_nc(study: Study) -> Claim:
+def table5_emmet_nc(study: StudyResults) -> Claim:
     paper_ = "The norm constraint works with EMMET too: EMMET+NC keeps EMMET's editing score (S 74.12 vs 76.28)"
     source = "Table 5"
     threshold = f"S(EMMET+NC) - S(EMMET) > {TABLE5_LOSS:.2f} ({THE_PAPERS}: its own loss, Table 5)"
@@ -153,7 +153,7 @@ def table5_emmet_nc(study: Study) -> Claim:
     return Claim(paper_, source, texts[0], threshold, outcomes[0], rule, horizon(*counts))
 
 
-def encore_no_degradation(study: Study) -> Claim:
+def encore_no_degradation(study: StudyResults) -> Claim:
     paper_ = "ENCORE edits sequentially without model degradation: the neighbourhood facts keep their scores"
     source = "title, Sec. 6"
     threshold = f"NS(ENCORE, last) - NS(unedited) > -{NS_MARGIN:g} ({OURS}: the paper gives no margin)"
@@ -170,11 +170,11 @@ def encore_no_degradation(study: Study) -> Claim:
     return Claim(paper_, source, text, threshold, comparison.above(-NS_MARGIN), rule, horizon(edits))
 
 
-def _p_new_range(study: Study, state) -> tuple[float, float]:
+def _p_new_range(study: StudyResults, state) -> tuple[float, float]:
     return mean_bounds(study.point(*state, "p_new"), study.scored[state][1])
 
 
-def _post_p_new(study: Study, run):
+def _post_p_new(study: StudyResults, run):
     """Per fact (index case_id): p(new) right after its batch's update (ledger column post_p_new), or None."""
     ledger = study.ledger
     if "post_p_new" not in ledger.columns:
@@ -183,7 +183,7 @@ def _post_p_new(study: Study, run):
     return rows.groupby("case_id")["post_p_new"].mean() if len(rows) else None
 
 
-def mpes_probability(study: Study) -> Claim:
+def mpes_probability(study: StudyResults) -> Claim:
     paper_ = "MPES brings the edited facts' probability down to that of facts the model knows"
     source = "Table 1"
     threshold = (

@@ -15,20 +15,20 @@ from fractions import Fraction
 
 import numpy as np
 
-from encore.reporting.claims_base import (
+from encore.reporting.claims.base import (
     ENCORE,
     MEMIT,
     OURS,
     UNEDITED,
     Claim,
-    Study,
+    StudyResults,
     gap,
     horizon,
     missing_records,
     name,
     not_run,
 )
-from encore.reporting.intervals import (
+from encore.reporting.claims.intervals import (
     INCONCLUSIVE,
     LEVEL,
     NOT_REPRODUCED,
@@ -63,7 +63,7 @@ def _interval(values: np.ndarray) -> Interval:
     return Interval(float(values[0]), float(low), float(high))
 
 
-def _item_resamples(study: Study, protocol: str, states) -> dict[str, dict]:
+def _item_resamples(study: StudyResults, protocol: str, states) -> dict[str, dict]:
     """Per task with items for every (run, edits) in ``states``: per state an array (1 + RESAMPLES,) of F1 x100
     (entry 0: the data), and the unedited model's MCC likewise; the same item indices for every state."""
     if study.items is None:
@@ -92,7 +92,7 @@ def _item_resamples(study: Study, protocol: str, states) -> dict[str, dict]:
     return found
 
 
-def _published(study: Study, protocol: str, state, task: str) -> dict[str, float]:
+def _published(study: StudyResults, protocol: str, state, task: str) -> dict[str, float]:
     """The published accuracy, f1, mcc and invalid count of ``task`` for ``state`` (mean over orderings)."""
     (method, variant), edits = state
     rows = study.metrics[
@@ -105,7 +105,7 @@ def _published(study: Study, protocol: str, state, task: str) -> dict[str, float
     return {metric.split(".", 1)[1]: float(value) for metric, value in rows.groupby("metric")["value"].mean().items()}
 
 
-def item_count(study: Study) -> int | None:
+def item_count(study: StudyResults) -> int | None:
     """The smallest number of items that every published downstream accuracy of the study (any task, run,
     protocol, edit count: every task is scored on the same items, ``evaluation.downstream`` n_tests) is a whole
     fraction of, and at least every invalid count; None if there is none below 10,000. A larger count (a
@@ -164,7 +164,7 @@ def _quantile_range(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _recovered(study: Study, protocol: str, states, task: str):
+def _recovered(study: StudyResults, protocol: str, states, task: str):
     """From the published aggregates of a binary ``task``: (per hypothesis of the label counts, per state, the
     consistent matrices' resamples) and the item count; ({}, reason) if nothing can be recovered."""
     if TASK_CLASSES.get(task) != 2:
@@ -196,7 +196,7 @@ def _recovered(study: Study, protocol: str, states, task: str):
     return hypotheses, items
 
 
-def _task_from_aggregates(study: Study, protocol: str, states, task: str):
+def _task_from_aggregates(study: StudyResults, protocol: str, states, task: str):
     """(above chance: True / None = unsettled, decline Bounds, advantage Bounds, text) of one task without items."""
     published = [_published(study, protocol, s, task) for s in states]
     f1 = [100 * values.get("f1", np.nan) for values in published]
@@ -229,7 +229,7 @@ def _task_from_aggregates(study: Study, protocol: str, states, task: str):
     return above, decline, advantage, text
 
 
-def downstream(study: Study, column: str, protocol: str) -> Claim:
+def downstream(study: StudyResults, column: str, protocol: str) -> Claim:
     paper_ = "MEMIT's average downstream score declines over the edits; ENCORE's declines less"
     source = f"Figs. 3, 6 ({protocol})"
     threshold = (
@@ -295,7 +295,7 @@ def _margin_outcome(value: float) -> str:
     return REPRODUCED if value > PERPLEXITY_MARGIN else NOT_REPRODUCED if value < -PERPLEXITY_MARGIN else INCONCLUSIVE
 
 
-def perplexity(study: Study) -> Claim:
+def perplexity(study: StudyResults) -> Claim:
     paper_ = "Edits degrade general ability: MEMIT's perplexity on held-out text rises more than ENCORE's"
     source = "title; general ability (our measure, not a paper table)"
     threshold = (
@@ -332,7 +332,7 @@ def perplexity(study: Study) -> Claim:
     return Claim(paper_, source, measured, threshold, outcome, rule, at)
 
 
-def fluency(study: Study) -> Claim:
+def fluency(study: StudyResults) -> Claim:
     paper_ = "Generation entropy (fluency) falls for MEMIT and is kept by ENCORE"
     source = "Tables 2, 3 (GE)"
     threshold = f"GE(unedited) - GE(MEMIT) > 0 and GE(ENCORE) - GE(MEMIT) > 0 ({OURS}: the paper gives no margin)"
@@ -364,7 +364,7 @@ def fluency(study: Study) -> Claim:
     return Claim(paper_, source, measured, threshold, outcome, rule, horizon(edits))
 
 
-def zsre(study: Study) -> Claim:
+def zsre(study: StudyResults) -> Claim:
     paper_ = "On zsRE, ENCORE keeps more neighbourhood accuracy than MEMIT"
     source, threshold = "Tables 12-14", f"NS(ENCORE) - NS(MEMIT) > 0 ({OURS}: the paper gives no margin)"
     rule = (

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from encore.datasets import EditRecord
-from encore.evaluation.zsre_metrics import answer_token_accuracy, summarise_zsre, zsre_record_scores
+from encore.data.datasets import EditRecord
+from encore.evaluation.zsre import answer_token_accuracy, summarise_zsre, zsre_record_scores
 from encore.models.tokens import answer_token_ids, encode
 
 

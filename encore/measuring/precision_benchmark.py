@@ -1,4 +1,4 @@
-"""fp32 vs bf16-mixed on one batch, side by side (``python -m encore.benchmark --compare-precision``).
+"""fp32 vs bf16-mixed on one batch, side by side (``python -m encore.measuring.benchmark --compare-precision``).
 
 Both precisions edit the same batch from the same weights on the default path (batched + prefix reuse): seconds
 per edit of each phase (targets, keys, solves) and their ratio; the same-result check (z and Delta relative to

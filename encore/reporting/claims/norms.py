@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from encore.reporting import paper_values as paper
-from encore.reporting.claims_base import (
+from encore.reporting.claims.base import (
     ALPHAEDIT,
     ALPHAEDIT_MPES,
     EMMET,
@@ -25,13 +25,13 @@ from encore.reporting.claims_base import (
     OURS,
     THE_PAPERS,
     Claim,
-    Study,
+    StudyResults,
     horizon,
     name,
     not_run,
 )
-from encore.reporting.intervals import NOT_RUN, NOT_TESTABLE, combine, mean_interval, no_data, paired_bootstrap
-from encore.reporting.report import seconds_per_edit
+from encore.reporting.claims.intervals import NOT_RUN, NOT_TESTABLE, combine, mean_interval, no_data, paired_bootstrap
+from encore.reporting.summary import seconds_per_edit
 
 # Table 1: the smallest cut in *time* per edit that MPES gives (MEMIT, GPT2-XL: 1.60 -> 0.97 s, 39%); the step
 # rules apply it to target-optimisation steps (ours: time on shared cores is too noisy to judge)
@@ -40,14 +40,14 @@ NC_SHARE = 0.5  # the norm constraint keeps at most half of the plain run's grow
 DOMINATES = 0.5  # a sub-module "dominates" the residual stream when its share is above one half (Fig. 5)
 
 
-def layer_norms(study: Study, run, edits: int) -> pd.Series:
+def layer_norms(study: StudyResults, run, edits: int) -> pd.Series:
     """Per edited layer: the Frobenius norm after ``edits`` edits (0: before editing), from norms.csv."""
     rows = study.norms[(study.norms["method"] == run[0]) & (study.norms["variant"] == run[1])]
     rows = rows[(rows["edits"] == edits) & rows["layer"].isin(study.layers[run])]
     return rows.groupby("layer")["frobenius_norm"].mean()
 
 
-def _last_norm_edits(study: Study, *runs) -> int | None:
+def _last_norm_edits(study: StudyResults, *runs) -> int | None:
     """The last edit count with norms of every run, if each also has its norms before editing (None otherwise)."""
     norms = study.norms
     counts = [set(norms[(norms["method"] == r[0]) & (norms["variant"] == r[1])]["edits"]) for r in runs]
@@ -55,7 +55,7 @@ def _last_norm_edits(study: Study, *runs) -> int | None:
     return int(max(shared)) if 0 in shared and len(shared) > 1 else None
 
 
-def _unedited_layer_factor(study: Study, run, edits: int) -> float:
+def _unedited_layer_factor(study: StudyResults, run, edits: int) -> float:
     """Mean norm ratio (after ``edits`` / unedited) of the layers ``run`` does not edit (metrics.csv), NaN if absent."""
     rows = study.metrics[study.metrics["metric"].str.startswith("down_proj_norm.L")]
     after = rows[(rows["method"] == run[0]) & (rows["variant"] == run[1]) & (rows["edits"] == edits)]
@@ -65,7 +65,7 @@ def _unedited_layer_factor(study: Study, run, edits: int) -> float:
     return float((after[other] / before[other]).mean()) if other else float("nan")
 
 
-def _growth_claim(study: Study, run, threshold: float, paper_: str, source: str, why: str) -> Claim:
+def _growth_claim(study: StudyResults, run, threshold: float, paper_: str, source: str, why: str) -> Claim:
     text = f"growth factor of {name(run)}'s edited layers > {threshold:g}x that of the unedited layers ({why})"
     rule = (
         "per edited layer ||W||_F after the last snapshot / before editing, mean over the edited layers, over the "
@@ -90,13 +90,13 @@ def _growth_claim(study: Study, run, threshold: float, paper_: str, source: str,
     return Claim(paper_, source, measured, text, interval.above(threshold), rule, horizon(edits))
 
 
-def norm_growth_memit(study: Study) -> Claim:
+def norm_growth_memit(study: StudyResults) -> Claim:
     paper_ = "MEMIT's edited layers' norm grows more than 10x beyond that of the unedited layers"
     why = f"{THE_PAPERS}: Fig. 4b, as issue 18 reads it"
     return _growth_claim(study, MEMIT, paper.FIG4_GROWTH["memit"], paper_, "Fig. 4b, Figs. 1, 19", why)
 
 
-def norm_growth_alphaedit(study: Study) -> Claim:
+def norm_growth_alphaedit(study: StudyResults) -> Claim:
     paper_ = "AlphaEdit's edited layers also grow, about 2x beyond the unedited layers"
     threshold = (1 + paper.FIG4_GROWTH["alphaedit"]) / 2
     return _growth_claim(
@@ -104,7 +104,7 @@ def norm_growth_alphaedit(study: Study) -> Claim:
     )
 
 
-def norm_constraint(study: Study) -> Claim:
+def norm_constraint(study: StudyResults) -> Claim:
     paper_ = "The norm constraint stops the growth: edited layers stay near their unedited norm"
     source = "Figs. 7, 16-20"
     threshold = f"growth with NC / growth without < {NC_SHARE:g} ({OURS}: Fig. 7 gives no number)"
@@ -146,7 +146,7 @@ def norm_constraint(study: Study) -> Claim:
     return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))
 
 
-def _mlp_shares(study: Study, run, layers) -> np.ndarray:
+def _mlp_shares(study: StudyResults, run, layers) -> np.ndarray:
     method, variant = run
     rows = study.metrics[(study.metrics["method"] == method) & (study.metrics["variant"] == variant)]
     if method != "unedited":
@@ -156,7 +156,7 @@ def _mlp_shares(study: Study, run, layers) -> np.ndarray:
     return shares.reindex(names).to_numpy()
 
 
-def activation_share(study: Study) -> Claim:
+def activation_share(study: StudyResults) -> Claim:
     paper_ = "MEMIT's edits make the edited layers' MLP output dominate the residual stream; ENCORE's do not"
     source, threshold = (
         "Figs. 5, 8-13",
@@ -186,12 +186,12 @@ def activation_share(study: Study) -> Claim:
     return Claim(paper_, source, measured, threshold, outcome, rule, at)
 
 
-def _batch_steps(study: Study, run) -> pd.Series:
+def _batch_steps(study: StudyResults, run) -> pd.Series:
     rows = study.ledger[(study.ledger["method"] == run[0]) & (study.ledger["variant"] == run[1])]
     return rows.groupby("batch")["iterations"].mean()
 
 
-def _step_cuts(study: Study, pairs, required) -> tuple[list[str], list[str], list[int]]:
+def _step_cuts(study: StudyResults, pairs, required) -> tuple[list[str], list[str], list[int]]:
     """Per (without, with) pair: the step cut 100 (1 - steps(with) / steps(without)), paired by batch; and the
     edit counts the shared batches cover."""
     timing = seconds_per_edit(study.ledger).set_index(["method", "variant"])["s_per_edit"]
@@ -227,7 +227,7 @@ STEPS_NOT_TIME = (
 )
 
 
-def mpes_steps(study: Study) -> Claim:
+def mpes_steps(study: StudyResults) -> Claim:
     paper_ = "MPES makes editing faster: it cuts the time per edit by 39-76% for every editor"
     source, threshold = "Table 1 (time per edit)", f"{STEPS_NOT_TIME}, each editor"
     rule = (
@@ -240,7 +240,7 @@ def mpes_steps(study: Study) -> Claim:
     return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))
 
 
-def table4_steps(study: Study) -> Claim:
+def table4_steps(study: StudyResults) -> Claim:
     paper_ = "ENCORE is faster than EMMET and AlphaEdit"
     source, threshold = "Table 4 (times: Table 1)", f"{STEPS_NOT_TIME}, ENCORE vs each"
     rule = (

@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy.stats import hmean
 
-import encore.evaluation.metrics as metrics
-from encore.datasets import EditRecord
-from encore.evaluation.metrics import answer_nll, counterfact_record_scores, summarise_counterfact
+import encore.evaluation.counterfact as metrics
+from encore.data.datasets import EditRecord
+from encore.evaluation.counterfact import answer_nll, counterfact_record_scores, summarise_counterfact
 from encore.models.tokens import answer_token_ids, encode
 
 PROMPTS = [
@@ -250,8 +250,8 @@ def test_sentencepiece_family_nll_is_exact_on_a_hand_computable_model(sp_tokeniz
 
 
 def test_nll_and_top1_from_one_pass_equal_the_separate_scorers(tiny_gpt2, tokenizer):
-    from encore.evaluation.metrics import answer_nll_and_top1
-    from encore.evaluation.zsre_metrics import answer_token_accuracy
+    from encore.evaluation.counterfact import answer_nll_and_top1
+    from encore.evaluation.zsre import answer_token_accuracy
 
     model = tiny_gpt2.double()
     prompts = ["The capital of France is", "Paris is the capital of", "The mother tongue of Danielle Darrieux is"]

@@ -30,7 +30,7 @@ from encore.models.tokens import answer_token_ids, encode, pad_id, pad_right
 from encore.progress import Progress
 
 
-def _log_probs(model, hidden: torch.Tensor) -> torch.Tensor:
+def head_log_probs(model, hidden: torch.Tensor) -> torch.Tensor:
     """log softmax of the LM head on hidden states (n, d) -> (n, vocab), in float32 (float64 kept)."""
     logits = model.get_output_embeddings()(hidden)
     cap = getattr(model.config, "final_logit_softcapping", None)
@@ -57,7 +57,7 @@ def answer_nll(
     """
 
     def token_nll(hidden_rows, labels):
-        return -_log_probs(model, hidden_rows).gather(1, labels[:, None])[:, 0]
+        return -head_log_probs(model, hidden_rows).gather(1, labels[:, None])[:, 0]
 
     return mean_answer_token_score(model, tokenizer, prompts, answers, token_nll, batch_size, description)
 
@@ -70,7 +70,7 @@ def answer_nll_and_top1(
     is the argmax of its position (teacher forced; a logit soft-cap is monotonic and keeps the argmax)."""
 
     def nll_and_hit(hidden_rows, labels):
-        log_probs = _log_probs(model, hidden_rows)
+        log_probs = head_log_probs(model, hidden_rows)
         nll = -log_probs.gather(1, labels[:, None])[:, 0]
         return torch.stack([nll, (log_probs.argmax(dim=-1) == labels).to(nll.dtype)], dim=1)
 

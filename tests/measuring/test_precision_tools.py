@@ -1,4 +1,4 @@
-"""The fp32 vs bf16-mixed benchmark (encore.precision_benchmark) and fidelity study (encore.precision_fidelity) on a
+"""The fp32 vs bf16-mixed benchmark (encore.measuring.precision_benchmark) and fidelity study (encore.measuring.precision_fidelity) on a
 tiny Llama: every number they print is computed from the two runs, and the paired differences are right."""
 
 import numpy as np
@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import data_dir
 
-from encore import precision_benchmark, precision_fidelity
-from encore.benchmark import Setting
+from encore.data.requests import load_requests
 from encore.editing.hparams import Hyperparameters
-from encore.experiment import load_requests
+from encore.measuring import precision_benchmark, precision_fidelity
+from encore.measuring.benchmark import Setting
 from encore.models import precision
 from encore.models.architecture import read_weight
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import data_dir
 
-from encore import gpu_check
+from encore.measuring import gpu_check
 from encore.models import loading
 
 

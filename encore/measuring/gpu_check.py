@@ -12,8 +12,8 @@ The device machine has torch and transformers but no internet and not this proje
 ``prepare`` writes everything the check reads into one small folder (tokenizer, records, corpus documents, and the
 wheels of jsonschema and its dependencies for the device's Python):
 
-    python -m encore.gpu_check prepare --assets gpu-check-assets --data-dir ../shared/data
-    python -m encore.gpu_check run --assets gpu-check-assets --shape llama3-8b --device cuda --out results.json
+    python -m encore.measuring.gpu_check prepare --assets gpu-check-assets --data-dir ../shared/data
+    python -m encore.measuring.gpu_check run --assets gpu-check-assets --shape llama3-8b --device cuda --out results.json
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 
-from encore import datasets
-from encore.datasets import EditRecord
+from encore.data import datasets
+from encore.data.datasets import EditRecord
 from encore.editing.context import generate_context_templates
 from encore.editing.covariance import sample_documents, second_moments
 from encore.editing.editors import make_editor
-from encore.editing.hparams import Hyperparameters
+from encore.editing.hparams import Hyperparameters, hparams_file
 from encore.editing.sequential import EditorState, edit_batch
 from encore.models.architecture import read_weight, write_weight
 from encore.models.device import resolve_execution, state_device
@@ -114,14 +114,14 @@ def _peak_gib(device: str) -> float | None:
 
 def time_paper_shape(args, tokenizer, records, documents, execution) -> dict:
     """Build the shape on the device, compute C0, edit one batch per variant, evaluate; seconds and peak memory."""
-    from encore.evaluation.metrics import counterfact_record_scores
+    from encore.evaluation.counterfact import counterfact_record_scores
 
     shape = SHAPES[args.shape]
     cuda = execution.is_cuda
     started = time.perf_counter()
     model = build_llama(shape, len(tokenizer), execution.device, execution.torch_dtype, blocks=args.blocks)
     report = {"build_s": time.perf_counter() - started, "parameters": sum(p.numel() for p in model.parameters())}
-    hparams_path = Path(args.hparams_dir) / "MEMIT" / f"{shape['hparams']}.yaml"
+    hparams_path = hparams_file(args.hparams_dir, "memit", shape["hparams"])
 
     def hparams_of(variant: str) -> Hyperparameters:
         hparams = Hyperparameters.from_yaml(hparams_path, variant)
@@ -212,8 +212,8 @@ def prepare(args) -> None:
     """Write the tokenizer, the first records of the authors' order, corpus documents and wheels to ``--assets``."""
     from transformers import AutoTokenizer
 
+    from encore.data.requests import load_requests
     from encore.environment import locked_versions
-    from encore.experiment import load_requests
     from encore.models.loading import prepare_packaged_model
 
     assets = Path(args.assets)

@@ -1,8 +1,8 @@
 """Check the plan at paper shapes on this machine: a random model with Llama-3-8B's layer widths.
 
-    python -m encore.scale_check prepare --blocks 6 --out scale-check     # model, hyperparameters, config
-    snakemake --cores all --configfile scale-check/config.yaml            # the pipeline, with benchmark files
-    python -m encore.scale_check compare --out scale-check                 # measured vs planned, per job
+    python -m encore.measuring.scale_check prepare --blocks 6 --out scale-check  # model, hyperparameters, config
+    snakemake --cores all --configfile scale-check/config.yaml                  # the pipeline, with benchmark files
+    python -m encore.measuring.scale_check compare --out scale-check            # measured vs planned, per job
 
 The model has Llama-3-8B's d_model 4096, d_ff 14336, 32 query and 8 key/value heads, but only ``--blocks``
 blocks and the packaged SmolLM2 tokenizer's vocabulary, so it fits a 24 GB machine; weights are random
@@ -44,7 +44,7 @@ def prepare(out: Path, blocks: int, layers: list[int], steps: int, edits: int, d
         tokenizer.save_pretrained(model_dir)
         del model
     base = {"v_num_grad_steps": steps, "v_lr": 0.5, "mom2_update_weight": 15000, "mom2_n_samples": documents,
-            "mom2_max_length": 512, "layers": layers, "source": "encore.scale_check: Llama-3-8B widths"}  # fmt: skip
+            "mom2_max_length": 512, "layers": layers, "source": "encore.measuring.scale_check: Llama-3-8B widths"}  # fmt: skip
     folder = out / "hparams" / "MEMIT"
     folder.mkdir(parents=True, exist_ok=True)
     variants = {"variants": {"mpes_nc": {"mpes": 1, "norm_lambda": 20}}}  # ENCORE

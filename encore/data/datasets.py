@@ -253,7 +253,7 @@ class EditRecord:
         return self.prompt.format(self.subject)
 
 
-class _Where:
+class RecordLocation:
     """Builds one-line error messages for record `index` of file `name`."""
 
     def __init__(self, name: str, index: int, case_id: Any = "?"):
@@ -304,7 +304,7 @@ def load_counterfact(path: str | Path, qna_path: str | Path | None = None) -> li
     name = Path(path).name
     records, seen = [], {}
     for index, raw in enumerate(_read_json(path, list)):
-        where = _Where(name, index, raw.get("case_id", "?") if isinstance(raw, dict) else "?")
+        where = RecordLocation(name, index, raw.get("case_id", "?") if isinstance(raw, dict) else "?")
         record = counterfact_record(raw, where)
         if record.case_id in seen:
             raise where.error(f"duplicate case_id (first at record {seen[record.case_id]})")
@@ -314,7 +314,7 @@ def load_counterfact(path: str | Path, qna_path: str | Path | None = None) -> li
         qna_name = Path(qna_path).name
         by_id = {record.case_id: record for record in records}
         for index, raw in enumerate(_read_json(qna_path, list)):
-            where = _Where(qna_name, index)
+            where = RecordLocation(qna_name, index)
             case_id = where.get(raw, "case_index", int)
             question = where.get(raw, "qna_question", str)
             if case_id in by_id:
@@ -322,7 +322,7 @@ def load_counterfact(path: str | Path, qna_path: str | Path | None = None) -> li
     return records
 
 
-def counterfact_record(raw: Any, where: _Where) -> EditRecord:
+def counterfact_record(raw: Any, where: RecordLocation) -> EditRecord:
     """One CounterFact record in the ROME schema (``where`` names it in errors)."""
     case_id = where.get(raw, "case_id", int)
     prompt = where.get(raw, "requested_rewrite.prompt", str)
@@ -352,12 +352,12 @@ def load_zsre(path: str | Path, generation_pool: Sequence[str] | None = None) ->
     """
     name = Path(path).name
     return [
-        zsre_record(raw, _Where(name, index, index), index, generation_pool)
+        zsre_record(raw, RecordLocation(name, index, index), index, generation_pool)
         for index, raw in enumerate(_read_json(path, list))
     ]
 
 
-def subject_template(text: str, subject: str, where: _Where, field_name: str) -> str:
+def subject_template(text: str, subject: str, where: RecordLocation, field_name: str) -> str:
     """``text`` with its first occurrence of ``subject`` replaced by the "{}" slot, literal braces escaped so that
     ``template.format(subject) == text``; a one-line error when the subject is empty or not in the text."""
     if not subject or subject not in text:
@@ -366,7 +366,9 @@ def subject_template(text: str, subject: str, where: _Where, field_name: str) ->
     return escaped.replace(subject.replace("{", "{{").replace("}", "}}"), "{}", 1)
 
 
-def zsre_record(raw: Any, where: _Where, case_id: int, generation_pool: Sequence[str] | None = None) -> EditRecord:
+def zsre_record(
+    raw: Any, where: RecordLocation, case_id: int, generation_pool: Sequence[str] | None = None
+) -> EditRecord:
     """One zsRE record in the MEND schema: the edit target is ``answers[0]`` and the neighborhood prompt the NQ
     question ``loc`` without its "nq question: " prefix plus "?" (the MEMIT reference)."""
     subject = where.get(raw, "subject", str)

@@ -1,0 +1,159 @@
+"""The collect_results rule: an experiment's per-snapshot files gathered into the CSVs every table and figure is
+made of (metrics, norms, ledger, runs; records and downstream records where written), with their checksums.
+
+``collect`` checks each snapshot's ledger and norms against its manifest and refuses evaluations scored in different
+precisions; ``verify_collected`` checks the checksums before anything reads the CSVs (the paper_outputs rule, a
+study's publishing). ``completed_results`` lists what a study in progress has finished (tools/study.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from encore.data.datasets import file_sha256
+
+
+def read_csvs(paths) -> pd.DataFrame:
+    missing = [str(path) for path in paths if not Path(path).exists()]
+    if missing:
+        raise FileNotFoundError(f"missing result files (run the pipeline for them first): {', '.join(missing)}")
+    return pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+
+
+COLLECTED = ("metrics.csv", "norms.csv", "ledger.csv", "runs.csv")
+# per-record editing scores and per-item downstream predictions; collected folders from before them lack them
+OPTIONAL_COLLECTED = ("records.csv", "downstream_records.csv")
+CHECKSUMS = "sha256.json"
+
+
+def collect(
+    metric_files, norm_files, ledger_files, manifest_files, out_dir: Path, record_files=(), downstream_files=()
+) -> None:
+    """metrics.csv, norms.csv, ledger.csv and runs.csv (hyperparameters and provenance of each run's
+    last snapshot) in ``out_dir``: everything the tables and figures are made of; with ``record_files`` also
+    records.csv (the per-record editing scores of every evaluation), with ``downstream_files``
+    downstream_records.csv (the per-item downstream predictions); then sha256.json, their
+    checksums, which ``verify_collected`` checks before they are used. Each snapshot's ledger and norms are
+    checked against its manifest first."""
+    from encore.editing.snapshots import _read_manifest
+
+    scored_in = score_precisions(metric_files)  # before anything is written
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in manifest_files:
+        _read_manifest(Path(path).parent, names=["ledger.csv", "norms.csv"])
+    read_csvs(metric_files).to_csv(out_dir / "metrics.csv", index=False)
+    read_csvs(norm_files).to_csv(out_dir / "norms.csv", index=False)
+    read_csvs(ledger_files).to_csv(out_dir / "ledger.csv", index=False)
+    (out_dir / "records.csv").unlink(missing_ok=True)
+    if record_files:  # 12 significant digits, as each evaluation wrote them (encore.evaluation.rows)
+        read_csvs(record_files).to_csv(out_dir / "records.csv", index=False, float_format="%.12g")
+    (out_dir / "downstream_records.csv").unlink(missing_ok=True)
+    if downstream_files:
+        read_csvs(downstream_files).to_csv(out_dir / "downstream_records.csv", index=False)
+    runs = {}
+    for path in manifest_files:
+        manifest = json.loads(Path(path).read_text())
+        key = (manifest["method"], manifest["variant"], manifest["data"]["order_file"]["sample"])
+        if key not in runs or manifest["edits_done"] > runs[key]["edits"]:
+            execution = manifest.get("execution", {})
+            hp = manifest["hparams"]
+            runs[key] = {
+                "method": key[0],
+                "variant": key[1],
+                "order": key[2],
+                "edits": manifest["edits_done"],
+                "model": manifest["model_name"],
+                "layers": " ".join(map(str, hp["layers"])),
+                "lambda_p": hp["mom2_update_weight"],
+                "lambda_n": hp["norm_lambda"],
+                "mpes": hp["mpes"],
+                "mpes_rule": hp["mpes_rule"],
+                "emmet_lambda": hp["emmet_lambda"],
+                "nullspace_threshold": hp["nullspace_threshold"],
+                "alphaedit_l2": hp["alphaedit_l2"],
+                "rect_fraction": hp.get("rect_fraction"),  # absent from manifests written before RECT/PRUNE
+                "prune_log_base": hp.get("prune_log_base"),
+                "v_num_grad_steps": hp["v_num_grad_steps"],
+                "v_lr": hp["v_lr"],
+                "clamp_norm_factor": hp["clamp_norm_factor"],
+                "kl_factor": hp["kl_factor"],
+                "mom2_n_samples": hp["mom2_n_samples"],
+                "seed": manifest["seed"],
+                "batch_size": manifest["batch_size"],
+                "edit_precision": execution.get("precision", "fp32"),
+                "score_precision": scored_in,
+                "code": json.dumps(manifest.get("code")),
+            }
+    pd.DataFrame(list(runs.values())).to_csv(out_dir / "runs.csv", index=False)
+    names = COLLECTED + tuple(name for name in OPTIONAL_COLLECTED if (out_dir / name).exists())
+    checksums = {name: file_sha256(out_dir / name) for name in names}
+    (out_dir / CHECKSUMS).write_text(json.dumps(checksums, indent=1) + "\n")
+
+
+def completed_results(results: Path) -> dict[str, list[Path]]:
+    """``collect``'s inputs from what an experiment has finished so far (a study in progress): every snapshot whose
+    manifest is written (a snapshot's last file) and every evaluation whose metrics CSV is written (an evaluation's
+    last file), the unedited model's included. Keys: metrics, norms, ledgers, manifests, records, downstream."""
+    results = Path(results)
+    manifests = sorted(results.glob("*/*/order*/snapshots/edits_*/manifest.json"))
+    metrics = sorted(results.glob("*/*/order*/metrics/edits_*[0-9].csv")) + sorted(
+        results.glob("unedited/order*/metrics.csv")
+    )
+    return {
+        "metrics": metrics,
+        "norms": [path.with_name("norms.csv") for path in manifests],
+        "ledgers": [path.with_name("ledger.csv") for path in manifests],
+        "manifests": manifests,
+        "records": [path.with_suffix(".records.csv") for path in metrics],
+        "downstream": [path.with_suffix(".downstream.csv") for path in metrics],
+    }
+
+
+def score_precision(metrics_file: Path) -> str:
+    """The precision an evaluation scored in, from the ``.provenance.json`` beside its metrics CSV (fp32 where the
+    record predates the setting or is absent)."""
+    provenance = Path(metrics_file).with_suffix(".provenance.json")
+    if not provenance.exists():
+        return "fp32"
+    execution = json.loads(provenance.read_text()).get("execution", {})
+    return execution.get("score_precision", execution.get("precision", "fp32"))  # an API evaluation names both
+
+
+def score_precisions(metric_files) -> str:
+    """The one precision every evaluation of a collection scored in; a one-line error naming two files that
+    differ, since runs scored in different precisions are never compared (docs/precision.md)."""
+    first = {}
+    for path in metric_files:
+        precision = score_precision(path)
+        first.setdefault(precision, path)
+        if len(first) > 1:
+            (a, file_a), (b, file_b) = list(first.items())[:2]
+            raise ValueError(
+                f"{file_b}: scored in {b} but {file_a} in {a}; runs scored in different precisions are not compared: "
+                "re-evaluate them with one scoring precision (config key precision: {edit: ..., score: ...})"
+            )
+    return next(iter(first), "fp32")
+
+
+def verify_collected(results: Path) -> None:
+    """Fail with a one-line error naming the file and the fix when a collected CSV differs from what
+    ``collect`` wrote (corrupted or edited since). The paper_outputs rule calls it before reading them."""
+    results = Path(results)
+    try:
+        checksums = json.loads((results / CHECKSUMS).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{results / CHECKSUMS}: unreadable ({type(error).__name__}); {_RECOLLECT}") from None
+    optional = tuple(name for name in OPTIONAL_COLLECTED if name in checksums or (results / name).exists())
+    for name in COLLECTED + optional:
+        path = results / name
+        if not path.is_file():
+            raise ValueError(f"{path}: missing; {_RECOLLECT}")
+        if file_sha256(path) != checksums.get(name):
+            raise ValueError(f"{path}: checksum differs from {CHECKSUMS} (corrupted or edited); {_RECOLLECT}")
+
+
+_RECOLLECT = "delete it and rerun snakemake to collect the results again"
