@@ -20,8 +20,10 @@ way, from a layer to the same or a lower one, with no circle (tests/test_layout.
   down-projection lives per family), ``hooks``, ``tokens``, ``prefix_attention`` (forwards that continue
   from recorded keys/values), ``decoding`` (batched greedy or sampled continuations with the key/value cache),
   ``device`` and ``precision`` (where and in which precision models run).
-* ``editing/``: ``covariance`` (the statistics rule; C0 and AlphaEdit's projector are inputs of the editors),
-  ``statistics_files`` (the ROME/MEMIT lineage's statistics files: import, export), ``context``, ``keys``,
+* ``editing/``: ``statistics`` (the statistics rule: C0 of every layer, computed or imported, and its manifest),
+  ``covariance`` (C0 over the corpus, AlphaEdit's projector, the content-addressed cache), ``statistics_files``
+  (the ROME/MEMIT lineage's file format: read, export) and ``statistics_sources`` (where such files come from:
+  local, URL, hub; their import), ``context``, ``keys``,
   ``targets`` and ``target_forward`` (with ``mpes_stop``, the MPES rule), ``editors`` (per-layer closed forms,
   the editor registry), ``restraints`` (RECT, PRUNE), ``hparams``, ``sequential`` (the batch loop), ``snapshots``.
 * ``evaluation/``: ``rows`` (every metric of one model state as tidy rows), ``counterfact`` and ``zsre`` (the

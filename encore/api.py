@@ -24,10 +24,11 @@ from encore.data.datasets import EditRecord, RecordLocation
 from encore.data.record_formats import parse_record
 from encore.data.requests import load_requests as load_ordered_requests
 from encore.editing.hparams import Hyperparameters, hparams_file
+from encore.editing.statistics import statistics_manifest
 from encore.models.device import resolve_execution
 from encore.models.loading import load_model
 from encore.models.precision import precision_scope
-from encore.session import EditingSession, evaluate_model, read_requests, statistics_manifest, write_evaluation
+from encore.session import EditingSession, evaluate_model, read_requests, write_evaluation
 from encore.settings import EvaluationSettings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -188,3 +188,39 @@ if __name__ == "__main__":
     from encore.cli import run
 
     run(main)
+
+
+def code_version() -> dict:
+    """Package version and, inside a git checkout, the commit and whether the tree is dirty (recorded in every
+    manifest and provenance file)."""
+    import platform
+    import subprocess
+
+    import torch
+    import transformers
+
+    import encore
+
+    version = {
+        "encore": encore.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+    version["environment"] = summary()
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        version.update(git_commit=commit, git_dirty=bool(dirty))
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return version

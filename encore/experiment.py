@@ -15,21 +15,12 @@ from pathlib import Path
 from encore.data import datasets
 from encore.data.requests import load_requests, records_description
 from encore.editing.hparams import Hyperparameters
+from encore.editing.statistics import statistics_manifest
 from encore.models.device import resolve_execution
 from encore.models.loading import load_model
 from encore.progress import clock, log
-from encore.session import (
-    EditingSession,
-    code_version,
-    evaluate_model,
-    load_covariances,
-    read_requests,
-    statistics_manifest,
-    write_evaluation,
-)
+from encore.session import EditingSession, evaluate_model, read_requests, write_evaluation
 from encore.settings import EvaluationSettings, RunSettings
-
-__all__ = ["code_version", "load_covariances"]  # kept importable from here
 
 
 def check_methods(methods: list[str], hparams_dir) -> None:

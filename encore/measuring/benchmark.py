@@ -35,11 +35,11 @@ from encore.editing.editors import make_editor
 from encore.editing.hparams import Hyperparameters, hparams_file
 from encore.editing.keys import BatchKeys
 from encore.editing.sequential import EditorState, edit_batch
+from encore.editing.statistics import load_covariances, statistics_manifest
 from encore.editing.targets import optimise_targets
 from encore.models.architecture import read_weight, write_weight
 from encore.models.device import resolve_execution
 from encore.models.loading import load_model
-from encore.session import load_covariances, statistics_manifest
 
 
 def _timed(function):
@@ -103,7 +103,7 @@ class Setting:
 
 def prepare(args) -> Setting:
     """Model, the batch (the first ``--edits`` requests of CounterFact order 0), context templates, C0 (the pipeline's
-    cached statistics: encore.session.statistics_manifest, load_covariances)."""
+    cached statistics: encore.editing.statistics.statistics_manifest, load_covariances)."""
     resources = Path(args.resources)
 
     hparams = Hyperparameters.from_yaml(hparams_file("hparams", args.method, args.model, "counterfact"), args.variant)

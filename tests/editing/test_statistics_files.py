@@ -12,7 +12,7 @@ import torch
 from conftest import CORPUS
 
 from encore.data.datasets import file_digests
-from encore.editing import statistics_files
+from encore.editing import statistics_files, statistics_sources
 from encore.editing.covariance import (
     load_or_compute_statistics,
     load_statistic,
@@ -22,15 +22,17 @@ from encore.editing.covariance import (
     tensor_sha256,
 )
 from encore.editing.statistics_files import (
-    MEMIT_STATS_URL,
     StatisticsFileError,
-    StatisticsSource,
     export_statistics,
-    import_statistics,
     layout_path,
-    load_imported,
     parse_file_name,
     read_statistics_file,
+)
+from encore.editing.statistics_sources import (
+    MEMIT_STATS_URL,
+    StatisticsSource,
+    import_statistics,
+    load_imported,
     statistics_source,
 )
 from encore.models.architecture import architecture_of, read_weight
@@ -268,8 +270,8 @@ def test_a_url_download_is_verified_by_the_known_files_registry(tiny_gpt2, gpt2_
     layout = gpt2_file.relative_to(tmp_path / "stats").as_posix()
     registry = tmp_path / "known.yaml"
     registry.write_text(f"url: {{{MEMIT_STATS_URL}: {{{layout}: {file_digests(gpt2_file)[0]}}}}}\nhub: {{}}\n")
-    monkeypatch.setattr(statistics_files, "KNOWN_FILES", registry)
-    monkeypatch.setattr(statistics_files, "urlopen", lambda url, timeout: io.BytesIO(gpt2_file.read_bytes()))
+    monkeypatch.setattr(statistics_sources, "KNOWN_FILES", registry)
+    monkeypatch.setattr(statistics_sources, "urlopen", lambda url, timeout: io.BytesIO(gpt2_file.read_bytes()))
     entries = do_import(tiny_gpt2, StatisticsSource("url", model_dir=MODEL_DIR), tmp_path, layers=[1])
     assert entries[1]["key"]["imported"]["file_sha256"] == file_digests(gpt2_file)[0]
 
@@ -283,7 +285,7 @@ def test_a_url_download_is_verified_and_a_bad_one_removed(tiny_gpt2, gpt2_file, 
             raise HTTPError(url, 404, "Not Found", {}, None)
         return io.BytesIO(served["body"])
 
-    monkeypatch.setattr(statistics_files, "urlopen", fake_urlopen)
+    monkeypatch.setattr(statistics_sources, "urlopen", fake_urlopen)
     layout = gpt2_file.relative_to(tmp_path / "stats").as_posix()
     good = file_digests(gpt2_file)[0]
     source = StatisticsSource("url", model_dir=MODEL_DIR, sha256={layout: good})

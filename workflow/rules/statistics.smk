@@ -1,6 +1,6 @@
 # Second moments C0 of the edited layers' keys over the Wikipedia sample (cached, content-addressed), or imported
 # from statistics files of the ROME/MEMIT lineage (config ``statistics``; docs/statistics.md).
-from encore.editing.statistics_files import statistics_source
+from encore.editing.statistics_sources import statistics_source
 
 # checked before any job runs; a param only when imported, so that computed results keep the params they were made with
 STATISTICS_IMPORT = (
