@@ -36,7 +36,7 @@ def study(tmp_path):
     python.chmod(0o755)
     state = {"study_file": "configs/studies/x.yaml", "commit": "0" * 40, "data_dir": None}
     (tmp_path / "study" / "study.json").write_text(json.dumps(state))
-    return study_tool.StudyResults(tmp_path / "study")
+    return study_tool.Study(tmp_path / "study")
 
 
 def write_snapshot(study, run, edits, edit_seconds, evaluate_seconds=None):

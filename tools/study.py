@@ -422,6 +422,12 @@ def collect(study: Study, out: Path | None) -> None:
                 "the Snakemake benchmark files of the jobs done; the lanes share 2 cores with other work, so they are "
                 "not speed measurements).", "", *status_table(study, rows), ""]  # fmt: skip
     (out / "progress.md").write_text("\n".join(progress))
+    # publishing settings are this checkout's (the pinned study file may predate them)
+    baseline = yaml.safe_load((REPO / study.state["study_file"]).read_text()).get("precision_baseline")
+    if baseline:  # the same runs edited in fp32: how bf16-mixed editing compounds (precision-compounding.md)
+        from encore.reporting.precision_compounding import write as write_compounding
+
+        written += write_compounding(out, REPO / baseline)
     runs = ", ".join(f"{run} {row['edits']:,}" for run, row in reached.items() if run != "unedited")
     print(f"published {len(written)} files to {out}; edits reached: {runs}")
 
