@@ -14,8 +14,9 @@ way, from a layer to the same or a lower one, with no circle (tests/test_layout.
                                     load_editor``), the plan of a run (``python -m encore.plan``)
     measuring/                      tools that measure the code: benchmarks, precision fidelity, GPU and scale checks
 
-* ``data/``: ``datasets`` (registered data files, checksummed, and their loaders), ``record_formats`` (the ROME,
-  MEND and EasyEdit record schemas), ``requests`` (edit requests in the authors' order, with their provenance).
+* ``data/``: ``files`` (the registered data files: local or downloaded, checked against their sha256), ``datasets``
+  (``EditRecord``, the CounterFact and zsRE loaders, orderings, corpus texts), ``record_formats`` (the ROME, MEND
+  and EasyEdit record schemas), ``requests`` (edit requests in the authors' order, with their provenance).
 * ``models/``: ``loading`` (packaged GGUF, hub, local directories), ``architecture`` (where the edited
   down-projection lives per family), ``hooks``, ``tokens``, ``prefix_attention`` (forwards that continue
   from recorded keys/values), ``decoding`` (batched greedy or sampled continuations with the key/value cache),

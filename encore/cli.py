@@ -1,7 +1,7 @@
 """Command-line entry points (``python -m encore.<tool>``) end bad input and missing data with one line.
 
 ``run(main)`` calls the tool's ``main()``; an error of the kinds bad input and missing data raise (ValueError and its
-subclasses, OSError, RuntimeError, encore.data.datasets.DataError) ends the process with one line naming the tool, the
+subclasses, OSError, RuntimeError, encore.data.files.DataError) ends the process with one line naming the tool, the
 kind and the message's first line, exit status 1. ``ENCORE_TRACEBACK=1`` lets the traceback through (for a bug).
 """
 
@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from encore.data.datasets import DataError
+from encore.data.files import DataError
 
 EXPECTED = (ValueError, OSError, RuntimeError, DataError)
 

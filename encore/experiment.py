@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from encore.data import datasets
+from encore.data import files
 from encore.data.requests import load_requests, records_description
 from encore.editing.hparams import Hyperparameters
 from encore.editing.statistics import statistics_manifest
@@ -55,7 +55,7 @@ def check_edit_count(
     """Requests available in the ordering; a clear error when ``num_edits`` exceeds them. Returns None (no
     check) when the data files would first have to be downloaded: the edit rule checks again."""
     keys = {"counterfact": ("counterfact", "counterfact_order"), "zsre": ("zsre", "zsre_order")}[dataset]
-    if not all(datasets.is_available(key, data_dir, cache_dir) for key in keys[1 if records_files else 0 :]):
+    if not all(files.is_available(key, data_dir, cache_dir) for key in keys[1 if records_files else 0 :]):
         return None
     records, provenance = load_requests(dataset, data_dir, cache_dir, order_sample, None, records_files)
     if num_edits > len(records):

@@ -15,7 +15,7 @@ from conftest import data_dir, tiny_editor, tiny_run
 from safetensors.torch import load_file
 
 from encore import api, experiment
-from encore.data.datasets import DataError
+from encore.data.files import DataError
 from encore.editing.hparams import Hyperparameters
 
 TIMINGS = ["targets_s", "keys_s", "solve_s", "efficacy_s"]

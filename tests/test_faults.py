@@ -24,7 +24,7 @@ import torch
 from conftest import data_dir, make_tiny_llama
 from pipeline_helpers import args_for, make_workdir, save_tiny_model, snakemake, snakemake_command
 
-from encore.data import datasets
+from encore.data import datasets, files
 from encore.editing.covariance import StatisticsCacheError, load_or_compute_statistics, load_statistic
 from encore.editing.sequential import EditorState
 from encore.editing.snapshots import KEYS, MANIFEST, WEIGHTS, SnapshotError, load_snapshot, save_snapshot
@@ -331,7 +331,7 @@ def test_a_corrupted_snapshot_stops_the_next_segment_and_the_fix_resumes(referen
 def test_a_corrupted_statistics_cache_is_named_and_recomputed(tiny, tmp_path, damage):
     model_dir, _ = tiny
     loaded = load_model(model_dir)
-    corpus = datasets.resolve_data_file("wikipedia", data_dir(), tmp_path / "data")
+    corpus = files.resolve_data_file("wikipedia", data_dir(), tmp_path / "data")
     documents = list(datasets.iter_corpus_texts(corpus.path))[:200]
 
     def statistics():

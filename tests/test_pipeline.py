@@ -13,7 +13,7 @@ import pytest
 from pipeline_helpers import make_workdir, save_tiny_model, snakemake, snakemake_command
 from safetensors.torch import load_file
 
-from encore.editing.snapshots import file_sha256
+from encore.data.files import file_sha256
 
 
 def test_workflow_lints_clean():

@@ -27,7 +27,6 @@ from typing import Any
 
 from encore.data.datasets import (
     _NQ_PREFIX,
-    DataError,
     EditRecord,
     RecordLocation,
     _read_json,
@@ -35,6 +34,7 @@ from encore.data.datasets import (
     subject_template,
     zsre_record,
 )
+from encore.data.files import DataError
 
 SCHEMAS = ("rome", "mend", "easyedit")
 _LOCALITY_PREFERENCE = ("Relation_Specificity", "Forgetfulness")  # KnowEdit kinds, in EasyEdit's order

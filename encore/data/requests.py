@@ -1,7 +1,7 @@
 """Edit requests: the records of a data set (or of ``records_files``) in the authors' order, with their provenance.
 
-The loaders of the data files live in ``encore.data.datasets``, the record schemas in ``encore.data.record_formats``;
-this module puts them together for the edit and evaluate stages and the library API (docs/pipeline.md).
+The data files come from encore.data.files, their loaders from encore.data.datasets and the record schemas from
+encore.data.record_formats; this module puts them together for the edit and evaluate stages and the library API.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from encore.data import datasets, record_formats
+from encore.data import datasets, files, record_formats
 from encore.progress import log
 
 
@@ -26,14 +26,14 @@ def load_requests(
     if dataset not in ("counterfact", "zsre"):
         raise ValueError(f"unknown dataset {dataset!r} (known: counterfact, zsre)")
     if records_files:
-        records, files = _load_records_files(dataset, records_files, data_dir)
-        order_file = datasets.resolve_data_file(f"{dataset}_order", data_dir, cache_dir)
-        full_zsre = [f["git_blob_sha1"] for f in files] == [datasets.REGISTRY["zsre"].git_blob_sha1]
-        authors_order = all(f["own_case_ids"] for f in files) or full_zsre
-        source = {"records_files": [{k: v for k, v in f.items() if k != "own_case_ids"} for f in files]}
+        records, read = _load_records_files(dataset, records_files, data_dir)
+        order_file = files.resolve_data_file(f"{dataset}_order", data_dir, cache_dir)
+        full_zsre = [f["git_blob_sha1"] for f in read] == [files.REGISTRY["zsre"].git_blob_sha1]
+        authors_order = all(f["own_case_ids"] for f in read) or full_zsre
+        source = {"records_files": [{k: v for k, v in f.items() if k != "own_case_ids"} for f in read]}
     else:
-        records_file = datasets.resolve_data_file(dataset, data_dir, cache_dir)
-        order_file = datasets.resolve_data_file(f"{dataset}_order", data_dir, cache_dir)
+        records_file = files.resolve_data_file(dataset, data_dir, cache_dir)
+        order_file = files.resolve_data_file(f"{dataset}_order", data_dir, cache_dir)
         load = datasets.load_counterfact if dataset == "counterfact" else datasets.load_zsre
         records = load(records_file.path)
         # positions of the local zsRE subset in the full file are unknown: the authors' order cannot apply
@@ -64,29 +64,29 @@ def _records_path(name, data_dir) -> Path:
         return Path(directory) / path
     if not path.is_file():
         where = f"{directory} or the working directory" if directory else "the working directory"
-        raise datasets.DataError(f"records_files: {name} not found (looked in {where}); give an existing JSON file")
+        raise files.DataError(f"records_files: {name} not found (looked in {where}); give an existing JSON file")
     return path
 
 
 def _load_records_files(dataset: str, names: list, data_dir) -> tuple[list, list[dict]]:
     """Records of every file (case ids unique over all of them) and, per file, what the provenance records."""
-    records, files, first_file = [], [], {}
+    records, read, first_file = [], [], {}
     for name in names:
         path = _records_path(name, data_dir)
         loaded, info = record_formats.load_records(path, dataset, first_case_id=len(records))
         for record in loaded:
             if record.case_id in first_file:
-                raise datasets.DataError(
+                raise files.DataError(
                     f"records_files: case_id {record.case_id} is in {first_file[record.case_id]} and in {path}; "
                     "give every record its own case_id"
                 )
             first_file[record.case_id] = path
-        sha256, blob = datasets.file_digests(path)
-        files.append({**info, "sha256": sha256, "git_blob_sha1": blob})
+        sha256, blob = files.file_digests(path)
+        read.append({**info, "sha256": sha256, "git_blob_sha1": blob})
         for note in info["notes"]:
             log(f"{path.name} ({info['schema']} schema): {note}")
         records += loaded
-    return records, files
+    return records, read
 
 
 def records_description(provenance: dict) -> str:

@@ -20,7 +20,6 @@ Editors that need the unedited weights (MEMIT+PRUNE: EditorState.original_weight
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from encore.data.files import file_sha256
 from encore.editing.editors import accumulate_keys
 from encore.editing.sequential import EditorState
 from encore.models.architecture import read_weight, write_weight
@@ -43,14 +43,6 @@ ORIGINAL = "original.safetensors"
 
 class SnapshotError(RuntimeError):
     """A snapshot is missing, corrupted or belongs to another model / layer set."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

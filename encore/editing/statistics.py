@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from encore.data import datasets
+from encore.data import datasets, files
 from encore.editing.covariance import (
     load_or_compute_projector,
     load_or_compute_statistics,
@@ -61,7 +61,7 @@ def statistics_manifest(
             "execution": run.describe(),
             "code": code_version(),
         }
-    corpus = datasets.resolve_data_file("wikipedia", data_dir, resources / "data")
+    corpus = files.resolve_data_file("wikipedia", data_dir, resources / "data")
     started = time.perf_counter()
     paths = load_or_compute_statistics(
         loaded.model,

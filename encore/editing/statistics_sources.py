@@ -21,7 +21,7 @@ from urllib.request import urlopen
 import torch
 import yaml
 
-from encore.data.datasets import file_digests
+from encore.data.files import file_digests
 from encore.editing.covariance import (
     STATISTICS_VERSION,
     StatisticsCacheError,

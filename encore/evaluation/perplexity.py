@@ -18,7 +18,8 @@ import math
 
 import torch
 
-from encore.data.datasets import DataError, read_text, resolve_data_file
+from encore.data.datasets import read_text
+from encore.data.files import DataError, resolve_data_file
 from encore.evaluation.counterfact import head_log_probs
 
 CORPUS = "wikitext2_test"  # data registry key (encore.data.datasets)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from encore.data import datasets
+from encore.data import datasets, files
 from encore.data.datasets import EditRecord
 from encore.editing.context import generate_context_templates
 from encore.editing.covariance import sample_documents, second_moments
@@ -226,7 +226,7 @@ def prepare(args) -> None:
     tokenizer.save_pretrained(assets / "tokenizer")
     records, _ = load_requests("counterfact", args.data_dir, resources / "data", "0", args.edits)
     (assets / "records.json").write_text(json.dumps([dataclasses.asdict(r) for r in records]))
-    corpus = datasets.resolve_data_file("wikipedia", args.data_dir, resources / "data")
+    corpus = files.resolve_data_file("wikipedia", args.data_dir, resources / "data")
     documents = sample_documents(list(datasets.iter_corpus_texts(corpus.path)), args.documents)
     (assets / "documents.json").write_text(json.dumps(documents))
     if args.wheels:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from encore.data.datasets import file_sha256
+from encore.data.files import file_sha256
 
 
 def read_csvs(paths) -> pd.DataFrame:

@@ -73,7 +73,8 @@ def test_evaluation_reads_weights_without_rebuilding_the_state(tmp_path, tokeniz
 def test_format_1_snapshots_with_stored_state_still_resume(tmp_path, tokenizer):
     from safetensors.torch import save_file
 
-    from encore.editing.snapshots import WEIGHTS, file_sha256
+    from encore.data.files import file_sha256
+    from encore.editing.snapshots import WEIGHTS
 
     model = make_tiny_llama(len(tokenizer))
     d_ff = read_weight(model, 1).shape[1]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import CORPUS
 
-from encore.data.datasets import file_digests
+from encore.data.files import file_digests
 from encore.editing import statistics_files, statistics_sources
 from encore.editing.covariance import (
     load_or_compute_statistics,

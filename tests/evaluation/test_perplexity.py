@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from encore.data.datasets import DataError, read_text, resolve_data_file
+from encore.data.datasets import read_text
+from encore.data.files import DataError, resolve_data_file
 from encore.evaluation.perplexity import (
     corpus_ids,
     corpus_perplexity_rows,
