@@ -9,7 +9,7 @@ way, from a layer to the same or a lower one, with no circle (tests/test_layout.
     editing/                        the statistics and edit rules: C0, keys, targets, the closed forms
     evaluation/                     the evaluate rule: metric rows of one model state
     reporting/                      the report rules: collected CSVs, tables, figures, claims, publishing a study
-    session, experiment, api, plan  entry points: one editing/evaluation code path (session) for the pipeline's
+    session, experiment, api, plan/ entry points: one editing/evaluation code path (session) for the pipeline's
                                     stages (experiment) and the library API (api: ``from encore.api import
                                     load_editor``), the plan of a run (``python -m encore.plan``)
     measuring/                      tools that measure the code: benchmarks, precision fidelity, GPU and scale checks
@@ -38,6 +38,8 @@ way, from a layer to the same or a lower one, with no circle (tests/test_layout.
   and ``claims/``: the paper's claims as rules fixed before the runs (``base``: a study's
   collected CSVs and paired per-fact scores; rules in ``editing``, ``norms``, ``general``; bootstrap
   ``intervals``; ``results``: the results page).
+* ``plan/``: ``shapes`` (model shapes), ``costs`` (the cost model: FLOPs, bytes and seconds per rule; ``Planner``),
+  the package itself: the config, Snakemake's per-rule resources, ``main``.
 * ``measuring/``: ``benchmark`` (one batch three ways), ``precision_benchmark`` and ``precision_fidelity`` (fp32
   against bf16-mixed: speed, then fidelity over sequential edits), ``gpu_check``, ``scale_check``.
 * ``api`` is not re-exported here: this root sits in the lowest layer, and importing the entry points from it

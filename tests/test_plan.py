@@ -2,7 +2,9 @@
 
 import pytest
 
-from encore.plan import KNOWN_SHAPES, Planner, experiment_hparams, load_config, model_shape, summarise
+from encore.plan import experiment_hparams, load_config, summarise
+from encore.plan.costs import Planner
+from encore.plan.shapes import KNOWN_SHAPES, model_shape
 
 LLAMA3 = "configs/paper/llama3-8b-counterfact.yaml"
 
@@ -88,15 +90,16 @@ def test_imported_statistics_cost_no_pass_over_the_corpus():
 @pytest.mark.parametrize("supported", [None, 1000])
 def test_the_statistics_cost_at_the_supported_n_is_left_to_the_measurement(supported, monkeypatch, capsys):
     from encore import plan
+    from encore.plan import costs
 
-    monkeypatch.setattr(plan, "SUPPORTED_N_SAMPLES", supported)  # filled in by the N-sweep, never guessed here
+    monkeypatch.setattr(costs, "SUPPORTED_N_SAMPLES", supported)  # filled in by the N-sweep, never guessed here
     plan.main(["--configfile", LLAMA3])
     out = capsys.readouterr().out
     assert "statistics: computed here, at the configured N = 10,000 documents" in out
     config = load_config([LLAMA3])
     [row] = Planner(config, experiment_hparams(config), "h100").statistics_summary()["settings"]
     if supported is None:
-        assert "at the N the measurement supports (encore.plan.SUPPORTED_N_SAMPLES): not measured yet" in out
+        assert "at the N the measurement supports (encore.plan.costs.SUPPORTED_N_SAMPLES): not measured yet" in out
         assert row["supported_seconds"] is None
     else:
         assert "at the N the measurement supports, 1,000 documents: " in out

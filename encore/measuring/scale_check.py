@@ -82,7 +82,8 @@ def measured(out: Path, workdir: Path) -> pd.DataFrame:
 
 
 def compare(out: Path, workdir: Path) -> pd.DataFrame:
-    from encore.plan import Planner, experiment_hparams, load_config
+    from encore.plan import experiment_hparams, load_config
+    from encore.plan.costs import Planner
 
     config = {**load_config([]), **yaml.safe_load((out / "config.yaml").read_text())}
     planner = Planner(config, experiment_hparams(config), "cpu")

@@ -1,88 +1,15 @@
-"""A plan of an experiment before it runs: per rule and in all, peak host and GPU memory, disk written, time.
-
-    python -m encore.plan --configfile configs/paper/llama3-8b-counterfact.yaml [--gpu h100]
-
-The prediction is a cost model, not a profile: FLOPs and bytes are counted from the model's shape, the
-hyperparameters and token counts measured on the data (CounterFact, order 0, SmolLM2 tokenizer), and
-turned into seconds with effective rates. The CPU rates were measured on the reference machine (2 cores);
-the GPU rates are nominal peak x an assumed efficiency until measured (``RATES``, ``RATE_SOURCE``).
-``rule_resources`` gives Snakemake's per-rule mem_mb / runtime / GPU memory from the same numbers.
-"""
+"""The cost model: FLOPs, bytes and seconds per rule from a model's shape, the hyperparameters, token counts
+measured on the data and effective rates (``RATES``, ``RATE_SOURCE``); ``Planner`` applies it to every job of a
+config."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
-
-import yaml
 
 from encore.editing.targets import default_tokens_per_microbatch
 from encore.models.device import state_fits
-
-# ------------------------------------------------------------------------------------------------ shapes
-
-
-@dataclass(frozen=True)
-class Shape:
-    n_layers: int
-    d_model: int
-    d_ff: int
-    n_heads: int
-    n_kv_heads: int
-    vocab: int
-    tied_head: bool
-    gated_mlp: bool = True  # Llama family: gate, up, down; GPT-2: fc, proj
-
-    @property
-    def block_params(self) -> int:
-        kv_dim = self.d_model * self.n_kv_heads // self.n_heads
-        attention = 2 * self.d_model * self.d_model + 2 * self.d_model * kv_dim
-        return attention + (3 if self.gated_mlp else 2) * self.d_model * self.d_ff
-
-    @property
-    def params(self) -> int:
-        return self.n_layers * self.block_params + self.vocab * self.d_model * (1 if self.tied_head else 2)
-
-    @property
-    def kv_dim(self) -> int:
-        return self.d_model * self.n_kv_heads // self.n_heads
-
-
-KNOWN_SHAPES = {
-    "gpt2-xl": Shape(48, 1600, 6400, 25, 25, 50257, True, gated_mlp=False),
-    "meta-llama/Llama-2-7b-hf": Shape(32, 4096, 11008, 32, 32, 32000, False),
-    "meta-llama/Meta-Llama-3-8B": Shape(32, 4096, 14336, 32, 8, 128256, False),
-    "smollm2-135m": Shape(30, 576, 1536, 9, 3, 49152, True),
-    "gemma3-270m": Shape(18, 640, 2048, 4, 1, 262144, True),
-    "qwen2.5-coder-1.5b": Shape(28, 1536, 8960, 12, 2, 151936, False),
-}
-
-
-def model_shape(name: str) -> Shape:
-    """A known model by name (or its last path component), or a local directory's config.json."""
-    if name in KNOWN_SHAPES:
-        return KNOWN_SHAPES[name]
-    for known, shape in KNOWN_SHAPES.items():
-        if Path(name).name == Path(known).name:
-            return shape
-    config_file = Path(name) / "config.json"
-    if not config_file.is_file():
-        raise ValueError(
-            f"model: no shape known for {name!r}; add it to encore.plan.KNOWN_SHAPES or point at a "
-            "local directory with a config.json"
-        )
-    c = json.loads(config_file.read_text())
-    c = c.get("text_config", c)
-    heads = c.get("num_attention_heads", c.get("n_head"))
-    d_model = c.get("hidden_size", c.get("n_embd"))
-    return Shape(n_layers=c.get("num_hidden_layers", c.get("n_layer")), d_model=d_model,
-                 d_ff=c.get("intermediate_size") or c.get("n_inner") or 4 * d_model, n_heads=heads,
-                 n_kv_heads=c.get("num_key_value_heads", heads), vocab=c["vocab_size"],
-                 tied_head=c.get("tie_word_embeddings", True), gated_mlp=c.get("model_type") != "gpt2")  # fmt: skip
-
+from encore.plan.shapes import model_shape
 
 # ----------------------------------------------------------------------------- workload and rates
 
@@ -153,13 +80,13 @@ class Cost:
     def row(self) -> dict:
         """Per job: time, peak host and GPU memory, disk; and the rule's totals over its jobs."""
         gib = 2**30
-        return {"rule": self.rule, "jobs": self.jobs, "time per job": _duration(self.seconds),
+        return {"rule": self.rule, "jobs": self.jobs, "time per job": duration(self.seconds),
                 "peak host GiB": round(self.host_bytes / gib, 2), "peak GPU GiB": round(self.gpu_bytes / gib, 2),
-                "disk GiB per job": round(self.disk_bytes / gib, 3), "total time": _duration(self.seconds * self.jobs),
+                "disk GiB per job": round(self.disk_bytes / gib, 3), "total time": duration(self.seconds * self.jobs),
                 "total disk GiB": round(self.disk_bytes * self.jobs / gib, 2)}  # fmt: skip
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -374,149 +301,3 @@ class Planner:
                  "analysis": ev.get("analysis", "all") != "none"}  # fmt: skip
         costs.append(self.evaluation(config["num_edits"], parts, "evaluate_unedited", len(orders)))
         return costs
-
-
-# ------------------------------------------------------------------------------------ config reading
-
-
-def load_config(configfiles: list[str], overrides: dict | None = None) -> dict:
-    """config.yaml, then each --configfile on top (top-level keys replace, as in Snakemake), then overrides."""
-    config: dict = {}
-    for path in ["config.yaml", *configfiles]:
-        if Path(path).exists():
-            config.update(yaml.safe_load(Path(path).read_text()) or {})
-    config.update(overrides or {})
-    return config
-
-
-def experiment_hparams(config: dict) -> dict[tuple[str, str], dict]:
-    """{(method, variant): hyperparameters} of every run of the config (encore.experiment.experiment_runs), each from
-    the file the pipeline reads (encore.editing.hparams.hparams_file); a one-line error for a missing file or
-    variant."""
-    from encore.editing.hparams import Hyperparameters, hparams_file
-    from encore.experiment import experiment_runs
-
-    hparams_dir = config.get("hparams_dir", "hparams")
-    return {
-        (method, variant): Hyperparameters.from_yaml(
-            hparams_file(hparams_dir, method, config["model"], config["dataset"]), variant
-        ).as_dict()
-        for method, variant in experiment_runs(config)
-    }
-
-
-def summarise(costs: list[Cost]) -> dict[str, Cost]:
-    """Per rule label: jobs summed, time and disk as the mean job, memory as the largest job."""
-    grouped: dict[str, list[Cost]] = {}
-    for cost in costs:
-        grouped.setdefault(cost.rule, []).append(cost)
-    result = {}
-    for rule, group in grouped.items():
-        jobs = sum(c.jobs for c in group)
-        result[rule] = Cost(
-            rule,
-            jobs,
-            sum(c.seconds * c.jobs for c in group) / jobs,
-            max(c.host_bytes for c in group),
-            max(c.gpu_bytes for c in group),
-            sum(c.disk_bytes * c.jobs for c in group) / jobs,
-        )
-    return result
-
-
-DEFAULT_RESOURCES = {"mem_mb": 16000, "runtime": 720, "gpu_mem_mb": 0}
-
-
-def rule_resources(config: dict, device: str) -> dict[str, dict]:
-    """Snakemake resources per rule for this config: mem_mb (peak host x 1.3), runtime in minutes (predicted
-    x 2 + 30), gpu_mem_mb (peak device memory); the worst job of each rule. A model of unknown shape gets
-    ``DEFAULT_RESOURCES``."""
-    try:
-        planner = Planner(config, experiment_hparams(config), device)
-    except ValueError:
-        return {
-            rule: dict(DEFAULT_RESOURCES)
-            for rule in ("statistics", "edit_segment", "evaluate_snapshot", "evaluate_unedited")
-        }
-    worst: dict[str, Cost] = {}
-    for cost in planner.plan():
-        rule = cost.rule.split()[0]
-        current = worst.get(rule)
-        if current is None:
-            worst[rule] = Cost(rule, 1, cost.seconds, cost.host_bytes, cost.gpu_bytes, cost.disk_bytes)
-        else:
-            current.seconds, current.host_bytes = (
-                max(current.seconds, cost.seconds),
-                max(current.host_bytes, cost.host_bytes),
-            )
-            current.gpu_bytes = max(current.gpu_bytes, cost.gpu_bytes)
-    return {rule: {"mem_mb": int(math.ceil(1.3 * c.host_bytes / 2**20 / 1000) * 1000),
-                   "runtime": int(2 * c.seconds / 60) + 30, "gpu_mem_mb": int(c.gpu_bytes / 2**20)}
-            for rule, c in worst.items()}  # fmt: skip
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configfile", action="append", default=[], help="config overlays, as for snakemake")
-    parser.add_argument("--gpu", choices=[k for k in RATES if k != "cpu"], help="plan for this GPU (default: the CPU "
-                        "unless the config says device: cuda)")  # fmt: skip
-    parser.add_argument("--json", help="also write the plan as JSON to this file")
-    args = parser.parse_args(argv)
-    config = load_config(args.configfile)
-    device = args.gpu or ("h100" if str(config.get("device", "auto")).startswith("cuda") else "cpu")
-    planner = Planner(config, experiment_hparams(config), device)
-    costs = planner.plan()
-    grouped = summarise(costs)
-    import pandas as pd
-
-    table = pd.DataFrame([g.row() for g in grouped.values()])
-    s = planner.shape
-    print(
-        f"plan: experiment {config['experiment']}, model {config['model']} ({s.params / 1e9:.2f} B parameters, "
-        f"{config.get('dtype', 'float32')}), {len(planner.runs)} runs x {config['num_edits']} edits, "
-        f"device {device} (rates {RATE_SOURCE[device]})"
-    )
-    print(table.to_string(index=False))
-    total_seconds = sum(c.seconds * c.jobs for c in costs)
-    edit_disk = sum(c.disk_bytes * c.jobs for c in costs if c.rule.startswith("edit_segment"))
-    print(
-        f"\nin all: {_duration(total_seconds)} of {'GPU' if device != 'cpu' else 'CPU'} time "
-        f"({total_seconds / 3600:.1f} {'GPU' if device != 'cpu' else 'CPU'}-hours), "
-        f"{sum(c.disk_bytes * c.jobs for c in costs) / 2**30:.1f} GiB written "
-        f"(snapshots {edit_disk / 2**30:.1f} GiB, per run {edit_disk / max(1, len(planner.runs)) / 2**30:.1f} GiB), "
-        f"peak host {max(c.host_bytes for c in costs) / 2**30:.1f} GiB, "
-        f"peak GPU {max(c.gpu_bytes for c in costs) / 2**30:.1f} GiB"
-    )
-    statistics = planner.statistics_summary()
-    for line in statistics_lines(statistics):
-        print(line)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": device, "rows": table.to_dict("records"),
-                                               "total_seconds": total_seconds, "statistics": statistics}, indent=1))  # fmt: skip
-
-
-def statistics_lines(summary: dict) -> list[str]:
-    """The plan's account of C0: imported (nothing computed) or computed here, at the configured N and, once the
-    N-sweep has measured it, at SUPPORTED_N_SAMPLES."""
-    lines = []
-    for row in summary["settings"]:
-        here = (
-            f"the configured N = {row['n_samples']:,} documents (mom2_n_samples): {_duration(row['computed_seconds'])}"
-        )
-        if summary["source"] == "computed":
-            lines.append(f"statistics: computed here, at {here}")
-        else:
-            lines.append(f"statistics: imported ({summary['source']}; docs/statistics.md), 0 s of computation; "
-                         f"computing them here would take, at {here}")  # fmt: skip
-        if row["supported_seconds"] is None:
-            lines.append("  at the N the measurement supports (encore.plan.SUPPORTED_N_SAMPLES): not measured yet")
-        else:
-            lines.append(f"  at the N the measurement supports, {row['supported_n_samples']:,} documents: "
-                         f"{_duration(row['supported_seconds'])}")  # fmt: skip
-    return lines
-
-
-if __name__ == "__main__":
-    from encore.cli import run
-
-    run(main)
