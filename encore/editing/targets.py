@@ -134,34 +134,10 @@ def optimise_targets(
     active = list(range(n))
 
     for iteration in range(settings.steps):
-        slot_of = {r: slot for slot, r in enumerate(active)}
         active_delta = delta[active].clone().requires_grad_(True)
-        nll = torch.zeros(n, n_templates, dtype=torch.float64)  # per request and rewriting prompt
-        correct = torch.zeros(n, dtype=torch.long)  # top-1 target tokens over the context-prefixed prompts
-        kl_value = torch.zeros(n, dtype=torch.float64)
-        for micro in strategy.microbatches([s for s in sequences if s.request in slot_of], iteration == 0):
-            owner = torch.tensor([slot_of[s.request] for s in micro], device=device)
-            with torch.enable_grad():
-                # index_select, not active_delta[owner]: the backward of advanced indexing (index_put with
-                # accumulate) adds repeated rows with atomics on >1 CPU thread (order varies run to run);
-                # index_select's backward (index_add_) adds them serially in index order at any thread count
-                hidden, h_lookup = strategy.forward(micro, iteration == 0, active_delta.index_select(0, owner))
-                log_probs = _log_softmax_head(model, hidden)
-                terms, stats = _loss_terms(
-                    micro, log_probs, kl_reference if iteration else None, settings.kl_factor, n_templates, device
-                )
-                terms.backward()
-            if h_lookup is not None:
-                for row, s in enumerate(micro):
-                    if s.prompt_index == 0:
-                        h_init[s.request] = h_lookup[row]
-            if iteration == 0:
-                kl_reference = _store_kl_reference(kl_reference, stats["kl_log_probs"], stats["kl_requests"], n)
-            requests, prompts = stats["rewrite_requests"], stats["rewrite_prompts"]
-            nll[requests, prompts] = stats["rewrite_nll"]
-            correct.index_add_(0, requests, stats["rewrite_correct"])
-            kl_value[stats["kl_requests"]] = stats["kl"]
-
+        nll, correct, kl_value, kl_reference = _forward_backward(
+            model, strategy, sequences, active, active_delta, h_init, kl_reference, iteration, settings, n_templates
+        )
         gradient = active_delta.grad.clone()
         with torch.enable_grad():
             decay = active_delta.norm(dim=1) / h_init[active].norm(dim=1) ** 2
@@ -183,38 +159,88 @@ def optimise_targets(
                     "positions": positions,
                 }
             )
-            stop = None
-            if settings.mpes is not None:
-                mpes_count[r], reached = mpes_stop(mpes_count[r], int(correct[r]), positions, n_context, settings)
-                if reached:
-                    stop = "mpes"
-            if stop is None and loss < settings.loss_stop:
-                stop = "loss"
-            if stop is None and iteration == settings.steps - 1:
-                stop = "budget"
+            mpes_count[r], stop = stop_reason(mpes_count[r], int(correct[r]), positions, n_context, loss, iteration,
+                                              settings)  # fmt: skip
             if stop:
                 result.stop_reason[r] = stop
             else:
                 continuing.append(slot)
         if not continuing:
             break
-        # ---- Adam (torch.optim.Adam defaults, no weight decay) on the continuing rows, then clamp
-        with torch.no_grad():
-            index = torch.tensor([active[slot] for slot in continuing], device=device)
-            g = gradient[continuing]
-            step = iteration + 1
-            (beta1, beta2) = ADAM_BETAS
-            adam_m[index] = beta1 * adam_m[index] + (1 - beta1) * g
-            adam_v[index] = beta2 * adam_v[index] + (1 - beta2) * g * g
-            denominator = adam_v[index].sqrt() / math.sqrt(1 - beta2**step) + ADAM_EPS
-            updated = delta[index] - (settings.lr / (1 - beta1**step)) * adam_m[index] / denominator
-            max_norm = settings.clamp_norm_factor * h_init[index].norm(dim=1, keepdim=True)
-            norms = updated.norm(dim=1, keepdim=True)
-            delta[index] = torch.where(norms > max_norm, updated * max_norm / norms, updated)
+        index = torch.tensor([active[slot] for slot in continuing], device=device)
+        _adam_step_and_clamp(delta, adam_m, adam_v, h_init, index, gradient[continuing], iteration + 1, settings)
         active = [active[slot] for slot in continuing]
 
     result.z = h_init + delta
     return result
+
+
+def _forward_backward(model, strategy, sequences, active, active_delta, h_init, kl_reference, iteration, settings,
+                      n_templates):  # fmt: skip
+    """One forward and backward of every active request's sequences, microbatch by microbatch: the per-prompt NLL
+    (n x templates), the top-1 hit count over the context-prefixed prompts and the KL term per request, and the KL
+    reference log q_0 (stored at iteration 0). Gradients accumulate in ``active_delta.grad``; at iteration 0
+    ``h_init`` receives h_r (the block output at the bare prompt's last subject token)."""
+    n, device = len(h_init), h_init.device
+    slot_of = {r: slot for slot, r in enumerate(active)}
+    nll = torch.zeros(n, n_templates, dtype=torch.float64)  # per request and rewriting prompt
+    correct = torch.zeros(n, dtype=torch.long)  # top-1 target tokens over the context-prefixed prompts
+    kl_value = torch.zeros(n, dtype=torch.float64)
+    for micro in strategy.microbatches([s for s in sequences if s.request in slot_of], iteration == 0):
+        owner = torch.tensor([slot_of[s.request] for s in micro], device=device)
+        with torch.enable_grad():
+            # index_select, not active_delta[owner]: the backward of advanced indexing (index_put with
+            # accumulate) adds repeated rows with atomics on >1 CPU thread (order varies run to run);
+            # index_select's backward (index_add_) adds them serially in index order at any thread count
+            hidden, h_lookup = strategy.forward(micro, iteration == 0, active_delta.index_select(0, owner))
+            log_probs = _log_softmax_head(model, hidden)
+            terms, stats = _loss_terms(
+                micro, log_probs, kl_reference if iteration else None, settings.kl_factor, n_templates, device
+            )
+            terms.backward()
+        if h_lookup is not None:
+            for row, s in enumerate(micro):
+                if s.prompt_index == 0:
+                    h_init[s.request] = h_lookup[row]
+        if iteration == 0:
+            kl_reference = _store_kl_reference(kl_reference, stats["kl_log_probs"], stats["kl_requests"], n)
+        requests, prompts = stats["rewrite_requests"], stats["rewrite_prompts"]
+        nll[requests, prompts] = stats["rewrite_nll"]
+        correct.index_add_(0, requests, stats["rewrite_correct"])
+        kl_value[stats["kl_requests"]] = stats["kl"]
+    return nll, correct, kl_value, kl_reference
+
+
+def stop_reason(count: int, correct: int, positions: int, n_context: int, loss: float, iteration: int,
+                settings: TargetSettings) -> tuple[int, str | None]:  # fmt: skip
+    """Whether request r stops before this iteration's Adam step, in this order (algorithms.md §2.5, §5): "mpes"
+    (``mpes_stop``, when MPES is on), "loss" (L_r < loss_stop), "budget" (the last of ``steps`` iterations); None:
+    it continues. Returns the request's new MPES count and the reason."""
+    if settings.mpes is not None:
+        count, reached = mpes_stop(count, correct, positions, n_context, settings)
+        if reached:
+            return count, "mpes"
+    if loss < settings.loss_stop:
+        return count, "loss"
+    if iteration == settings.steps - 1:
+        return count, "budget"
+    return count, None
+
+
+@torch.no_grad()
+def _adam_step_and_clamp(delta, adam_m, adam_v, h_init, index, g, step: int, settings: TargetSettings) -> None:
+    """torch.optim.Adam's update (betas ``ADAM_BETAS``, eps ``ADAM_EPS``, no weight decay) of the rows ``index`` of
+    delta with gradient g at step ``step``, then the clamp ||delta_r|| <= clamp_norm_factor * ||h_r||, in place:
+
+        m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  delta -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)"""
+    (beta1, beta2) = ADAM_BETAS
+    adam_m[index] = beta1 * adam_m[index] + (1 - beta1) * g
+    adam_v[index] = beta2 * adam_v[index] + (1 - beta2) * g * g
+    denominator = adam_v[index].sqrt() / math.sqrt(1 - beta2**step) + ADAM_EPS
+    updated = delta[index] - (settings.lr / (1 - beta1**step)) * adam_m[index] / denominator
+    max_norm = settings.clamp_norm_factor * h_init[index].norm(dim=1, keepdim=True)
+    norms = updated.norm(dim=1, keepdim=True)
+    delta[index] = torch.where(norms > max_norm, updated * max_norm / norms, updated)
 
 
 def mpes_stop(count: int, correct: int, positions: int, n_context: int, settings: TargetSettings) -> tuple[int, bool]:
