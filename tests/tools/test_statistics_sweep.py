@@ -21,6 +21,7 @@ from snakemake.utils import validate
 
 from encore.editing.covariance import save_statistic
 from encore.editing.hparams import Hyperparameters, hparams_file
+from encore.reporting import statistics_sweep as sweep_page
 
 spec = importlib.util.spec_from_file_location("statistics_sweep", REPO / "tools" / "statistics_sweep.py")
 sweep_tool = importlib.util.module_from_spec(spec)
@@ -198,7 +199,7 @@ def test_analyse_publishes_distances_differences_and_a_missing_n(tmp_path, monke
     published = pd.read_csv(tmp_path / "published" / "sweep.csv")
 
     def value(n, run, quantity, layer="all"):
-        return sweep_tool.select(published, run, quantity, layer).query("n == @n")["value"].item()
+        return sweep_page.select(published, run, quantity, layer).query("n == @n")["value"].item()
 
     assert value(1000, "statistics", "rel_C0") == 0 and value(300, "statistics", "rel_C0") == pytest.approx(0.1, 1e-5)
     assert value(300, "statistics", "rel_C0", "4") == pytest.approx(0.1, 1e-5)
@@ -206,6 +207,6 @@ def test_analyse_publishes_distances_differences_and_a_missing_n(tmp_path, monke
     assert value(100, "statistics", "available") == 0 and value(100, "MEMIT", "available") == 0
     page = (tmp_path / "published" / "results.md").read_text()
     assert "## Missing" in page and "N = 100, MEMIT: missing:" in page and "`abc123`" in page
-    assert (tmp_path / "published" / sweep_tool.FIGURE).stat().st_size > 0
+    assert (tmp_path / "published" / sweep_page.FIGURE).stat().st_size > 0
     protocol = pd.read_csv(tmp_path / "published" / "protocol.csv").set_index("key")["value"]
     assert (protocol["reference_n"], protocol["layers"], protocol["max_length"]) == ("1000", "4", "256")
