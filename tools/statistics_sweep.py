@@ -60,7 +60,7 @@ class Protocol:
     method: str = "memit"
     num_edits: int = 300
     batch_size: int = 100
-    snapshot_every: int = 3
+    snapshot_every: int = 1  # a snapshot per batch: a run cut short resumes from its last 100 edits
     order: str = "0"
     seed: int = 0
     precision: tuple[str, str] = ("bf16-mixed", "fp32")  # editing, scoring

@@ -48,7 +48,7 @@ def test_prepare_writes_configs_that_pass_the_config_schema(prepared):
         validate(config, SCHEMA)  # raises on any unknown, mistyped or missing key
         assert config["experiment"] == f"statistics-sweep-N{n}"
         assert (config["methods"], config["variants"]) == (["memit"], ["plain", "mpes_nc"])
-        assert (config["num_edits"], config["batch_size"], config["snapshot_every"]) == (300, 100, 3)
+        assert (config["num_edits"], config["batch_size"], config["snapshot_every"]) == (300, 100, 1)
         assert config["precision"] == {"edit": "bf16-mixed", "score": "fp32"}
         assert (config["threads"], config["statistics_threads"]) == (1, 2)
         assert config["resources"] == str(prepared.out / "resources")  # one cache for every N
