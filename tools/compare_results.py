@@ -4,9 +4,9 @@
 
 Used to show that a refactor changed no result: run the same config before and after, then compare. Compared:
 every tensor of every ``*.safetensors`` (snapshot weights and keys, statistics caches: same names, dtypes, shapes and
-bytes), and every CSV with its timing columns (``*_s``, ``seconds``) and timing rows (metric ``evaluation_seconds`` or
-``*_seconds``) dropped, cell by cell as text. Manifests and provenance files are not compared (they record paths,
-times and the code version). Prints one line per file and ends with the count of differences (exit status 1 if any).
+bytes), and every CSV with its timing columns (``*_s``, ``*s_per_edit*``, ``time_change_pct``, ``seconds``), the code
+version column (``code``) and timing rows (metric ``*seconds``) dropped, cell by cell as text. Manifests and
+provenance files are not compared (they record paths, times and the code version). Prints one line per file and ends with the count of differences (exit status 1 if any).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-TIMING_COLUMNS = ("seconds",)
+TIMING_COLUMNS = ("seconds", "time_change_pct", "code")  # and every column ending in _s or naming s_per_edit
 
 
 def tensor_digests(path: Path) -> dict[str, str]:
@@ -38,7 +38,7 @@ def tensor_digests(path: Path) -> dict[str, str]:
 def csv_without_timings(path: Path) -> str:
     """The CSV as text, timing columns and timing rows dropped (everything else as written)."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    timing = [c for c in frame.columns if c.endswith("_s") or c in TIMING_COLUMNS]
+    timing = [c for c in frame.columns if c.endswith("_s") or "s_per_edit" in c or c in TIMING_COLUMNS]
     frame = frame.drop(columns=timing)
     if "metric" in frame.columns:
         frame = frame[~frame["metric"].str.endswith("seconds")]
