@@ -1,5 +1,6 @@
-"""Shared fixtures: the local data directory, small locally trained tokenizers, tiny random models, the requests and
-context templates the editing tests edit with, and a tiny Llama set up for the API (``tiny_setup``).
+"""Shared fixtures: the local data directory and the CounterFact and zsRE records the data tests read (``cf_records``,
+``zsre_raw``), small locally trained tokenizers, tiny random models, the requests and context templates the editing
+tests edit with, and a tiny Llama set up for the API (``tiny_setup``).
 
 Nothing here downloads: tokenizers are trained on the WikiText-2 sample of the data directory, the
 models are randomly initialised GPT-2 and Llama configurations of a few layers.
@@ -8,13 +9,14 @@ models are randomly initialised GPT-2 and Llama configurations of a few layers.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from encore.data.datasets import EditRecord
+from encore.data.datasets import EditRecord, load_counterfact
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -58,6 +60,19 @@ def shared_data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"data directory {path} not found: set ENCORE_DATA_DIR to a copy of shared/data")
     return path
+
+
+@pytest.fixture(scope="module")
+def cf_records(shared_data_dir):
+    """The registered CounterFact records (ROME schema), loaded by ``encore.data.datasets.load_counterfact``."""
+    return load_counterfact(shared_data_dir / "counterfact/counterfact_rome_schema_merged.json")
+
+
+@pytest.fixture(scope="module")
+def zsre_raw(shared_data_dir):
+    """The registered zsRE records (MEND schema) as parsed JSON."""
+    with open(shared_data_dir / "zsre/zsre_mend_eval_subset_merged.json", encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def _tokenizer_text() -> list[str]:
