@@ -212,10 +212,13 @@ def write_timings(sweep: Sweep, walls: dict[int, float]) -> pd.DataFrame:
 
 
 def snakemake_command(sweep: Sweep, n: int) -> list[str]:
+    """One N's Snakemake call. ``--nolock``: a sweep killed with its session leaves Snakemake's lock behind, and the
+    next ``run`` resumes it (one N at a time, so nothing else writes there); the default profile reruns incomplete
+    jobs."""
     local = Path(sys.executable).with_name("snakemake")  # the venv's, beside its python
     config = sweep.folder(n) / "config.yaml"
     return [str(local) if local.exists() else "snakemake", "--cores", str(PROTOCOL.cores),
-            "--configfile", str(config), "--", *sweep.targets(n)]  # fmt: skip
+            "--configfile", str(config), "--nolock", "--", *sweep.targets(n)]  # fmt: skip
 
 
 def run(sweep: Sweep) -> None:

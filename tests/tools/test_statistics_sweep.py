@@ -144,7 +144,7 @@ def test_run_skips_a_complete_n_and_times_the_others(prepared, monkeypatch):
     monkeypatch.setattr(sweep_tool.subprocess, "call", lambda command, **kwargs: calls.append((command, kwargs)) or 0)
     sweep_tool.run(prepared)
     (command, kwargs), = calls  # fmt: skip
-    assert command[1:5] == ["--cores", "2", "--configfile", str(prepared.folder(300) / "config.yaml")]
+    assert command[1:6] == ["--cores", "2", "--configfile", str(prepared.folder(300) / "config.yaml"), "--nolock"]
     assert command[-3:] == prepared.targets(300) and kwargs["cwd"] == REPO
     timings = pd.read_csv(prepared.out / "timings.csv").set_index("n")
     assert math.isnan(timings.loc[100, "wall_s"]) and timings.loc[300, "wall_s"] >= 0
