@@ -18,6 +18,10 @@ CASES = [
         "/nonexistent/m.json",
     ),  # fmt: skip
     (["encore.measuring.scale_check", "--out", "/nonexistent/sc", "compare"], "/nonexistent/sc"),
+    (["encore.plan", "--configfile", "/nonexistent/c.yaml"], "/nonexistent/c.yaml"),
+    (["encore.reporting.precision_compounding", "/nonexistent/bf16", "/nonexistent/fp32"], "/nonexistent/bf16"),
+    (["encore.reporting.statistics_sweep", "/nonexistent/sweep"], "/nonexistent/sweep"),
+    (["encore.benchmark"], "encore.measuring.benchmark"),  # a moved tool: its new name
 ]
 
 
@@ -40,3 +44,11 @@ def test_bad_input_ends_in_one_line_naming_it(arguments, named):
 def test_encore_traceback_lets_the_traceback_through():
     done = run(CASES[0][0], ENCORE_TRACEBACK="1")
     assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_every_command_line_tool_ends_through_encore_cli_run():
+    """A module run with ``python -m`` (a ``__main__`` block or a package's ``__main__.py``) calls encore.cli.run."""
+    tools = [p for p in (REPO / "encore").rglob("*.py") if p.name == "__main__.py" or '__name__ == "__main__"' in
+             p.read_text()]  # fmt: skip
+    assert len(tools) >= 10
+    assert [str(p.relative_to(REPO)) for p in tools if "from encore.cli import run" not in p.read_text()] == []

@@ -24,7 +24,11 @@ from encore.plan.costs import RATE_SOURCE, RATES, Cost, Planner, duration
 
 
 def load_config(configfiles: list[str], overrides: dict | None = None) -> dict:
-    """config.yaml, then each --configfile on top (top-level keys replace, as in Snakemake), then overrides."""
+    """config.yaml (where there is one), then each --configfile on top (top-level keys replace, as in Snakemake), then
+    overrides; a --configfile that does not exist is a one-line error, not a silent default."""
+    for path in configfiles:
+        if not Path(path).is_file():
+            raise ValueError(f"--configfile {path}: no such file")
     config: dict = {}
     for path in ["config.yaml", *configfiles]:
         if Path(path).exists():
