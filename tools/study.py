@@ -438,9 +438,11 @@ def check_against_published(collected: Path, published: Path) -> list[str]:
     import pandas as pd
 
     lines = []
-    if not (published / "ledger.csv").exists():
+    from encore.reporting.data_files import data_path  # a large published CSV is ledger.csv.gz
+
+    if not data_path(published, "ledger.csv").exists():
         return ["nothing published yet to check against"]
-    ours, theirs = pd.read_csv(collected / "ledger.csv"), pd.read_csv(published / "ledger.csv")
+    ours, theirs = pd.read_csv(collected / "ledger.csv"), pd.read_csv(data_path(published, "ledger.csv"))
     runs = ["method", "variant", "order"]
     precision = {  # edit precision per run; published before it was recorded: fp32
         name: {
