@@ -74,6 +74,9 @@ def test_status_counts_what_each_run_reached_and_estimates_the_time_left_from_me
     assert lines[5].endswith("| 1.2 h |")  # lane 0 in all: 1100 s + 2200 s + 1100 s
     # nothing measured with MPES yet: ENCORE's time left is unknown, and so is its lane's
     assert row["memit/mpes_nc"].endswith("| ? |") and lines[-1].endswith("| ? |")
+    # the unedited model: one evaluation at the mean measured rate (100 s)
+    unedited = next(r for r in study_tool.status_rows(study) if r["run"] == "unedited")
+    assert unedited["left_hours"] == pytest.approx(100 / 3600)
 
 
 def _published(directory, iterations, precision=None):

@@ -282,10 +282,11 @@ def run_status(study: Study, item: dict) -> dict:
     bench = study.checkout / "benchmarks" / experiment["experiment"]
     results, run = study.results, item["run"]
     if run == "unedited":
-        done = all((results / "unedited" / f"order{o}" / "metrics.csv").exists() for o in study.orders())
+        done = sum((results / "unedited" / f"order{o}" / "metrics.csv").exists() for o in study.orders())
         seconds = [read_tsv_seconds(bench / "unedited" / f"order{o}" / "evaluate.tsv") for o in study.orders()]
-        return {"label": item["label"], "edits": 0, "of": 0, "evaluated": int(done), "snapshots": 1,
-                "job_seconds": sum(s for s in seconds if s), "left_seconds": 0 if done else None}  # fmt: skip
+        return {"label": item["label"], "edits": 0, "of": 0, "evaluated": done, "snapshots": len(study.orders()),
+                "job_seconds": sum(s for s in seconds if s),
+                "left_seconds": 0 if done == len(study.orders()) else None}  # fmt: skip
     start = experiment["num_edits"] if item["to"] else 0
     ends = [end for end in study.snapshot_edits(study.num_edits(item)) if end > start]
     status = {
@@ -331,7 +332,7 @@ def hours_text(value: float | None) -> str:
 def status_rows(study: Study) -> list[dict]:
     """Every lane item, lane by lane, then each lane's total: edits, snapshots evaluated, rates, job hours so far and
     the estimated hours left (an item not started yet is estimated from the measured runs of its kind, with or
-    without MPES; None where nothing of its kind is measured)."""
+    without MPES, the unedited model from every measured evaluation; None where nothing of its kind is measured)."""
     lanes = study.entries()
     states = {item["label"]: run_status(study, item) for lane in lanes for item in lane}
     by_kind: dict[bool, list[dict]] = {}
@@ -344,7 +345,11 @@ def status_rows(study: Study) -> list[dict]:
         for item in lane:
             label, row = item["label"], states[item["label"]]
             left = row["left_seconds"]
-            if left is None and item["run"] != "unedited" and by_kind.get("mpes" in label):
+            if left is None and item["run"] == "unedited" and by_kind:
+                # one evaluation of each order, at the mean rate of every measured evaluation
+                measured = [r["s_per_evaluation"] for like in by_kind.values() for r in like]
+                left = (row["snapshots"] - row["evaluated"]) * sum(measured) / len(measured)
+            elif left is None and item["run"] != "unedited" and by_kind.get("mpes" in label):
                 like = by_kind["mpes" in label]
                 per_edit = sum(r["s_per_edit"] for r in like) / len(like)
                 per_eval = sum(r["s_per_evaluation"] for r in like) / len(like)
