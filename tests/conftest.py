@@ -47,6 +47,17 @@ FACTS = [
 ]  # fmt: skip
 
 
+# prompts of different lengths (one a single token) and answers of one and several tokens, for the scoring tests
+SCORING_PROMPTS = [
+    "The mother tongue of Danielle Darrieux is",
+    "Paris is the capital of",
+    "In",
+    "Toko Yasuda, who plays the instrument called the, was born in the city of the old kingdom of",
+    "The official language of the country where the company Apple was founded is",
+]
+SCORING_ANSWERS = ["French", "Italian Japanese", "the", "Tokyo", "English"]
+
+
 def wikitext_lines(longer_than: int = 0) -> list[str]:
     """The non-blank lines of the data directory's WikiText-2 validation sample longer than ``longer_than``
     characters: the tokenizers' training text and the corpus of the tests' C0."""

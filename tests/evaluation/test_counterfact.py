@@ -6,21 +6,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import SCORING_ANSWERS as ANSWERS
+from conftest import SCORING_PROMPTS as PROMPTS
 from scipy.stats import hmean
 
 import encore.evaluation.counterfact as metrics
 from encore.data.datasets import EditRecord
 from encore.evaluation.counterfact import answer_nll, counterfact_record_scores, summarise_counterfact
 from encore.models.tokens import answer_token_ids, encode
-
-PROMPTS = [
-    "The mother tongue of Danielle Darrieux is",
-    "Paris is the capital of",
-    "In",
-    "Toko Yasuda, who plays the instrument called the, was born in the city of the old kingdom of",
-    "The official language of the country where the company Apple was founded is",
-]
-ANSWERS = ["French", "Italian Japanese", "the", "Tokyo", "English"]
 
 
 def direct_nll(model, tokenizer, prompt, answer):

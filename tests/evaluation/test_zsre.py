@@ -6,6 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import SCORING_ANSWERS as ANSWERS
+from conftest import SCORING_PROMPTS as PROMPTS
 
 from encore.data.datasets import EditRecord
 from encore.evaluation.zsre import answer_token_accuracy, summarise_zsre, zsre_record_scores
@@ -19,16 +21,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-PROMPTS = [
-    "The mother tongue of Danielle Darrieux is",
-    "Paris is the capital of",
-    "In",
-    "Toko Yasuda, who plays the instrument called the, was born in the city of the old kingdom of",
-    "The official language of the country where the company Apple was founded is",
-]
-ANSWERS = ["French", "Italian Japanese", "the", "Tokyo", "English"]
 
 
 def direct_accuracy(model, tokenizer, prompt, answer):
