@@ -21,6 +21,7 @@ CASES = [
     (["encore.plan", "--configfile", "/nonexistent/c.yaml"], "/nonexistent/c.yaml"),
     (["encore.reporting.precision_compounding", "/nonexistent/bf16", "/nonexistent/fp32"], "/nonexistent/bf16"),
     (["encore.reporting.statistics_sweep", "/nonexistent/sweep"], "/nonexistent/sweep"),
+    (["encore.reporting.prediction", "/nonexistent/study", "/nonexistent/fp32"], "/nonexistent/study"),
     (["encore.benchmark"], "encore.measuring.benchmark"),  # a moved tool: its new name
 ]
 

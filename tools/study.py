@@ -428,11 +428,15 @@ def collect(study: Study, out: Path | None) -> None:
                 "not speed measurements).", "", *status_table(study, rows), ""]  # fmt: skip
     (out / "progress.md").write_text("\n".join(progress))
     # publishing settings are this checkout's (the pinned study file may predate them)
-    baseline = yaml.safe_load((REPO / study.state["study_file"]).read_text()).get("precision_baseline")
-    if baseline:  # the same runs edited in fp32: how bf16-mixed editing compounds (precision-compounding.md)
+    settings = yaml.safe_load((REPO / study.state["study_file"]).read_text())
+    if settings.get("precision_baseline"):  # the same runs edited in fp32: how bf16 editing compounds
         from encore.reporting.precision_compounding import write as write_compounding
 
-        written += write_compounding(out, REPO / baseline)
+        written += write_compounding(out, REPO / settings["precision_baseline"])
+    if settings.get("prediction_baseline"):  # the dated prediction's Result section (prediction-4600.md)
+        from encore.reporting.prediction import write as write_prediction
+
+        written += write_prediction(out, REPO / settings["prediction_baseline"])
     runs = ", ".join(f"{run} {row['edits']:,}" for run, row in reached.items() if run != "unedited")
     print(f"published {len(written)} files to {out}; edits reached: {runs}")
 
