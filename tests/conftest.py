@@ -58,6 +58,30 @@ SCORING_PROMPTS = [
 SCORING_ANSWERS = ["French", "Italian Japanese", "the", "Tokyo", "English"]
 
 
+# requests for the target-optimisation tests: one-token prompts, repeated subjects, multi-token targets
+TARGET_RECORDS = [
+    EditRecord(case_id=1, subject="Toko Yasuda", prompt="{}", target_new="city", target_true="x"),
+    EditRecord(case_id=2, subject="Danielle Darrieux", prompt="{}", target_new="the", target_true="x"),
+    EditRecord(
+        case_id=3,
+        subject="Danielle Darrieux",
+        prompt="The mother tongue of {} is",
+        target_new="English",
+        target_true="French",
+    ),
+    EditRecord(
+        case_id=4, subject="Toko Yasuda", prompt="{} plays the", target_new="piano and the", target_true="guitar"
+    ),
+    EditRecord(
+        case_id=5,
+        subject="Autonomous University of Madrid",
+        prompt="{} is located in the country of",
+        target_new="Sweden",
+        target_true="Spain",
+    ),
+]
+
+
 def wikitext_lines(longer_than: int = 0) -> list[str]:
     """The non-blank lines of the data directory's WikiText-2 validation sample longer than ``longer_than``
     characters: the tokenizers' training text and the corpus of the tests' C0."""
@@ -200,6 +224,30 @@ def make_tiny_gpt2(vocab_size: int, seed: int = 0, layers: int = 4):
         initializer_range=0.2,
     )
     return GPT2LMHeadModel(config).eval().requires_grad_(False)
+
+
+def make_tiny_gemma3(vocab_size: int, window: int, seed: int = 0):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        sliding_window=window,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        initializer_range=0.2,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+        final_logit_softcapping=30.0,
+    )
+    return Gemma3ForCausalLM(config).eval().requires_grad_(False)
 
 
 @pytest.fixture()

@@ -1,5 +1,6 @@
 """encore/ imports one way: every ``encore.*`` import (module or function level) goes to the importer's own layer or
-a lower one, and no subpackage or top-level module takes part in a circle of imports (map: encore/__init__.py)."""
+a lower one, and no subpackage or top-level module takes part in a circle of imports (map: encore/__init__.py); tests
+share helpers through conftest only."""
 
 import ast
 import re
@@ -159,3 +160,17 @@ def test_a_moved_module_fails_in_one_line_naming_where_it_went():
             importlib.import_module(old)
         for module in re.findall(r"encore(?:\.\w+)+", new):
             importlib.import_module(module)
+
+
+def test_a_test_module_imports_shared_helpers_from_conftest_never_from_another_test_module():
+    """pytest puts a test file's folder on sys.path only once it collects that file, so an import of another test
+    module passes in the whole run and fails when a single folder or file runs (the GPU check runs one file)."""
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            offenders += [
+                f"{path.relative_to(REPO)}: {name}" for name in names if name.split(".")[0].startswith("test_")
+            ]
+    assert offenders == []

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import TEMPLATES, make_tiny_gpt2, make_tiny_llama, wikitext_lines
+from conftest import TARGET_RECORDS as RECORDS
+from conftest import TEMPLATES, make_tiny_gemma3, make_tiny_gpt2, make_tiny_llama, wikitext_lines
 
-from encore.data.datasets import EditRecord
 from encore.editing.covariance import second_moments
 from encore.editing.editors import make_editor
 from encore.editing.hparams import Hyperparameters
@@ -14,53 +14,6 @@ from encore.editing.sequential import EditorState, edit_batch
 from encore.editing.targets import TargetSettings, optimise_targets
 from encore.models.architecture import read_weight
 from encore.models.prefix_attention import _allowed
-
-RECORDS = [
-    EditRecord(case_id=1, subject="Toko Yasuda", prompt="{}", target_new="city", target_true="x"),
-    EditRecord(case_id=2, subject="Danielle Darrieux", prompt="{}", target_new="the", target_true="x"),
-    EditRecord(
-        case_id=3,
-        subject="Danielle Darrieux",
-        prompt="The mother tongue of {} is",
-        target_new="English",
-        target_true="French",
-    ),
-    EditRecord(
-        case_id=4, subject="Toko Yasuda", prompt="{} plays the", target_new="piano and the", target_true="guitar"
-    ),
-    EditRecord(
-        case_id=5,
-        subject="Autonomous University of Madrid",
-        prompt="{} is located in the country of",
-        target_new="Sweden",
-        target_true="Spain",
-    ),
-]
-
-
-def make_tiny_gemma3(vocab_size: int, window: int, seed: int = 0):
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(seed)
-    config = Gemma3TextConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=512,
-        sliding_window=window,
-        layer_types=["sliding_attention", "full_attention"] * 2,
-        initializer_range=0.2,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-        final_logit_softcapping=30.0,
-    )
-    return Gemma3ForCausalLM(config).eval().requires_grad_(False)
-
 
 MODELS = {
     "llama": lambda vocab: make_tiny_llama(vocab),

@@ -259,8 +259,7 @@ def test_shared_prompt_scoring_equals_one_whole_forward_per_answer(architecture,
     """Each prompt runs once and multi-token answers continue from its recorded keys/values; the NLLs equal
     a plain forward of prompt + answer for every (prompt, answer), sliding windows shorter than the prompts
     included."""
-    from conftest import make_tiny_gpt2, make_tiny_llama
-    from test_target_forward import make_tiny_gemma3
+    from conftest import make_tiny_gemma3, make_tiny_gpt2, make_tiny_llama
 
     makers = {"llama": make_tiny_llama, "gpt2": make_tiny_gpt2,
               "gemma3-window4": lambda vocab: make_tiny_gemma3(vocab, window=4)}  # fmt: skip

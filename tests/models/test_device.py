@@ -68,8 +68,8 @@ def test_cuda_and_cpu_compute_the_same_targets_keys_and_update(bos_tokenizer, mp
     stops and Delta to float tolerance."""
     import gzip
 
-    from conftest import data_dir
-    from test_target_forward import RECORDS, TEMPLATES
+    from conftest import TARGET_RECORDS as RECORDS
+    from conftest import TEMPLATES, data_dir
 
     from encore.editing.covariance import second_moments
     from encore.editing.editors import make_editor
