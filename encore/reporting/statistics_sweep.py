@@ -18,6 +18,40 @@ from encore.reporting.data_files import data_path
 RUNS = {"plain": "MEMIT", "mpes_nc": "ENCORE"}  # variant -> run name
 FIGURE = "statistics_sweep.png"
 SCORES, DIFFERENCES = ("ES", "PS", "NS", "S"), ("S", "NS")
+# Which N to choose (fixed 2026-12-07, before the reference N's runs had finished; docs/statistics.md): the smallest N
+# below the reference at which, and at every larger N below it, both runs lose less than MARGIN points of S and of NS
+# against the reference: the lower end of each paired 95% interval of S_N - S_ref and NS_N - NS_ref is above -MARGIN.
+MARGIN = 1.0  # points (ours: one point of S or NS)
+
+
+def supported_n(sweep: pd.DataFrame) -> tuple[int | None, dict[int, str]]:
+    """The N the sweep supports by the rule above (the reference N itself when no smaller N passes; None while the
+    reference or an N's differences are missing), and per N below the reference why it passes or fails."""
+    ns = sorted(int(n) for n in sweep["n"].unique())
+    reference = ns[-1]
+    verdicts: dict[int, str] = {}
+    for n in ns[:-1]:
+        failed = []
+        for run in RUNS.values():
+            for metric in DIFFERENCES:
+                part = select(sweep, run, f"{metric}_diff").query("n == @n")
+                if part.empty or pd.isna(part["low"].iloc[0]):
+                    verdicts[n] = f"missing: {run} {metric} - {metric}_ref"
+                    break
+                if part["low"].iloc[0] <= -MARGIN:
+                    failed.append(f"{run} {metric} ({part['low'].iloc[0]:.1f})")
+            if n in verdicts:
+                break
+        if n not in verdicts:
+            verdicts[n] = "passes" if not failed else "fails: lower end <= -" + f"{MARGIN:g} for " + ", ".join(failed)
+    if any(v.startswith("missing") for v in verdicts.values()):
+        return None, verdicts
+    supported = reference
+    for n in reversed(ns[:-1]):  # the smallest N from which every larger N below the reference passes
+        if verdicts[n] != "passes":
+            break
+        supported = n
+    return supported, verdicts
 
 
 def select(sweep: pd.DataFrame, run: str, quantity: str, layer: str = "all") -> pd.DataFrame:
@@ -117,6 +151,15 @@ def results_page(sweep: pd.DataFrame, timings: pd.DataFrame, protocol: dict) -> 
                    [[f"{n:,}", run, *(cell(sweep, n, run, m) for m in SCORES),
                      *(cell(sweep, n, run, f"{m}_diff", interval=True) for m in DIFFERENCES),
                      cell(sweep, n, run, "rel_dW", ".2e")] for run in RUNS.values() for n in ns])  # fmt: skip
+    supported, verdicts = supported_n(sweep)
+    lines += ["## Which N to choose", "",
+              f"The rule, fixed before the reference runs finished: the smallest N below the reference at which, and at "
+              f"every larger N below it, MEMIT and ENCORE both lose less than {MARGIN:g} point of S and of NS: the "
+              f"lower end of each paired 95% interval of S − S_ref and NS − NS_ref lies above −{MARGIN:g}. If no "
+              "smaller N passes, the reference N itself.", "",
+              *(f"- N = {n:,}: {verdict}" for n, verdict in verdicts.items()), "",
+              "**Supported N: " + ("not decided (an N is missing)" if supported is None else f"{supported:,}")
+              + "** (`encore.plan.costs.SUPPORTED_N_SAMPLES`).", ""]  # fmt: skip
     lines += ["## Time per N", "", "Seconds on this machine: the Snakemake call, the jobs' benchmark files, C0 alone "
               "(the statistics manifest; ~0 when cached).", ""]  # fmt: skip
     lines += table(["N", "whole N", "statistics job", "C0 alone", "edit MEMIT", "edit ENCORE"],

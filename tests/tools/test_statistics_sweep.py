@@ -207,6 +207,7 @@ def test_analyse_publishes_distances_differences_and_a_missing_n(tmp_path, monke
     assert value(100, "statistics", "available") == 0 and value(100, "MEMIT", "available") == 0
     page = (tmp_path / "published" / "results.md").read_text()
     assert "## Missing" in page and "N = 100, MEMIT: missing:" in page and "`abc123`" in page
+    assert "**Supported N: not decided (an N is missing)**" in page
     assert (tmp_path / "published" / sweep_page.FIGURE).stat().st_size > 0
     protocol = pd.read_csv(tmp_path / "published" / "protocol.csv").set_index("key")["value"]
     assert (protocol["reference_n"], protocol["layers"], protocol["max_length"]) == ("1000", "4", "256")
