@@ -24,6 +24,7 @@ from encore.reporting.claims.editing import NS_MARGIN
 from encore.reporting.claims.general import binary_matrices, item_count
 from encore.reporting.claims.intervals import kind, mcc
 from encore.reporting.claims.results import all_claims
+from encore.reporting.data_files import data_path
 
 REPO = Path(__file__).resolve().parents[2]
 FP32, RECT_PRUNE = REPO / "docs" / "results" / "lifelong-cpu-fp32", REPO / "docs" / "results" / "rect-prune-cpu"
@@ -66,7 +67,7 @@ class Data:
         data = study / "data"
         self.metrics = pd.read_csv(data / "metrics.csv")
         self.norms = pd.read_csv(data / "norms.csv")
-        self.ledger = pd.read_csv(data / "ledger.csv")
+        self.ledger = pd.read_csv(data_path(data, "ledger.csv"))  # gzip-compressed when large
         self.runs = pd.read_csv(data / "runs.csv")
         self.study = StudyResults(data)
 
