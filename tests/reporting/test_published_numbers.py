@@ -28,6 +28,7 @@ from encore.reporting.data_files import data_path
 
 REPO = Path(__file__).resolve().parents[2]
 FP32, RECT_PRUNE = REPO / "docs" / "results" / "lifelong-cpu-fp32", REPO / "docs" / "results" / "rect-prune-cpu"
+STUDY = REPO / "docs" / "results" / "lifelong-cpu"  # the nine-run study (bf16-mixed editing, per-fact records)
 CPU_STUDIES = REPO / "docs" / "cpu-studies.md"  # the README links it for the CPU studies
 MEMIT, ENCORE, UNEDITED = ("memit", "plain"), ("memit", "mpes_nc"), ("unedited", "unedited")
 RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
@@ -70,6 +71,7 @@ class Data:
         self.ledger = pd.read_csv(data_path(data, "ledger.csv"))  # gzip-compressed when large
         self.runs = pd.read_csv(data / "runs.csv")
         self.study = StudyResults(data)
+        self.path = study
 
     def rows(self, run, edits=None, metric=None, protocol=""):
         m = self.metrics
@@ -293,31 +295,42 @@ def rect_prune_notes(d: Data) -> list[str]:
 
 
 def readme_lifelong(d: Data) -> list[str]:
+    """The README's lifelong section: the bf16-mixed study (per-fact scores), its claims, and the compounding."""
     last, first = d.snapshots(MEMIT)[-1], d.snapshots(MEMIT)[0]
-    memit, encore = d.run(MEMIT), d.run(ENCORE)
+    encore = d.run(ENCORE)
     top = d.layers(MEMIT)[-1]
-    hours = d.job_hours(MEMIT) + d.job_hours(ENCORE)
+    unedited_hours = d.rows(UNEDITED, metric="evaluation_seconds")["value"].sum() / 3600
+    hours = d.job_hours(MEMIT) + d.job_hours(ENCORE) + unedited_hours
+    claims = all_claims(d.study)
+    counts = pd.Series([kind(c.outcome) for c in claims]).value_counts()
+    done = [r for r in d.study.table[["method", "variant"]].drop_duplicates().itertuples(index=False, name=None)
+            if d.study.edits(r) >= last]  # fmt: skip
 
     def row(run, name, steps):
         edits = 0 if run == UNEDITED else last
         extra = [f"{d.study.point(run, edits, c):.1f}" for c in ("GE", "DS_generate", "DS_loglik")]
-        return _row(
-            d, run, edits, name, [*extra, f"{d.norm(MEMIT if run == UNEDITED else run, edits, top):.2f}", steps]
-        )
+        extra += [
+            f"{d.value(run, edits, 'perplexity'):.2f}",
+            f"{d.norm(MEMIT if run == UNEDITED else run, edits, top):.2f}",
+        ]
+        return _row(d, run, edits, name, [*extra, steps])
 
-    def s(run, edits, metric, subset="authors-20pct"):
-        return d.score(run, edits, metric, subset)
-
+    degrade = gap(d.study, (MEMIT, last), (MEMIT, first))[0]
+    facts_first = len(d.study.paired([(MEMIT, first), (MEMIT, last)])[0])
+    versus = gap(d.study, (MEMIT, last), (ENCORE, last))[0]
+    ns = gap(d.study, (UNEDITED, 0), (ENCORE, last), "NS")[0]
     factor = np.mean([d.norm(MEMIT, last, la) / d.norm(MEMIT, 0, la) for la in d.layers(MEMIT)])
-    unedited_layers = d.rows(MEMIT, last, None, "down-proj")
-    other = [m for m in unedited_layers["metric"] if int(m.rsplit("L", 1)[1]) not in d.layers(MEMIT)]
-    ratio = np.mean([d.value(MEMIT, last, m) / d.value(UNEDITED, 0, m) for m in other])
-    counts = pd.Series([kind(c.outcome) for c in all_claims(d.study)]).value_counts()
+    ppl = {run: d.value(run, 0 if run == UNEDITED else last, "perplexity") for run in (UNEDITED, MEMIT, ENCORE)}
+    downstream = next(c for c in claims if c.source.endswith("(the paper's generation protocol)"))
+    above = re.findall(r"([A-Z0-9]+) \(unedited MCC [-\d.]+ \[", downstream.measured)
+    sst2 = re.search(r"SST2 \(unedited MCC [^)]*\): MEMIT's F1 decline ([-\d.]+ \[[^]]*\]); ENCORE - MEMIT "
+                     r"([-\d.]+ \[[^]]*\])", downstream.measured)  # fmt: skip
+    compounding = pd.read_csv(d.path / "precision-compounding.csv")
+    delta_s = compounding[(compounding["metric"] == "S") & (compounding["precision"] == "bf16-fp32")]
     return [
         f"at CPU scale: {last:,} sequential edits",
-        f"batches of {memit['batch_size']}, a snapshot every {first} edits",
-        f"ran to {last:,} edits",
-        f"({hours:.1f} h of job time",
+        f"batches of {d.run(MEMIT)['batch_size']}, a snapshot every {first} edits",
+        f"{len(done)} of the paper's nine runs and the unedited model are done ({hours:.1f} h of job time",
         f"over {last:,} sequential edits",
         f"| after {last:,} edits |",
         f"‖W_{top}‖_F",
@@ -325,20 +338,24 @@ def readme_lifelong(d: Data) -> list[str]:
         row(MEMIT, "MEMIT", f"{d.steps(MEMIT):.1f}"),
         row(ENCORE, f"ENCORE (MPES +{encore['mpes']:g}, λ_n {encore['lambda_n']:g})", f"{d.steps(ENCORE):.1f}"),
         f"All {last:,} edited facts are scored",
-        f"of {item_count(d.study)} items each; steps/edit is the mean over all {last:,} edits",
+        f"of {item_count(d.study)} items each",
+        f"{counts.get('reproduced', 0)} reproduced, {counts.get('not reproduced', 0)} not reproduced, "
+        f"{counts.get('inconclusive', 0)} inconclusive and {counts.get('not run', 0)} not run",
+        f"on the same {facts_first} facts its S falls by {degrade.text()} points from {first} to {last:,} edits",
+        f"ENCORE's S is {-versus.estimate:.1f} points below MEMIT's on the same {last:,} facts "
+        f"([{-versus.high:.1f}, {-versus.low:.1f}]",
+        f"its NS is {d.study.point(ENCORE, last, 'NS'):.1f} against the unedited model's "
+        f"{d.study.point(UNEDITED, 0, 'NS'):.1f} ({ns.text()})",
         f"(mean {d.growth(ENCORE, last):+.1f}% vs {d.growth(MEMIT, last):+.1f}% of the unedited norm",
-        f"On the same {last:,} facts its NS is {s(ENCORE, last, 'NS', 'edited-so-far'):.1f}, against "
-        f"{s(UNEDITED, 0, 'NS', 'to-be-edited'):.1f}",
-        f"larger than our {NS_MARGIN:g}-point margin",
-        f"not reproduced at {last:,} edits",
-        f"Its S is {s(MEMIT, first, 'S'):.1f} at {first} edits and {s(MEMIT, last, 'S'):.1f} at {last:,}",
-        f"({s(MEMIT, first, 'n_records'):.0f} facts, then {s(MEMIT, last, 'n_records'):.0f})",
-        f"grow ×{factor / ratio:.2f} against the unedited layers, not the paper's > {paper.FIG4_GROWTH['memit']:g}×",
-        f"{s(MEMIT, last, 'S') - s(ENCORE, last, 'S'):.1f} points below MEMIT's on the same facts at {last:,} edits",
-        f"The gap was {s(MEMIT, first, 'S') - s(ENCORE, first, 'S'):.1f} points at {first} edits",
+        f"×{factor:.2f}, not the paper's > {paper.FIG4_GROWTH['memit']:g}×",
+        f"from {ppl[UNEDITED]:.2f} to {ppl[MEMIT]:.2f} for MEMIT ({100 * (ppl[MEMIT] / ppl[UNEDITED] - 1):+.1f}%) and "
+        f"{ppl[ENCORE]:.2f} for ENCORE ({100 * (ppl[ENCORE] / ppl[UNEDITED] - 1):+.1f}%)",
+        f"above chance on {len(above)} of the {len(d.tasks())} tasks",
+        f"on SST-2 MEMIT's F1 decline is {sst2.group(1)} and ENCORE − MEMIT is {sst2.group(2)}",
+        f"|ΔS| is at most {delta_s['value'].abs().max():.1f} points at all {len(delta_s)} snapshots",
         f"beside the paper's {paper.PAPER_EDITS:,}",
-        f"{counts['not reproduced']} not reproduced, {counts['not run']} not run (the paper's other runs) and "
-        f"{counts['no data']} no data",
+        f"past our\n  {NS_MARGIN:g}-point margin",
+        f"go on to {int(pd.read_csv(d.path / 'prediction-4600.csv')['edits'].max()):,} edits",
     ]
 
 
@@ -373,7 +390,7 @@ PAGES = [  # (page, the study whose CSVs it is computed from, the part of the pa
     ("rect-prune notes", RECT_PRUNE, lambda: (RECT_PRUNE / "notes.md").read_text(), rect_prune_notes),
     (
         "README: the lifelong result",
-        FP32,
+        STUDY,
         lambda: section((REPO / "README.md").read_text(), "## The lifelong result at CPU scale"),
         readme_lifelong,
     ),
@@ -389,7 +406,7 @@ UNPUBLISHED = ["### Not published:", "## Studies on the CPU"]  # sections of doc
 
 @pytest.fixture(scope="module")
 def data():
-    return {study: Data(study) for study in (FP32, RECT_PRUNE) if (study / "data").exists()}
+    return {study: Data(study) for study in (FP32, RECT_PRUNE, STUDY) if (study / "data").exists()}
 
 
 @pytest.mark.parametrize("page, study, read, snippets", PAGES, ids=[page[0] for page in PAGES])
