@@ -226,7 +226,8 @@ def make_tiny_gpt2(vocab_size: int, seed: int = 0, layers: int = 4):
     return GPT2LMHeadModel(config).eval().requires_grad_(False)
 
 
-def make_tiny_gemma3(vocab_size: int, window: int, seed: int = 0):
+def make_tiny_gemma3(vocab_size: int, window: int, seed: int = 0, bos_token_id: int = 0, softcapping=30.0):
+    """Gemma-3 style: sliding-window layers (``window`` tokens) alternate with full attention."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(seed)
@@ -242,10 +243,10 @@ def make_tiny_gemma3(vocab_size: int, window: int, seed: int = 0):
         sliding_window=window,
         layer_types=["sliding_attention", "full_attention"] * 2,
         initializer_range=0.2,
-        bos_token_id=0,
+        bos_token_id=bos_token_id,
         eos_token_id=0,
         pad_token_id=0,
-        final_logit_softcapping=30.0,
+        final_logit_softcapping=softcapping,
     )
     return Gemma3ForCausalLM(config).eval().requires_grad_(False)
 

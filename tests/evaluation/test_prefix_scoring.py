@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_tiny_gemma3
 
 from encore.evaluation.counterfact import answer_nll
 from encore.evaluation.downstream import FORMATS, GEN_LEN, load_task, predict, prompt_parts
@@ -68,26 +69,7 @@ def test_a_context_merging_with_its_query_is_scored_unsplit(tokenizer, tiny_llam
 def test_sliding_window_models_equal_each_prompt_alone(bos_tokenizer, shared_data_dir, window):
     """Gemma-3 style: sliding-window layers count cache slots, so prompts longer than the window must not
     be padded; shorter ones may be."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=len(bos_tokenizer),
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=512,
-        sliding_window=window,
-        layer_types=["sliding_attention", "full_attention"] * 2,
-        initializer_range=0.2,
-        bos_token_id=bos_tokenizer.bos_token_id,
-        eos_token_id=0,
-        pad_token_id=0,
-    )
-    model = Gemma3ForCausalLM(config).eval().requires_grad_(False)
+    model = make_tiny_gemma3(len(bos_tokenizer), window, bos_token_id=bos_tokenizer.bos_token_id, softcapping=None)
     pool, tests = load_task("sst2", shared_data_dir)
     parts = [prompt_parts("sst2", item, pool, shots=2, tokenizer=bos_tokenizer, max_tokens=250) for item in tests[:6]]
     assert max(len(encode(bos_tokenizer, c + q)) for c, q in parts) > 32
