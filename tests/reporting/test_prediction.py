@@ -120,3 +120,19 @@ def test_the_committed_csv_is_what_the_published_studies_give(tmp_path):
     shutil.copytree(STUDY, study)
     write(study, FP32)
     assert (study / CSV).read_text() == (STUDY / CSV).read_text()
+
+
+def test_the_result_section_states_the_outcome_the_g_interval_and_the_slopes_once_the_runs_reach_4600():
+    frame = pd.read_csv(STUDY / CSV)
+    g = "G = S(MEMIT) - S(ENCORE), paired"
+    extra = [
+        {"quantity": g, "run": None, "edits": 4600, "value": 0.3, "low": -0.4, "high": 1.0, "n_facts": 920},
+        {"quantity": g, "run": None, "edits": 4000, "value": 0.5, "low": 0.1, "high": 0.9, "n_facts": 800},
+        {"quantity": "slope per 1,000 edits after 3,000", "run": "MEMIT", "edits": 4600, "value": -2.0},
+        {"quantity": "slope per 1,000 edits after 3,000", "run": "ENCORE", "edits": 4600, "value": -1.0},
+    ]
+    frame = pd.concat([frame[~frame["quantity"].str.startswith("slope")], pd.DataFrame(extra)], ignore_index=True)
+    text = result_text(frame)
+    assert "**Outcome: inconclusive.** At 4,600 edits G = 0.30 [-0.40, 1.00] on the same 920 facts" in text
+    assert "- G at 3,500 edits: no data" in text and "- G at 4,000 edits: 0.50 [0.10, 0.90]" in text
+    assert "MEMIT -2.00 (the linear fits to 3,000: -2.95 from 500, -2.62 from 1,000), ENCORE -1.00" in text
