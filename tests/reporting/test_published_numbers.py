@@ -20,6 +20,7 @@ import pytest
 
 from encore.reporting import paper_values as paper
 from encore.reporting.claims.base import StudyResults, gap
+from encore.reporting.claims.base import name as run_name
 from encore.reporting.claims.editing import NS_MARGIN
 from encore.reporting.claims.general import binary_matrices, item_count
 from encore.reporting.claims.intervals import kind, mcc
@@ -32,6 +33,7 @@ STUDY = REPO / "docs" / "results" / "lifelong-cpu"  # the nine-run study (bf16-m
 CPU_STUDIES = REPO / "docs" / "cpu-studies.md"  # the README links it for the CPU studies
 MEMIT, ENCORE, UNEDITED = ("memit", "plain"), ("memit", "mpes_nc"), ("unedited", "unedited")
 RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
+MPES = ("memit", "mpes")
 GENERATE, LOGLIK = "downstream/generate", "downstream/label-loglik"
 NAMES = [  # names and references with digits in them: not numbers
     r"```.*?```",  # code blocks
@@ -302,6 +304,8 @@ def readme_lifelong(d: Data) -> list[str]:
     unedited_hours = d.rows(UNEDITED, metric="evaluation_seconds")["value"].sum() / 3600
     hours = d.job_hours(MEMIT) + d.job_hours(ENCORE) + unedited_hours
     claims = all_claims(d.study)
+    runs = d.study.table[["method", "variant"]].drop_duplicates().itertuples(index=False, name=None)
+    partial = [run for run in runs if d.study.edits(run) < last]  # runs on their way: their verdicts come earlier
     counts = pd.Series([kind(c.outcome) for c in claims]).value_counts()
     done = [r for r in d.study.table[["method", "variant"]].drop_duplicates().itertuples(index=False, name=None)
             if d.study.edits(r) >= last]  # fmt: skip
@@ -341,6 +345,11 @@ def readme_lifelong(d: Data) -> list[str]:
         f"of {item_count(d.study)} items each",
         f"{counts.get('reproduced', 0)} reproduced, {counts.get('not reproduced', 0)} not reproduced, "
         f"{counts.get('inconclusive', 0)} inconclusive and {counts.get('not run', 0)} not run",
+        *(f"{run_name(run)} has reached {d.study.edits(run):,} edits" for run in partial),
+        *(
+            f"{gap(d.study, (MEMIT, e), (MPES, e))[0].text()} on the same {n} facts at {e:,} edits"
+            for e, n in [(d.study.common_edits(MEMIT, MPES), d.study.scored[(MPES, d.study.edits(MPES))][1])]
+        ),
         f"on the same {facts_first} facts its S falls by {degrade.text()} points from {first} to {last:,} edits",
         f"ENCORE's S is {-versus.estimate:.1f} points below MEMIT's on the same {last:,} facts "
         f"([{-versus.high:.1f}, {-versus.low:.1f}]",
