@@ -31,19 +31,19 @@ def supported_n(sweep: pd.DataFrame) -> tuple[int | None, dict[int, str]]:
     reference = ns[-1]
     verdicts: dict[int, str] = {}
     for n in ns[:-1]:
-        failed = []
+        lows = {}  # (run, metric) -> the lower end of its paired interval, None where missing
         for run in RUNS.values():
             for metric in DIFFERENCES:
                 part = select(sweep, run, f"{metric}_diff").query("n == @n")
-                if part.empty or pd.isna(part["low"].iloc[0]):
-                    verdicts[n] = f"missing: {run} {metric} - {metric}_ref"
-                    break
-                if part["low"].iloc[0] <= -MARGIN:
-                    failed.append(f"{run} {metric} ({part['low'].iloc[0]:.1f})")
-            if n in verdicts:
-                break
-        if n not in verdicts:
-            verdicts[n] = "passes" if not failed else "fails: lower end <= -" + f"{MARGIN:g} for " + ", ".join(failed)
+                lows[run, metric] = None if part.empty or pd.isna(part["low"].iloc[0]) else part["low"].iloc[0]
+        missing = [key for key, low in lows.items() if low is None]
+        failed = [
+            f"{run} {metric} ({low:.1f})" for (run, metric), low in lows.items() if low is not None and low <= -MARGIN
+        ]
+        if missing:
+            verdicts[n] = f"missing: {missing[0][0]} {missing[0][1]} - {missing[0][1]}_ref"
+        else:
+            verdicts[n] = "passes" if not failed else f"fails: lower end <= -{MARGIN:g} for " + ", ".join(failed)
     if any(v.startswith("missing") for v in verdicts.values()):
         return None, verdicts
     supported = reference

@@ -2,25 +2,16 @@
 
 import pytest
 import torch
-from conftest import TEMPLATES
+from conftest import TARGET_RECORDS, TEMPLATES
 
 from encore.data.datasets import EditRecord
 from encore.editing.targets import TargetSettings, optimise_targets
 
 # Subject at the end of the prompt: the last subject token predicts the (single-token) target, so a
 # delta at the last block steers it quickly -- a constructed case where MPES is reached.
-STEERABLE = [
-    EditRecord(case_id=1, subject="Toko Yasuda", prompt="{}", target_new="city", target_true="x"),
-    EditRecord(case_id=2, subject="Danielle Darrieux", prompt="{}", target_new="the", target_true="x"),
-]
+STEERABLE = TARGET_RECORDS[:2]  # cases 1-2: the bare subject as prompt
 ORDINARY = [
-    EditRecord(
-        case_id=3,
-        subject="Danielle Darrieux",
-        prompt="The mother tongue of {} is",
-        target_new="English",
-        target_true="French",
-    ),
+    TARGET_RECORDS[2],  # case 3: "The mother tongue of Danielle Darrieux is" English
     EditRecord(case_id=4, subject="Toko Yasuda", prompt="{} plays the", target_new="piano", target_true="guitar"),
 ]
 FAST = dict(layer=3, lr=1.5, clamp_norm_factor=10.0, weight_decay=0.0, kl_factor=0.0, loss_stop=0.0)
