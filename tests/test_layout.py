@@ -1,6 +1,7 @@
 """encore/ imports one way: every ``encore.*`` import (module or function level) goes to the importer's own layer or
-a lower one, and no subpackage or top-level module takes part in a circle of imports (map: encore/__init__.py); tests
-share helpers through conftest only."""
+a lower one, and no subpackage or top-level module takes part in a circle of imports (map: encore/__init__.py); a
+test module takes shared helpers from tests/conftest.py or tests/pipeline_helpers.py (both in tests/, on sys.path in
+every run), never from another test module."""
 
 import ast
 import re

@@ -208,7 +208,7 @@ def test_killed_run_resumes_to_bitwise_identical_weights(tiny_model, tmp_path):
     checksums = {path.name: file_sha256(path) for path in sorted(first.iterdir())}
     assert sorted(checksums) == ["keys.safetensors", "ledger.csv", "manifest.json", "norms.csv", "weights.safetensors"]
 
-    snakemake(*killed, "--unlock")  # a killed controller leaves its lock (snakemake-notes.md §3)
+    snakemake(*killed, "--unlock")  # a killed controller leaves its lock (docs/pipeline.md, "Resume and logs")
     snakemake(*killed)  # rerun: resumes after the last complete snapshot
     # the first segment was kept, not redone (its ledger has timings: a rerun would change its checksum)
     assert {path.name: file_sha256(path) for path in sorted(first.iterdir())} == checksums

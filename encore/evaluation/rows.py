@@ -5,7 +5,7 @@ Every row carries ``metric``, ``value`` and a ``protocol`` tag saying which subs
   counterfact/<subset>/top1             ES_top1, PS_top1, NS_top1: every answer token is the argmax
   <dataset>/<subset>/greedy-exact-match ES_gen, PS_gen (percent), n_records: greedy output starts with target_new (§7.6)
   zsre/<subset>/token-top1              ES, PS, NS (percent, §7.3)
-  generation/<subset>/top5-sampling     GE: weighted 2/3-gram entropy of sampled text, x100 (§7.2)
+  generation/<subset>/top5-sampling-100-tokens  GE: weighted 2/3-gram entropy of sampled text, x100 (§7.2)
   table1/<subset>                       probabilities for the paper's Table 1
   downstream/...                        the six downstream tasks, two protocols (§8)
   perplexity/<corpus>/tokens<N>/window<W>  perplexity, nll_per_token on held-out text (perplexity.py)

@@ -1,5 +1,5 @@
 # Sequential editing in segments: each segment continues from the previous snapshot, so a failed or
-# killed segment never destroys earlier snapshots (snakemake-notes.md §3).
+# killed segment never destroys earlier snapshots (docs/pipeline.md, "Resume and logs").
 
 SNAPSHOT_FILES = [
     "manifest.json",

@@ -1,3 +1,6 @@
+"""Rule collect_results: every run's metrics, norms, ledgers, manifests and records into results/<exp>/collected/
+(encore.reporting.collect.collect)."""
+
 from pathlib import Path
 
 from _common import start

@@ -1,3 +1,7 @@
+"""Rule edit_segment: one segment of sequential editing, from the previous snapshot (or the unedited model) to the
+next (encore.experiment.run_edit_segment). Not only a wrapper: when a statistics cache file is found unreadable, it
+recomputes that statistic itself and edits again (see the comment at the end)."""
+
 from pathlib import Path
 
 from _common import start

@@ -1,3 +1,6 @@
+"""Rules evaluate_snapshot and evaluate_unedited: one model state scored into its metrics CSV and per-fact and
+per-item records (encore.experiment.evaluate_snapshot)."""
+
 from pathlib import Path
 
 from _common import start

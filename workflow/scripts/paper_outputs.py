@@ -1,3 +1,6 @@
+"""Rule paper_outputs: the paper's tables and figures from the collected CSVs, after checking their sha256
+(encore.reporting.paper_tables.build_paper_outputs)."""
+
 from pathlib import Path
 
 from _common import start

@@ -1,3 +1,6 @@
+"""Rule report_tables: the editing metrics of every snapshot and the unedited model as one table, with each run's
+editing cost up to each snapshot (encore.reporting.summary.editing_table)."""
+
 from pathlib import Path
 
 from _common import start

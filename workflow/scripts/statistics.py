@@ -1,3 +1,6 @@
+"""Rule statistics: C0 of every edited layer, computed or imported into the content-addressed cache
+(encore.experiment.compute_statistics)."""
+
 from pathlib import Path
 
 from _common import start
