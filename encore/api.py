@@ -25,8 +25,7 @@ from encore.data.record_formats import parse_record
 from encore.data.requests import load_requests as load_ordered_requests
 from encore.editing.hparams import Hyperparameters, hparams_file
 from encore.editing.statistics import statistics_manifest
-from encore.models.device import resolve_execution
-from encore.models.loading import load_model
+from encore.models.loading import load_for_execution
 from encore.models.precision import precision_scope
 from encore.session import EditingSession, evaluate_model, read_requests, write_evaluation
 from encore.settings import EvaluationSettings
@@ -188,18 +187,17 @@ class EditingRun:
             raise ValueError(f"snapshot: {manifest_path} not found; give a directory written by save or the edit rule")
         manifest = json.loads(manifest_path.read_text())
         hparams = Hyperparameters.from_dict(manifest["hparams"], origin=str(manifest_path))
-        run = resolve_execution(**{"device": device, "dtype": dtype, "tf32": tf32, **(execution or {})})
         resources = Path(resources)
-        loaded = load_model(manifest["model_name"], cache_dir=resources / "models", device=run.device,
-                            dtype=run.torch_dtype)  # fmt: skip
-        statistics = statistics_manifest(loaded, sorted(hparams.layers), hparams, data_dir, resources, run)
+        execution = {"device": device, "dtype": dtype, "tf32": tf32, **(execution or {})}
+        loaded, resolved = load_for_execution(manifest["model_name"], resources / "models", execution)
+        statistics = statistics_manifest(loaded, sorted(hparams.layers), hparams, data_dir, resources, resolved)
         keys = {layer: entry["key"] for layer, entry in statistics["layers"].items()}
         if keys != {layer: entry["key"] for layer, entry in manifest["statistics"].items()}:
             raise ValueError(
                 f"{manifest_path}: edited with other covariance statistics (corpus or model differ); "
                 "give the data_dir it was edited with"
             )
-        session = EditingSession.open(loaded, hparams, run, statistics, manifest["seed"], previous=directory)
+        session = EditingSession.open(loaded, hparams, resolved, statistics, manifest["seed"], previous=directory)
         editor = cls(session, model_name=manifest["model_name"], method=manifest["method"],
                      variant=manifest["variant"], dataset=manifest["data"].get("dataset") or "counterfact",
                      seed=manifest["seed"], data_dir=data_dir, resources=resources,
@@ -248,11 +246,11 @@ def load_editor(
         hparams = Hyperparameters.from_yaml(path, variant)
     if overrides:
         hparams = hparams.with_overrides(**overrides)
-    run = resolve_execution(**{"device": device, "dtype": dtype, "tf32": tf32, **(execution or {})})
     resources = Path(resources)
-    loaded = load_model(model, cache_dir=resources / "models", device=run.device, dtype=run.torch_dtype)
-    statistics = statistics_manifest(loaded, sorted(hparams.layers), hparams, data_dir, resources, run)
-    session = EditingSession.open(loaded, hparams, run, statistics, seed)
+    execution = {"device": device, "dtype": dtype, "tf32": tf32, **(execution or {})}
+    loaded, resolved = load_for_execution(model, resources / "models", execution)
+    statistics = statistics_manifest(loaded, sorted(hparams.layers), hparams, data_dir, resources, resolved)
+    session = EditingSession.open(loaded, hparams, resolved, statistics, seed)
     return EditingRun(session, model_name=model, method=method, variant=variant, dataset=dataset, seed=seed,
                   data_dir=data_dir, resources=resources, experiment=experiment or "api", order=order, requests=[])  # fmt: skip
 

@@ -16,8 +16,7 @@ from encore.data import files
 from encore.data.requests import load_requests, records_description
 from encore.editing.hparams import Hyperparameters
 from encore.editing.statistics import statistics_manifest
-from encore.models.device import resolve_execution
-from encore.models.loading import load_model
+from encore.models.loading import load_for_execution
 from encore.progress import clock, log
 from encore.session import EditingSession, evaluate_model, read_requests, write_evaluation
 from encore.settings import EvaluationSettings, RunSettings
@@ -85,9 +84,8 @@ def compute_statistics(
 ) -> dict:
     """C0 for every layer (cached, content-addressed) and a manifest pointing at the cache files; ``statistics``: the
     config's key of that name, computed here (None, the default) or imported from files (docs/statistics.md)."""
-    run = resolve_execution(**(execution or {}))
-    loaded = load_model(model_name, cache_dir=resources / "models", device=run.device, dtype=run.torch_dtype)
-    manifest = statistics_manifest(loaded, layers, hparams, data_dir, resources, run, source=statistics)
+    loaded, resolved = load_for_execution(model_name, resources / "models", execution)
+    manifest = statistics_manifest(loaded, layers, hparams, data_dir, resources, resolved, source=statistics)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -109,8 +107,7 @@ def run_edit_segment(
 ) -> Path:
     """Continue sequential editing of ``run`` from ``previous`` (or the unedited model) for ``n_batches`` batches of
     ``batch_size`` requests of ordering ``order_sample``; writes the snapshot ``output`` and returns its manifest."""
-    run_on = resolve_execution(**(execution or {}))
-    loaded = load_model(run.model, cache_dir=run.resources / "models", device=run_on.device, dtype=run_on.torch_dtype)
+    loaded, resolved = load_for_execution(run.model, run.resources / "models", execution)
     records, provenance = load_requests(
         run.dataset, run.data_dir, run.resources / "data", order_sample, run.num_edits, run.records_files
     )
@@ -119,14 +116,14 @@ def run_edit_segment(
             f"only {len(records)} {run.dataset} requests are available but num_edits = {run.num_edits}; lower num_edits"
         )
     statistics = json.loads(Path(statistics_manifest).read_text())
-    session = EditingSession.open(loaded, hparams, run_on, statistics, run.seed, previous)
+    session = EditingSession.open(loaded, hparams, resolved, statistics, run.seed, previous)
     state = session.state
     if session.case_ids != [record.case_id for record in records[: state.edits_done]]:
         raise ValueError(
             f"{previous}: its edited case ids differ from the current edit order (data or order changed); "
             "rerun from the first segment"
         )
-    log(f"{method}/{variant}: model on {run_on.device} ({run_on.dtype}), float64 solves on {session.solves_on}")
+    log(f"{method}/{variant}: model on {resolved.device} ({resolved.dtype}), float64 solves on {session.solves_on}")
 
     started, first_edit = time.perf_counter(), state.edits_done
     total_batches = -(-run.num_edits // batch_size)
@@ -183,8 +180,7 @@ def evaluate_snapshot(
     from encore.editing.snapshots import apply_snapshot, load_snapshot
 
     settings = EvaluationSettings.of(evaluation)
-    run_on = resolve_execution(**(execution or {}))
-    loaded = load_model(run.model, cache_dir=run.resources / "models", device=run_on.device, dtype=run_on.torch_dtype)
+    loaded, resolved = load_for_execution(run.model, run.resources / "models", execution)
     model, tokenizer = loaded.model, loaded.tokenizer
     if snapshot is None:
         records, _ = load_requests(
@@ -217,7 +213,7 @@ def evaluate_snapshot(
     provenance = {
         "snapshot": str(snapshot) if snapshot else None,
         "model": loaded.identity,
-        "execution": run_on.describe(),
+        "execution": resolved.describe(),
         "evaluation": settings.as_dict(),
     }
     return write_evaluation(result, output, labels=labels, experiment=run.experiment, model_name=run.model,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,76 +217,46 @@ def evaluate_model(
     scored, scored_subset = records, subset
     if not unedited and not final and settings.edited_facts == "final":
         scored, scored_subset = ev.authors_subset_of(records), "authors-20pct"  # before the last snapshot
-    record_frames, item_frames = [], []
-
-    def with_records(results, frames=record_frames):  # metric rows; the per-record/-item frame goes to its file
-        rows, frame = results
-        frames.append(frame)
-        return rows
-
-    parts = [
-        (
-            f"editing metrics on {len(scored)} {scored_subset} facts"
-            + (" (+ the authors' 20% subset)" if not unedited and final else ""),
-            lambda: with_records(
-                ev.editing_results(
-                    model,
-                    tokenizer,
-                    dataset,
-                    scored,
-                    scored_subset,
-                    unedited=unedited,
-                    authors_subset=not unedited and final,
-                )
-            ),  # fmt: skip
-        )
-    ]
+    # Each part: (name, compute, where its frame goes). compute() gives metric rows, or (rows, frame) when a
+    # per-record ("records") or per-item ("items") frame stands behind them.
+    parts: list[tuple[str, Callable[[], object], str | None]] = []
+    scope = f"{len(scored)} {scored_subset} facts" + (" (+ the authors' 20% subset)" if not unedited and final else "")
+    parts.append((f"editing metrics on {scope}",
+                  lambda: ev.editing_results(model, tokenizer, dataset, scored, scored_subset, unedited=unedited,
+                                             authors_subset=not unedited and final),
+                  "records"))  # fmt: skip
     if greedy:  # ES_gen, PS_gen: greedy decoding of the same facts' rewrite and paraphrase prompts
-        parts.append(
-            (
-                f"generation efficacy (greedy decoding) on {len(scored)} {scored_subset} facts",
-                lambda: with_records(ev.generation_efficacy_results(model, tokenizer, dataset, scored, scored_subset)),
-            )
-        )
+        parts.append((f"generation efficacy (greedy decoding) on {len(scored)} {scored_subset} facts",
+                      lambda: ev.generation_efficacy_results(model, tokenizer, dataset, scored, scored_subset),
+                      "records"))  # fmt: skip
     if settings.perplexity_tokens:
-        parts.append(
-            ("perplexity", lambda: ev.perplexity_rows(model, tokenizer, data_dir, resources / "data", settings))
-        )
+        parts.append(("perplexity", lambda: ev.perplexity_rows(model, tokenizer, data_dir, resources / "data", settings),
+                      None))  # fmt: skip
     if generation and dataset == "counterfact" and "GE" not in skipped:
-        parts.append(
-            (
-                "generation entropy",
-                lambda: with_records(
-                    ev.generation_results(model, tokenizer, records, subset, settings.generation_records, seed)
-                ),
-            )
-        )
+        parts.append(("generation entropy",
+                      lambda: ev.generation_results(model, tokenizer, records, subset, settings.generation_records, seed),
+                      "records"))  # fmt: skip
     if settings.measured("downstream", final):
-        parts.append(
-            (
-                "downstream tasks",
-                lambda: with_records(ev.downstream_results(model, tokenizer, data_dir, settings), item_frames),
-            )
-        )
+        parts.append(("downstream tasks", lambda: ev.downstream_results(model, tokenizer, data_dir, settings), "items"))
     if settings.measured("analysis", final):
         from encore.evaluation.analysis import analysis_rows
 
         prompts = [r.rewrite_prompt for r in records[: settings.analysis_records]]
-        parts.append(
-            (
-                "norm and activation analyses",
-                lambda: analysis_rows(model, tokenizer, prompts, f"{dataset}-{subset}-rewrite-prompts"),
-            )
-        )
-    rows, seconds = [], {}
-    for number, (name, compute) in enumerate(parts, start=1):
+        parts.append(("norm and activation analyses",
+                      lambda: analysis_rows(model, tokenizer, prompts, f"{dataset}-{subset}-rewrite-prompts"), None))  # fmt: skip
+    rows, seconds, frames = [], {}, {"records": [], "items": []}
+    for number, (name, compute, frame_kind) in enumerate(parts, start=1):
         log(f"evaluation part {number}/{len(parts)}: {name}")
         part_started = time.perf_counter()
-        rows += compute()
+        result = compute()
+        if frame_kind is not None:
+            result, frame = result
+            frames[frame_kind].append(frame)
+        rows += result
         seconds[name] = round(time.perf_counter() - part_started, 2)
         log(f"evaluation part {number}/{len(parts)}: {name} done in {seconds[name]:.1f} s")
     rows.append({"metric": "evaluation_seconds", "value": time.perf_counter() - started, "protocol": "timing"})
-    return Evaluation(rows, record_frames, item_frames, seconds, skipped)
+    return Evaluation(rows, frames["records"], frames["items"], seconds, skipped)
 
 
 def write_evaluation(

@@ -5,7 +5,8 @@ The defaults live in one place, the config schema (encore/schemas/config.schema.
 object): ``EvaluationSettings.from_dict`` fills every key a dict leaves out from there, checks the values against
 the same schema and names an unknown key in a one-line error. The pipeline (encore.experiment.evaluate_snapshot),
 the evaluation (encore.session.evaluate_model, encore.evaluation.rows) and the API (encore.api: its own explicit
-values over the schema's) all read one such object, so one request measures the same metrics everywhere.
+values over the schema's) all read one such object, so one request measures the same metrics everywhere. (The
+demo's config.yaml sets smaller sizes than the schema's defaults, for minutes on a laptop: a config's values win.)
 
 ``RunSettings`` (experiment, model, data, resources, edit count, seed) travels from the config to the edit and
 evaluate stages as one object; the rules pass its fields as separate builtin params, because Snakemake's rerun

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from encore.cli import one_line
 from encore.reporting.statistics_sweep import DIFFERENCES, RUNS, SCORES, render
 
 REPO = Path(__file__).resolve().parents[1]
@@ -453,8 +454,7 @@ def main(argv=None) -> None:
         else:
             analyse(sweep, args.publish)
     except (SweepError, ValueError, OSError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise SystemExit(f"statistics_sweep: {first_line}") from None
+        raise SystemExit(f"statistics_sweep: {one_line(error)}") from None
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from encore.data.datasets import (
 )
 from encore.data.files import DataError
 
-SCHEMAS = ("rome", "mend", "easyedit")
 _LOCALITY_PREFERENCE = ("Relation_Specificity", "Forgetfulness")  # KnowEdit kinds, in EasyEdit's order
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from encore.cli import one_line
 from encore.models.architecture import architecture_of, down_proj_module
 from encore.models.hooks import record_inputs, run_until
 from encore.models.tokens import pad_id, pad_right
@@ -105,8 +106,7 @@ def load_statistic(path: Path, key: dict) -> torch.Tensor:
     except FileNotFoundError:
         raise StatisticsCacheError(path, "missing") from None
     except Exception as error:  # truncated or garbled: safetensors, JSON or I/O errors
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise StatisticsCacheError(path, f"unreadable ({first_line})") from None
+        raise StatisticsCacheError(path, f"unreadable ({one_line(error)})") from None
     if stored_key != key:
         raise StatisticsCacheError(path, "statistics were computed for a different setting")
     if tensor_sha256(second_moment) != metadata.get("sha256"):
@@ -140,8 +140,7 @@ def statistic_count(path: Path) -> int:
         with safe_open(str(path), framework="pt") as handle:
             return int((handle.metadata() or {}).get("count", 0))
     except Exception as error:  # truncated or garbled
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise StatisticsCacheError(path, f"unreadable ({first_line})") from None
+        raise StatisticsCacheError(path, f"unreadable ({one_line(error)})") from None
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from encore.editing import restraints
 @dataclass
 class LayerState:
     covariance: torch.Tensor  # C0, float64 (d_ff x d_ff), fixed
-    previous_keys: torch.Tensor  # S_P, float64 (d_ff x d_ff), grows with every batch
+    previous_key_moment: torch.Tensor  # S_P, float64 (d_ff x d_ff), grows with every batch
     projector: torch.Tensor | None = None  # AlphaEdit null-space projector P, float64
 
 
@@ -66,7 +66,7 @@ class Editor(abc.ABC):
         """lambda_p C0 + lambda_n I + S_P (what every update must not disturb), a new float64 matrix built in
         place (one d_ff x d_ff allocation: 1.6 GB at Llama-3-8B's d_ff)."""
         matrix = state.covariance.to(torch.float64, copy=True).mul_(self.mom2_update_weight)
-        matrix += state.previous_keys
+        matrix += state.previous_key_moment
         if self.norm_lambda:
             matrix.diagonal().add_(self.norm_lambda)
         return matrix
@@ -77,7 +77,7 @@ class Editor(abc.ABC):
 
     def update_state(self, state: LayerState, keys: torch.Tensor) -> None:
         """After the solve: S_P <- S_P + K K^T (pre-update keys of this batch)."""
-        accumulate_keys(state.previous_keys, keys)
+        accumulate_keys(state.previous_key_moment, keys)
 
     def restrain(self, delta: torch.Tensor, weight: torch.Tensor, original_weight: torch.Tensor | None) -> torch.Tensor:
         """The update actually written for the batch (float64, like ``delta``), from the solved update ``delta``, the
@@ -156,7 +156,7 @@ class AlphaEdit(Editor):
 
     def solve(self, state, keys, residuals):
         projector = state.projector
-        accumulated = state.previous_keys.addmm(keys, keys.T)  # S = S_P + K K^T
+        accumulated = state.previous_key_moment.addmm(keys, keys.T)  # S = S_P + K K^T
         half = projector @ accumulated
         del accumulated
         system = half @ projector
@@ -165,10 +165,10 @@ class AlphaEdit(Editor):
         return spd_solve(system, projector @ (keys @ residuals.T)).T
 
 
-def accumulate_keys(previous_keys: torch.Tensor, keys: torch.Tensor) -> None:
+def accumulate_keys(previous_key_moment: torch.Tensor, keys: torch.Tensor) -> None:
     """S_P <- S_P + K K^T in place (K: d_ff x n, float64). The one definition used while editing and when a
     snapshot's state is rebuilt from stored keys, so both give bitwise the same S_P on the same device."""
-    previous_keys += keys @ keys.T
+    previous_key_moment += keys @ keys.T
 
 
 def null_space_projector(covariance: torch.Tensor, threshold: float) -> torch.Tensor:

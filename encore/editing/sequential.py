@@ -36,7 +36,7 @@ class EditorState:
     stored once, in the first snapshot of the chain."""
 
     context_templates: list[list[str]]
-    previous_keys: dict[int, torch.Tensor]  # S_P per layer, float64
+    previous_key_moment: dict[int, torch.Tensor]  # S_P per layer, float64
     edits_done: int = 0  # position in the edit order
     batches_done: int = 0
     torch_rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
@@ -46,7 +46,7 @@ class EditorState:
     @classmethod
     def initial(cls, context_templates, layers, d_ff: int, device="cpu") -> EditorState:
         zeros = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64, device=device) for layer in layers}
-        return cls(context_templates=context_templates, previous_keys=zeros)
+        return cls(context_templates=context_templates, previous_key_moment=zeros)
 
 
 def edit_batch(
@@ -60,7 +60,8 @@ def edit_batch(
     projectors: dict[int, torch.Tensor] | None = None,
     targets: TargetResult | None = None,
 ) -> dict:
-    """Apply one batch of edits in place; return the batch's ledger (per-edit stats, timings, norms).
+    """Apply one batch of edits in place; return its targets (per-edit optimisation stats), phase timings and the
+    edited layers' norms after the update (``ledger_rows`` turns them into the ledger).
 
     ``targets`` may be passed precomputed (benchmarks); by default they are optimised here."""
     layers = sorted(hparams.layers)
@@ -93,12 +94,12 @@ def edit_batch(
         timings["keys_s"] += time.perf_counter() - started
 
         started = time.perf_counter()
-        device = state.previous_keys[layer].device  # the solves run where S_P lives, in float64
+        device = state.previous_key_moment[layer].device  # the solves run where S_P lives, in float64
         keys = raw_keys.to(device).double()
         residuals = (targets.z.to(device).double() - current.to(device).double()) / (len(layers) - rank)
         layer_state = LayerState(
             covariance=covariances[layer].to(device),  # float32 C0: the editor builds its float64 system from it
-            previous_keys=state.previous_keys[layer],
+            previous_key_moment=state.previous_key_moment[layer],
             projector=None if projectors is None else projectors[layer].to(device=device, dtype=torch.float64),
         )
         delta = editor.solve(layer_state, keys.T, residuals.T)

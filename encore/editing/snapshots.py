@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from encore.cli import one_line
 from encore.data.files import file_sha256
 from encore.editing.editors import accumulate_keys
 from encore.editing.sequential import EditorState
@@ -66,7 +67,7 @@ def _write_atomically(path: Path, write) -> None:
         temporary.replace(path)
     except Exception as error:  # OSError, or safetensors' SafetensorError wrapping one
         temporary.unlink(missing_ok=True)
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = one_line(error)
         if isinstance(error, OSError) and error.strerror:
             reason = error.strerror
         full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in reason
@@ -123,7 +124,7 @@ def save_snapshot(
     return directory / MANIFEST
 
 
-def _read_manifest(directory: Path, names: list[str] | None = None) -> dict:
+def read_verified_manifest(directory: Path, names: list[str] | None = None) -> dict:
     """The manifest, after checking the checksums of ``names`` (default: every listed file)."""
     manifest_path = directory / MANIFEST
     if not manifest_path.exists():
@@ -152,7 +153,7 @@ def chain(directory: Path) -> list[Path]:
     links, current = [], Path(directory)
     while current is not None:
         links.insert(0, current)
-        previous = _read_manifest(current, names=[]).get("previous_snapshot")
+        previous = read_verified_manifest(current, names=[]).get("previous_snapshot")
         current = (current / previous).resolve() if previous else None
         if current is not None and current in links:
             raise SnapshotError(f"{directory}: the chain of previous snapshots loops at {current}")
@@ -161,28 +162,28 @@ def chain(directory: Path) -> list[Path]:
 
 def rebuild_previous_keys(directory: Path, layers: list[int], d_ff: int, device="cpu") -> dict[int, torch.Tensor]:
     """S_P per layer after the last batch of ``directory``: accumulate_keys over the chain's stored keys."""
-    if _read_manifest(directory, names=[]).get("format_version", 1) == 1:  # S_P stored directly
-        _read_manifest(directory, names=[STATE_V1])
+    if read_verified_manifest(directory, names=[]).get("format_version", 1) == 1:  # S_P stored directly
+        read_verified_manifest(directory, names=[STATE_V1])
         stored = load_file(str(Path(directory) / STATE_V1))
-        return {layer: stored[f"previous_keys.layer{layer}"].to(device) for layer in layers}
+        return {layer: stored[f"previous_key_moment.layer{layer}"].to(device) for layer in layers}
     links = chain(directory)
-    previous_keys = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64, device=device) for layer in layers}
+    previous_key_moment = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64, device=device) for layer in layers}
     for link in links:
-        _read_manifest(link, names=[KEYS])
+        read_verified_manifest(link, names=[KEYS])
         stored = load_file(str(link / KEYS))
         sizes = stored["batch_sizes"].tolist()
         for layer in layers:
             for keys in torch.split(stored[f"keys.layer{layer}"], sizes) if sizes else []:
-                accumulate_keys(previous_keys[layer], keys.to(device).double().T)
-    return previous_keys
+                accumulate_keys(previous_key_moment[layer], keys.to(device).double().T)
+    return previous_key_moment
 
 
 def read_original_weights(directory: Path, layers: list[int]) -> dict[int, torch.Tensor] | None:
     """The unedited weights stored in the first snapshot of ``directory``'s chain (None if it holds none)."""
     first = chain(directory)[0]
-    if ORIGINAL not in _read_manifest(first, names=[]).get("files", {}):
+    if ORIGINAL not in read_verified_manifest(first, names=[]).get("files", {}):
         return None
-    _read_manifest(first, names=[ORIGINAL])
+    read_verified_manifest(first, names=[ORIGINAL])
     stored = load_file(str(first / ORIGINAL))
     return {layer: stored[f"layer{layer}"] for layer in layers}
 
@@ -196,7 +197,7 @@ def load_snapshot(
     """Read and verify a snapshot; fail with a one-line error on a checksum or identity mismatch.
     With ``state_device`` the editor state is rebuilt there too (for resuming), else ``state`` is None."""
     directory = Path(directory)
-    manifest = _read_manifest(directory)
+    manifest = read_verified_manifest(directory)
     if expected_model is not None and manifest.get("model") != expected_model:
         raise SnapshotError(
             f"{directory}: snapshot of model {manifest.get('model')} cannot be applied to {expected_model}"
@@ -213,7 +214,7 @@ def load_snapshot(
         d_ff = weights[layers[0]].shape[1]
         state = EditorState(
             context_templates=manifest["context_templates"],
-            previous_keys=rebuild_previous_keys(directory, layers, d_ff, state_device),
+            previous_key_moment=rebuild_previous_keys(directory, layers, d_ff, state_device),
             edits_done=manifest["edits_done"],
             batches_done=manifest["batches_done"],
             torch_rng_state=stored["torch_rng_state"],

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from encore.cli import one_line
 from encore.editing.covariance import (
     load_statistic,
     statistic_count,
@@ -157,9 +158,9 @@ def read_statistics_file(path: Path, *, module: str, d_ff: int, shown: str | Non
     except ValueError as error:
         if "allow_pickle" in str(error) or "pickled" in str(error):
             raise StatisticsFileError(file, "holds pickled objects; refused (read with allow_pickle=False)") from None
-        raise StatisticsFileError(file, f"unreadable: truncated or corrupted? ({first_line(error)})") from None
+        raise StatisticsFileError(file, f"unreadable: truncated or corrupted? ({one_line(error)})") from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as error:  # truncated or garbled
-        raise StatisticsFileError(file, f"unreadable: truncated or corrupted? ({first_line(error)})") from None
+        raise StatisticsFileError(file, f"unreadable: truncated or corrupted? ({one_line(error)})") from None
     constructor = arrays.get(CONSTRUCTOR_KEY)
     if constructor is not None and "SecondMoment" not in str(_scalar(constructor, CONSTRUCTOR_KEY, file)):
         raise StatisticsFileError(file, f"{CONSTRUCTOR_KEY} is {constructor.item()!r}, not a SecondMoment")
@@ -197,10 +198,6 @@ def _positive_integer(value) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return int(value) if value == int(value) and value > 0 else None
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 # ------------------------------------------------------------------------------------------------ export

@@ -21,6 +21,7 @@ from urllib.request import urlopen
 import torch
 import yaml
 
+from encore.cli import one_line
 from encore.data.files import file_digests
 from encore.editing.covariance import (
     STATISTICS_VERSION,
@@ -33,7 +34,6 @@ from encore.editing.covariance import (
 )
 from encore.editing.statistics_files import (
     StatisticsFileError,
-    first_line,
     layout_path,
     model_dirs,
     parse_file_name,
@@ -167,7 +167,7 @@ def _fetch_url(source: StatisticsSource, layout: str, cache_dir: Path) -> Locate
                 raise _NotThere(url) from None
             raise StatisticsFileError(url, f"download failed (HTTP {error.code} {error.reason})") from None
         except (URLError, OSError) as error:
-            raise StatisticsFileError(url, f"download failed ({first_line(error)})") from None
+            raise StatisticsFileError(url, f"download failed ({one_line(error)})") from None
         finally:
             temporary.unlink(missing_ok=True)
     _verify(located, source, file_digests(target)[0], remove_bad=True)
@@ -185,11 +185,11 @@ def _fetch_hub(source: StatisticsSource, layout: str, cache_dir: Path) -> Locate
             cache_dir=str(_downloads(cache_dir, source)),
         )  # fmt: skip
     except LocalEntryNotFoundError as error:  # offline, and not in the download cache
-        raise StatisticsFileError(location, f"download failed ({first_line(error)})") from None
+        raise StatisticsFileError(location, f"download failed ({one_line(error)})") from None
     except EntryNotFoundError:  # the repository has no such file
         raise _NotThere(location) from None
     except Exception as error:  # network, authentication, unknown repository or revision
-        raise StatisticsFileError(location, f"download failed ({first_line(error)})") from None
+        raise StatisticsFileError(location, f"download failed ({one_line(error)})") from None
     located = Located(Path(local), layout, location)
     _verify(located, source, file_digests(local)[0], remove_bad=False)
     return located

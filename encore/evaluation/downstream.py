@@ -34,7 +34,6 @@ from encore.evaluation.prefix_scoring import score_with_shared_prefix
 from encore.models.tokens import encode
 from encore.progress import log
 
-TASKS = ("sst2", "mrpc", "cola", "rte", "nli", "mmlu")
 POOL_SIZE = 10  # glue_eval FEW_SHOT_TEST_SPLIT: the first 10 lines of each file are the few-shot pool
 GEN_LEN = 3  # new tokens generated per test item (GLUEEval passes 3 to every task)
 INVALID = -1
@@ -73,6 +72,7 @@ FORMATS: dict[str, TaskFormat] = {
     "mmlu": TaskFormat(("question", "choices", "answer"), ("A", "B", "C", "D"),
                        (("a\n", 0), ("b\n", 1), ("c\n", 2), ("d\n", 3)), None),
 }  # fmt: skip
+TASKS = tuple(FORMATS)  # the six tasks, in the authors' order
 
 
 def _format(name: str) -> TaskFormat:
@@ -311,17 +311,10 @@ def evaluate_task(
     }
 
 
-def evaluate_downstream(
-    model, tokenizer, data_dir=None, tasks=TASKS, n_tests: int | None = 100, shots: int = 4, batch_size: int = 16
-) -> pd.DataFrame:
-    """The metric rows of ``downstream_results``."""
-    return downstream_results(model, tokenizer, data_dir, tasks, n_tests, shots, batch_size)[0]
-
-
 ITEM_COLUMNS = ["task", "item", "label", "prediction", "protocol"]
 
 
-def downstream_results(
+def evaluate_tasks(
     model, tokenizer, data_dir=None, tasks=TASKS, n_tests: int | None = 100, shots: int = 4, batch_size: int = 16
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tidy rows (task, metric, value, protocol) for every task and both protocols, and the per-item frame

@@ -97,10 +97,6 @@ def known_fact_rows(scores: pd.DataFrame, subset: str) -> list[dict]:
     ]
 
 
-def zsre_rows(model, tokenizer, records: list[EditRecord], subset: str) -> list[dict]:
-    return _zsre_results(model, tokenizer, records, subset)[0]
-
-
 def _zsre_results(model, tokenizer, records: list[EditRecord], subset: str) -> tuple[list[dict], pd.DataFrame]:
     scores = zsre_record_scores(model, tokenizer, records)
     protocol = f"zsre/{subset}/token-top1"
@@ -121,12 +117,6 @@ def _record_frame(scores: pd.DataFrame, subset: str, protocol: str) -> pd.DataFr
     frame.insert(0, "protocol", protocol)
     frame.insert(0, "subset", subset)
     return frame
-
-
-def generation_rows(
-    model, tokenizer, records: list[EditRecord], subset: str, limit: int | None, seed: int
-) -> list[dict]:
-    return generation_results(model, tokenizer, records, subset, limit, seed)[0]
 
 
 def generation_results(
@@ -158,19 +148,6 @@ def generation_efficacy_results(
         for metric, value in summarise_generation_efficacy(scores).items()
     ]
     return rows, _record_frame(scores, subset, protocol)
-
-
-def editing_rows(
-    model,
-    tokenizer,
-    dataset: str,
-    records: list[EditRecord],
-    subset: str,
-    unedited: bool = False,
-    authors_subset: bool = False,
-) -> list[dict]:
-    """The metric rows of ``editing_results``."""
-    return editing_results(model, tokenizer, dataset, records, subset, unedited, authors_subset)[0]
 
 
 def editing_results(
@@ -244,11 +221,6 @@ def perplexity_rows(model, tokenizer, data_dir, cache_dir, evaluation: Evaluatio
     )
 
 
-def downstream_rows(model, tokenizer, data_dir, evaluation: EvaluationSettings | dict) -> list[dict]:
-    """The metric rows of ``downstream_results``."""
-    return downstream_results(model, tokenizer, data_dir, evaluation)[0]
-
-
 def downstream_results(
     model, tokenizer, data_dir, evaluation: EvaluationSettings | dict
 ) -> tuple[list[dict], pd.DataFrame]:
@@ -257,8 +229,7 @@ def downstream_results(
     EvaluationSettings or a dict of its keys (the schema's defaults fill the rest)."""
     import os
 
-    from encore.evaluation.downstream import TASKS
-    from encore.evaluation.downstream import downstream_results as evaluate
+    from encore.evaluation.downstream import TASKS, evaluate_tasks
 
     settings = EvaluationSettings.of(evaluation)
     directory = data_dir or os.environ.get("ENCORE_DATA_DIR")
@@ -267,7 +238,7 @@ def downstream_results(
             "downstream evaluation reads the authors' task subsets from a local data directory: "
             "set data_dir (or ENCORE_DATA_DIR), or evaluation.downstream: none"
         )
-    frame, items = evaluate(
+    frame, items = evaluate_tasks(
         model,
         tokenizer,
         directory,

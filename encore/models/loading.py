@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from encore.cli import one_line
+
 MANIFEST = "encore_manifest.json"
 _CHUNK = 16 * 1024 * 1024
 
@@ -238,10 +240,6 @@ def _cache_problem(dense: Path, name: str) -> str | None:
     return None
 
 
-def _cache_is_valid(dense: Path, name: str) -> bool:
-    return _cache_problem(dense, name) is None
-
-
 def _convert(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF into a dense float32 ``save_pretrained`` directory (model + tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -349,9 +347,8 @@ def load_model(
         if identity["source"] != "hub":
             raise
         hint = "" if _HUB_ID.match(name) else " (not a packaged name, an existing directory or a hub id)"
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ModelError(
-            f"cannot load model {name!r}{hint}: {first_line}; packaged models: {', '.join(PACKAGED_MODELS)}"
+            f"cannot load model {name!r}{hint}: {one_line(error)}; packaged models: {', '.join(PACKAGED_MODELS)}"
         ) from error
     model.to(device).eval()
     model.requires_grad_(False)
@@ -363,3 +360,12 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, identity=identity, path=source)
+
+
+def load_for_execution(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike, execution: dict | None):
+    """``resolve_execution(**execution)`` (encore.models.device), then ``load_model`` on its device in its dtype:
+    returns (the LoadedModel, the resolved Execution), the start of every job and of the API."""
+    from encore.models.device import resolve_execution
+
+    resolved = resolve_execution(**(execution or {}))
+    return load_model(name_or_path, cache_dir=cache_dir, device=resolved.device, dtype=resolved.torch_dtype), resolved

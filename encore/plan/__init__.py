@@ -75,6 +75,12 @@ def summarise(costs: list[Cost]) -> dict[str, Cost]:
 DEFAULT_RESOURCES = {"mem_mb": 16000, "runtime": 720, "gpu_mem_mb": 0}
 
 
+def rules_device(config: dict) -> str:
+    """The device the Snakemake rules' resources are planned for: the CPU when ``device: cpu``, else ``plan_gpu``
+    (``device: auto`` included: the submitting host of a cluster run may have no GPU)."""
+    return "cpu" if str(config.get("device", "auto")) == "cpu" else config.get("plan_gpu", "h100")
+
+
 def rule_resources(config: dict, device: str) -> dict[str, dict]:
     """Snakemake resources per rule for this config: mem_mb (peak host x 1.3), runtime in minutes (predicted
     x 2 + 30), gpu_mem_mb (peak device memory); the worst job of each rule. A model of unknown shape gets
@@ -125,6 +131,10 @@ def main(argv=None) -> None:
         f"device {device} (rates {RATE_SOURCE[device]})"
     )
     print(table.to_string(index=False))
+    if rules_device(config) != device:
+        print(f"(the Snakemake rules size mem_mb and runtime for {rules_device(config)}, not {device}: device "
+              f"{config.get('device', 'auto')}, plan_gpu {config.get('plan_gpu', 'h100')}; device: cpu sizes them "
+              "for the CPU)")  # fmt: skip
     total_seconds = sum(c.seconds * c.jobs for c in costs)
     edit_disk = sum(c.disk_bytes * c.jobs for c in costs if c.rule.startswith("edit_segment"))
     print(

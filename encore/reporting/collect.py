@@ -38,13 +38,13 @@ def collect(
     downstream_records.csv (the per-item downstream predictions); then sha256.json, their
     checksums, which ``verify_collected`` checks before they are used. Each snapshot's ledger and norms are
     checked against its manifest first."""
-    from encore.editing.snapshots import _read_manifest
+    from encore.editing.snapshots import read_verified_manifest
 
     scored_in = score_precisions(metric_files)  # before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in manifest_files:
-        _read_manifest(Path(path).parent, names=["ledger.csv", "norms.csv"])
+        read_verified_manifest(Path(path).parent, names=["ledger.csv", "norms.csv"])
     read_csvs(metric_files).to_csv(out_dir / "metrics.csv", index=False)
     read_csvs(norm_files).to_csv(out_dir / "norms.csv", index=False)
     read_csvs(ledger_files).to_csv(out_dir / "ledger.csv", index=False)

@@ -19,7 +19,7 @@ def random_problem(d_ff=40, d_model=12, n=6, seed=0, low_rank=False):
     previous = torch.randn(d_ff, 15, generator=generator, dtype=torch.float64)
     keys = torch.randn(d_ff, n, generator=generator, dtype=torch.float64)
     residuals = torch.randn(d_model, n, generator=generator, dtype=torch.float64)
-    state = LayerState(covariance=covariance, previous_keys=previous @ previous.T)
+    state = LayerState(covariance=covariance, previous_key_moment=previous @ previous.T)
     return state, keys, residuals
 
 
@@ -31,7 +31,7 @@ def eye(n):
 def test_memit_update_solves_its_normal_equations(norm_lambda):
     state, keys, residuals = random_problem(seed=int(norm_lambda))
     delta = MEMIT(LAMBDA_P, norm_lambda).solve(state, keys, residuals)
-    system = LAMBDA_P * state.covariance + state.previous_keys + keys @ keys.T + norm_lambda * eye(keys.shape[0])
+    system = LAMBDA_P * state.covariance + state.previous_key_moment + keys @ keys.T + norm_lambda * eye(keys.shape[0])
     # d/dDelta of the objective = 0  <=>  Delta (lambda_p C0 + lambda_n I + S_P + K K^T) = R K^T
     assert torch.allclose(delta @ system, residuals @ keys.T, atol=1e-10)
 
@@ -41,7 +41,7 @@ def test_memit_update_is_the_minimum_of_the_objective():
     delta = MEMIT(LAMBDA_P).solve(state, keys, residuals)
 
     def objective(d):
-        preserved = torch.trace(d @ (LAMBDA_P * state.covariance + state.previous_keys) @ d.T)
+        preserved = torch.trace(d @ (LAMBDA_P * state.covariance + state.previous_key_moment) @ d.T)
         return preserved + ((d @ keys - residuals) ** 2).sum()
 
     generator = torch.Generator().manual_seed(3)
@@ -67,7 +67,7 @@ def test_emmet_update_meets_its_constraint_up_to_lambda_e(norm_lambda):
     state, keys, residuals = random_problem(seed=5)
     editor = EMMET(LAMBDA_P, norm_lambda, emmet_lambda=0.1)
     delta = editor.solve(state, keys, residuals)
-    preserved = LAMBDA_P * state.covariance + state.previous_keys + norm_lambda * eye(keys.shape[0])
+    preserved = LAMBDA_P * state.covariance + state.previous_key_moment + norm_lambda * eye(keys.shape[0])
     gram = keys.T @ torch.linalg.solve(preserved, keys) + 0.1 * eye(keys.shape[1])
     # W_new K = W K + R - lambda_E R D^{-1}
     assert torch.allclose(delta @ keys, residuals - 0.1 * residuals @ torch.linalg.inv(gram), atol=1e-9)
@@ -88,19 +88,21 @@ def test_alphaedit_update_annihilates_the_preserved_subspace():
     preserved_keys = (eye(40) - projector) @ torch.randn(40, 8, dtype=torch.float64)
     assert (delta @ preserved_keys).norm() < 1e-9 * delta.norm() * preserved_keys.norm()
     # same as the reference form X = solve(P S + alpha I, P K R^T) with S = S_P + K K^T
-    accumulated = state.previous_keys + keys @ keys.T
+    accumulated = state.previous_key_moment + keys @ keys.T
     reference = torch.linalg.solve(projector @ accumulated + 10.0 * eye(40), projector @ keys @ residuals.T).T
     assert torch.allclose(delta, reference, atol=1e-9)
 
 
 def test_previous_keys_accumulate_exactly():
     state, keys, _ = random_problem(seed=7)
-    start = state.previous_keys.clone()
+    start = state.previous_key_moment.clone()
     more_keys = torch.randn(keys.shape, dtype=torch.float64)
     for editor in (MEMIT(LAMBDA_P),):
         editor.update_state(state, keys)
         editor.update_state(state, more_keys)
-    assert torch.allclose(state.previous_keys, start + keys @ keys.T + more_keys @ more_keys.T, rtol=0, atol=1e-12)
+    assert torch.allclose(
+        state.previous_key_moment, start + keys @ keys.T + more_keys @ more_keys.T, rtol=0, atol=1e-12
+    )
 
 
 def test_the_base_is_abstract_and_every_registered_editor_builds_itself_from_its_hparams():

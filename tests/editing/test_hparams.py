@@ -66,3 +66,39 @@ def test_hparams_file_prefers_the_dataset_file_and_names_the_file_to_create(tmp_
     assert hparams_file(tmp_path, "memit", "tiny", "counterfact") == hparams_file(tmp_path, "memit", "tiny")
     with pytest.raises(ValueError, match=r"no hyperparameters for 'emmet' on 'tiny': create .*EMMET/tiny\.yaml$"):
         hparams_file(tmp_path, "emmet", "tiny", "zsre")
+
+
+def test_the_schema_defaults_are_the_dataclass_defaults_and_every_copy_of_them_agrees():
+    """The defaults are written in the schema (its documentation) and the Hyperparameters dataclass (the code's); the
+    targets' settings and the editors' constructors repeat some of them. A change to one must change them all."""
+    import dataclasses
+    import inspect
+
+    from encore.editing import editors
+    from encore.editing.targets import TargetSettings
+
+    schema = yaml.safe_load((REPO / "encore/schemas/hparams.schema.yaml").read_text())["properties"]
+    fields = {f.name: f for f in dataclasses.fields(Hyperparameters)}
+    assert set(schema) - {"variants"} == set(fields)
+
+    def default(field):
+        if field.default is not dataclasses.MISSING:
+            return field.default
+        return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
+
+    defaults = {name: default(f) for name, f in fields.items() if default(f) is not None or name == "mpes"}
+    assert {name: schema[name]["default"] for name in defaults if name != "source"} == {
+        name: value for name, value in defaults.items() if name != "source"
+    }
+    target_defaults = {f.name: f.default for f in dataclasses.fields(TargetSettings)}
+    for ours, theirs in [("weight_decay", "v_weight_decay"), ("clamp_norm_factor", "clamp_norm_factor"),
+                         ("kl_factor", "kl_factor"), ("loss_stop", "loss_stop"), ("mpes", "mpes"),
+                         ("mpes_rule", "mpes_rule"), ("prefix_reuse", "prefix_reuse")]:  # fmt: skip
+        assert target_defaults[ours] == defaults[theirs], ours
+    for editor, parameter, key in [(editors.EMMET, "emmet_lambda", "emmet_lambda"),
+                                   (editors.AlphaEdit, "alpha", "alphaedit_l2"),
+                                   (editors.AlphaEdit, "nullspace_threshold", "nullspace_threshold"),
+                                   (editors.MEMITRect, "fraction", "rect_fraction"),
+                                   (editors.MEMITPrune, "log_base", "prune_log_base"),
+                                   (editors.MEMIT, "norm_lambda", "norm_lambda")]:  # fmt: skip
+        assert inspect.signature(editor.__init__).parameters[parameter].default == defaults[key], (editor, parameter)

@@ -63,7 +63,9 @@ def test_rect_breaks_ties_by_position_and_keeps_the_count():
 def test_memit_rect_keeps_memit_update_entries_bitwise():
     generator_ = generator(3)
     samples = torch.randn(40, 120, generator=generator_, dtype=torch.float64)
-    state = LayerState(covariance=samples @ samples.T / 120, previous_keys=torch.zeros(40, 40, dtype=torch.float64))
+    state = LayerState(
+        covariance=samples @ samples.T / 120, previous_key_moment=torch.zeros(40, 40, dtype=torch.float64)
+    )
     keys = torch.randn(40, 6, generator=generator_, dtype=torch.float64)
     residuals = torch.randn(12, 6, generator=generator_, dtype=torch.float64)
     weight = torch.randn(12, 40, generator=generator_)

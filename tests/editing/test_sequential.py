@@ -34,7 +34,7 @@ class RecordingEditor(MEMIT):
         delta = super().solve(state, keys, residuals)
         self.calls.append(
             {
-                "previous": state.previous_keys.clone(),
+                "previous": state.previous_key_moment.clone(),
                 "preservation": self.mom2_update_weight * state.covariance.double(),
                 "keys": keys.clone(),
                 "residuals": residuals.clone(),
@@ -72,7 +72,7 @@ def test_state_accumulates_exactly_the_solved_keys(tiny_llama, tokenizer, covari
     for layer_rank, layer in enumerate(HPARAMS.layers):
         calls = editor.calls[layer_rank::2]
         expected = sum(call["keys"] @ call["keys"].T for call in calls)
-        assert torch.allclose(state.previous_keys[layer], expected, rtol=0, atol=1e-10)
+        assert torch.allclose(state.previous_key_moment[layer], expected, rtol=0, atol=1e-10)
         # the second batch solved with S_P = the first batch's keys
         assert torch.allclose(calls[1]["previous"], calls[0]["keys"] @ calls[0]["keys"].T, rtol=0, atol=1e-10)
         for call in calls:

@@ -22,7 +22,7 @@ def fake_segment(model, state: EditorState, batches: int, generator: torch.Gener
         for layer in LAYERS:
             keys = torch.randn(3, d_ff, generator=generator)
             state.segment_keys.setdefault(layer, []).append(keys)
-            accumulate_keys(state.previous_keys[layer], keys.double().T)
+            accumulate_keys(state.previous_key_moment[layer], keys.double().T)
             write_weight(model, layer, read_weight(model, layer) + 0.01)
         state.edits_done += 3
         state.batches_done += 1
@@ -47,7 +47,7 @@ def test_rebuilt_state_equals_the_accumulated_one_bitwise(tmp_path, tokenizer):
     snapshot = load_snapshot(last, state_device="cpu")
     assert snapshot.state.edits_done == 18 and snapshot.state.batches_done == 6
     for layer in LAYERS:
-        assert torch.equal(snapshot.state.previous_keys[layer], state.previous_keys[layer])
+        assert torch.equal(snapshot.state.previous_key_moment[layer], state.previous_key_moment[layer])
 
 
 def test_a_snapshot_stores_its_own_keys_not_the_accumulated_matrix(tmp_path, tokenizer):
@@ -55,7 +55,7 @@ def test_a_snapshot_stores_its_own_keys_not_the_accumulated_matrix(tmp_path, tok
     from safetensors.torch import load_file
 
     stored = load_file(str(last / KEYS))
-    d_ff = state.previous_keys[LAYERS[0]].shape[0]
+    d_ff = state.previous_key_moment[LAYERS[0]].shape[0]
     assert stored["batch_sizes"].tolist() == [3, 3]
     assert all(stored[f"keys.layer{layer}"].shape == (6, d_ff) for layer in LAYERS)
     assert all(tensor.numel() < d_ff * d_ff for tensor in stored.values())
@@ -80,13 +80,13 @@ def test_format_1_snapshots_with_stored_state_still_resume(tmp_path, tokenizer):
     d_ff = read_weight(model, 1).shape[1]
     directory = tmp_path / "old"
     directory.mkdir()
-    previous_keys = {layer: torch.rand(d_ff, d_ff, dtype=torch.float64) for layer in LAYERS}
+    previous_key_moment = {layer: torch.rand(d_ff, d_ff, dtype=torch.float64) for layer in LAYERS}
     save_file({f"layer{layer}": read_weight(model, layer).contiguous() for layer in LAYERS}, str(directory / WEIGHTS))
-    save_file({**{f"previous_keys.layer{layer}": previous_keys[layer] for layer in LAYERS},
+    save_file({**{f"previous_key_moment.layer{layer}": previous_key_moment[layer] for layer in LAYERS},
                "torch_rng_state": torch.get_rng_state()}, str(directory / "state.safetensors"))  # fmt: skip
     manifest = {"format_version": 1, "layers": LAYERS, "edits_done": 4, "batches_done": 2,
                 "context_templates": TEMPLATES, "previous_snapshot": "results/x/edits_00002",
                 "files": {name: file_sha256(directory / name) for name in (WEIGHTS, "state.safetensors")}}  # fmt: skip
     (directory / "manifest.json").write_text(json.dumps(manifest))
     state = load_snapshot(directory, state_device="cpu").state
-    assert all(torch.equal(state.previous_keys[layer], previous_keys[layer]) for layer in LAYERS)
+    assert all(torch.equal(state.previous_key_moment[layer], previous_key_moment[layer]) for layer in LAYERS)

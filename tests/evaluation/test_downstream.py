@@ -15,9 +15,8 @@ from encore.evaluation.downstream import (
     TASKS,
     build_prompt,
     classification_metrics,
-    downstream_results,
-    evaluate_downstream,
     evaluate_task,
+    evaluate_tasks,
     gold_label,
     load_task,
     parse_generation,
@@ -179,8 +178,8 @@ def test_evaluate_task_end_to_end_on_tiny_gpt2(tiny_gpt2, tokenizer, shared_data
             assert 0.0 <= result[key]["f1"] <= 1.0 and result[key]["accuracy"] in (0, 0.25, 0.5, 0.75, 1.0)
 
 
-def test_evaluate_downstream_rows_and_average(tiny_gpt2, tokenizer, shared_data_dir):
-    table = evaluate_downstream(tiny_gpt2, tokenizer, shared_data_dir, tasks=("sst2", "rte"), n_tests=2)
+def test_evaluate_tasks_gives_rows_of_every_task_and_their_average_f1(tiny_gpt2, tokenizer, shared_data_dir):
+    table, _ = evaluate_tasks(tiny_gpt2, tokenizer, shared_data_dir, tasks=("sst2", "rte"), n_tests=2)
     assert list(table.columns) == ["task", "metric", "value", "protocol"]
     for protocol, metrics in (
         (PROTOCOL_GENERATE, {"f1", "accuracy", "mcc", "invalid"}),
@@ -199,7 +198,7 @@ def test_evaluate_downstream_rows_and_average(tiny_gpt2, tokenizer, shared_data_
 def test_per_item_predictions_recompute_every_metric_row(tiny_gpt2, tokenizer, shared_data_dir):
     """The published per-item frame is what the metrics were computed from: F1, accuracy, MCC and invalid
     recomputed from its labels and predictions equal the metric rows, for both protocols, item by item."""
-    table, items = downstream_results(tiny_gpt2, tokenizer, shared_data_dir, tasks=("sst2", "mmlu"), n_tests=6)
+    table, items = evaluate_tasks(tiny_gpt2, tokenizer, shared_data_dir, tasks=("sst2", "mmlu"), n_tests=6)
     assert list(items.columns) == ["task", "item", "label", "prediction", "protocol"]
     assert len(items) == 2 * 2 * 6  # tasks x protocols x items
     for (task, protocol), rows in items.groupby(["task", "protocol"]):

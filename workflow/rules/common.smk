@@ -12,7 +12,7 @@ from encore.experiment import (
 )
 from encore.models.device import check_settings, phase_precisions
 from encore.settings import RunSettings
-from encore.plan import experiment_hparams, rule_resources
+from encore.plan import experiment_hparams, rule_resources, rules_device
 
 validate(config, schema="../../encore/schemas/config.schema.yaml")
 
@@ -47,9 +47,7 @@ EDIT_EXECUTION = {
 SCORE_EXECUTION = {**_WHERE, "precision": SCORE_PRECISION}
 # Memory and run time of each step from the experiment plan (encore.plan), sized for the GPU named by
 # plan_gpu unless the models run on the CPU. Raised with each retry.
-PLANNED = rule_resources(
-    config, "cpu" if config["device"] == "cpu" else config["plan_gpu"]
-)
+PLANNED = rule_resources(config, rules_device(config))
 
 
 def planned_mem_mb(step):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from encore.cli import one_line
+
 
 def start(snakemake):
     log = open(snakemake.log[0], "w", buffering=1)
@@ -17,7 +19,7 @@ def start(snakemake):
     def report(kind, error, trace):
         """The traceback goes to the log; the console (Snakemake's output) gets the error's first line."""
         traceback.print_exception(kind, error, trace, file=log)
-        message = (str(error).strip().splitlines() or [kind.__name__])[0]
+        message = one_line(error)
         if getattr(error, "errno", None) == errno.ENOSPC:
             written = getattr(error, "filename", None) or Path(snakemake.output[0]).parent
             message += f" (writing {written}); free space and rerun"

@@ -28,6 +28,7 @@ from encore.reporting.claims.intervals import (
     harmonic_score,
     mean_bounds,
     paired_bootstrap,
+    s_of_means,
     unknown,
 )
 from encore.reporting.collect import read_csvs
@@ -208,13 +209,14 @@ def metric_stat(metric: str):
 
 
 def s_score(es: float, ps: float, ns: float) -> float:
-    """S of three means x100 (0 if any is 0), as ``intervals.harmonic_score``."""
-    return 0.0 if min(es, ps, ns) <= 0 else 3 / (1 / es + 1 / ps + 1 / ns)
+    """S of three means x100 (``intervals.s_of_means``)."""
+    return float(s_of_means(np.array([es, ps, ns])))
 
 
 def aggregate_range(study: StudyResults, state, metric: str) -> tuple[float, float]:
     """The range (x100) that ``metric`` of a bootstrap resample of ``state``'s facts leaves with probability at
-    most ``TAIL`` on either side, for any per-fact scores in [0, 1] with the published means."""
+    most ``TAIL`` on either side, for any per-fact scores in [0, 1] with the published means (``mean_bounds``; S from
+    the ES, PS, NS bounds at TAIL/3 each, a union bound, since S rises in each: algorithms.md §14.1)."""
     run, edits = state
     count = study.scored[state][1]
     if metric != "S":

@@ -15,6 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from encore.evaluation.downstream import FORMATS
 from encore.reporting.claims.base import (
     ENCORE,
     MEMIT,
@@ -51,8 +52,8 @@ from encore.reporting.claims.intervals import (
 )
 
 PERPLEXITY_MARGIN = math.log(1.01)  # a change of log-perplexity under 1% counts as no change (ours)
-# classes per task (encore.evaluation.downstream.FORMATS: label words); only binary tasks are recovered
-TASK_CLASSES = {"sst2": 2, "mrpc": 2, "cola": 2, "rte": 2, "nli": 2, "mmlu": 4}
+# classes per task: its label words; only binary tasks are recovered
+TASK_CLASSES = {task: len(form.label_words) for task, form in FORMATS.items()}
 ROUNDING = 1e-6  # metrics.csv keeps 6 decimals: a recovered matrix must give each published value within this
 GENERATE, LOGLIK = "downstream/generate", "downstream/label-loglik"
 

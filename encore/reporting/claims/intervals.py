@@ -106,7 +106,8 @@ def unknown(missing: str, estimate: float = float("nan")) -> Bounds:
 
 def mean_bounds(mean: float, units: int, tail: float = TAIL) -> tuple[float, float]:
     """The range that the mean of a bootstrap resample of ``units`` values in [0, 1] with mean ``mean`` leaves
-    with probability at most ``tail`` on either side, whatever the values (Hoeffding's inequality)."""
+    with probability at most ``tail`` on either side, whatever the values: m ± sqrt(ln(1/tail) / (2 units)), clipped to
+    [0, 1] (Hoeffding's inequality; algorithms.md §14.1)."""
     reach = np.sqrt(np.log(1 / tail) / (2 * units))
     return max(0.0, mean - reach), min(1.0, mean + reach)
 
@@ -149,12 +150,16 @@ def mean_interval(values, **kwargs) -> Interval:
     return paired_bootstrap(lambda x: x.mean(axis=1), values, **kwargs)
 
 
-def harmonic_score(es: np.ndarray, ps: np.ndarray, ns: np.ndarray) -> np.ndarray:
-    """S = 3 / (1/ES + 1/PS + 1/NS) of the per-resample means x100 (0 where any of them is 0); inputs (R, n)."""
-    means = np.stack([100 * x.mean(axis=-1) for x in (es, ps, ns)])
+def s_of_means(means: np.ndarray) -> np.ndarray:
+    """S = 3 / (1/ES + 1/PS + 1/NS) of the means stacked on axis 0 (0 where any of them is 0; algorithms.md §7.2)."""
     with np.errstate(divide="ignore"):
         s = 3 / (1 / means).sum(axis=0)
     return np.where((means > 0).all(axis=0), s, 0.0)
+
+
+def harmonic_score(es: np.ndarray, ps: np.ndarray, ns: np.ndarray) -> np.ndarray:
+    """S of the per-resample means x100 (``s_of_means``); inputs (R, n)."""
+    return s_of_means(np.stack([100 * x.mean(axis=-1) for x in (es, ps, ns)]))
 
 
 def confusion(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
