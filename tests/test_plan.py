@@ -115,3 +115,11 @@ def test_runs_are_every_method_by_variant_or_per_method():
     assert experiment_runs(mapping) == [("memit", "plain"), ("memit", "mpes_nc"), ("emmet", "plain")]
     with pytest.raises(ValueError, match=r"variants: \['rome'\] are not in methods"):
         experiment_runs({"methods": ["memit"], "variants": {"rome": ["plain"]}})
+
+
+def test_the_rules_are_sized_for_the_cpu_only_when_the_config_says_cpu():
+    from encore.plan import rules_device
+
+    assert rules_device({"device": "cpu", "plan_gpu": "a100"}) == "cpu"
+    assert rules_device({"device": "auto", "plan_gpu": "a100"}) == "a100"  # a cluster's submit host may have no GPU
+    assert rules_device({"device": "cuda:1"}) == "h100"  # the schema's default plan_gpu
