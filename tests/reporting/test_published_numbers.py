@@ -302,13 +302,17 @@ def readme_lifelong(d: Data) -> list[str]:
     encore = d.run(ENCORE)
     top = d.layers(MEMIT)[-1]
     unedited_hours = d.rows(UNEDITED, metric="evaluation_seconds")["value"].sum() / 3600
-    hours = d.job_hours(MEMIT) + d.job_hours(ENCORE) + unedited_hours
     claims = all_claims(d.study)
-    runs = d.study.table[["method", "variant"]].drop_duplicates().itertuples(index=False, name=None)
+    runs = list(d.study.table[["method", "variant"]].drop_duplicates().itertuples(index=False, name=None))
     partial = [run for run in runs if d.study.edits(run) < last]  # runs on their way: their verdicts come earlier
+    done = [run for run in runs if run != UNEDITED and d.study.edits(run) >= last]
+    hours = sum(d.job_hours(run) for run in done) + unedited_hours
     counts = pd.Series([kind(c.outcome) for c in claims]).value_counts()
-    done = [r for r in d.study.table[["method", "variant"]].drop_duplicates().itertuples(index=False, name=None)
-            if d.study.edits(r) >= last]  # fmt: skip
+    nc = next(c for c in claims if c.paper.startswith("The norm constraint stops the growth")).measured
+    nc_ratio = re.search(r"after ([\d,]+) edits MEMIT\+NC \S+ vs MEMIT \S+: ratio ([\d.]+ \[[^]]*\])", nc)
+    p_new = next(c for c in claims if c.paper.startswith("MPES brings the edited facts' probability")).measured
+    known = re.search(r"p\(true\) of known facts, unedited: ([\d.]+)", p_new).group(1)
+    mpes_p = re.search(r"on the same ([\d,]+) facts: MEMIT\+MPES p\(new\) ([\d.]+ \[[^]]*\]), below MEMIT by ([\d.]+)", p_new)
 
     def row(run, name, steps):
         edits = 0 if run == UNEDITED else last
@@ -350,6 +354,9 @@ def readme_lifelong(d: Data) -> list[str]:
             f"{gap(d.study, (MEMIT, e), (MPES, e))[0].text()} on the same {n} facts at {e:,} edits"
             for e, n in [(d.study.common_edits(MEMIT, MPES), d.study.scored[(MPES, d.study.edits(MPES))][1])]
         ),
+        f"after each update MEMIT+MPES leaves p(new) at {mpes_p.group(2)} on the same {mpes_p.group(1)} facts, "
+        f"{mpes_p.group(3)} below MEMIT and near the {known} the unedited model gives facts it knows",
+        f"after {int(nc_ratio.group(1).replace(',', '')):,} edits MEMIT+NC's edited layers have grown {nc_ratio.group(2)} times as much as MEMIT's",
         f"on the same {facts_first} facts its S falls by {degrade.text()} points from {first} to {last:,} edits",
         f"ENCORE's S is {-versus.estimate:.1f} points below MEMIT's on the same {last:,} facts "
         f"([{-versus.high:.1f}, {-versus.low:.1f}]",
