@@ -312,7 +312,9 @@ def readme_lifelong(d: Data) -> list[str]:
     nc_ratio = re.search(r"after ([\d,]+) edits MEMIT\+NC \S+ vs MEMIT \S+: ratio ([\d.]+ \[[^]]*\])", nc)
     p_new = next(c for c in claims if c.paper.startswith("MPES brings the edited facts' probability")).measured
     known = re.search(r"p\(true\) of known facts, unedited: ([\d.]+)", p_new).group(1)
-    mpes_p = re.search(r"on the same ([\d,]+) facts: MEMIT\+MPES p\(new\) ([\d.]+ \[[^]]*\]), below MEMIT by ([\d.]+)", p_new)
+    mpes_p = re.search(
+        r"on the same ([\d,]+) facts: MEMIT\+MPES p\(new\) ([\d.]+ \[[^]]*\]), below MEMIT by ([\d.]+)", p_new
+    )
 
     def row(run, name, steps):
         edits = 0 if run == UNEDITED else last
