@@ -1,5 +1,7 @@
 """The experiment plan: shapes, the counted bytes, and the paper-scale targets it must meet."""
 
+import math
+
 import pytest
 
 from encore.plan import experiment_hparams, load_config, summarise
@@ -102,8 +104,25 @@ def test_the_statistics_cost_at_the_supported_n_is_left_to_the_measurement(suppo
         assert "at the N the measurement supports (encore.plan.costs.SUPPORTED_N_SAMPLES): not measured yet" in out
         assert row["supported_seconds"] is None
     else:
-        assert "at the N the measurement supports, 1,000 documents: " in out
+        assert "at the N the measurement supports, 1,000 documents (measured on SmolLM2-135M, d_ff 1,536): " in out
         assert row["supported_n_samples"] == 1000 and row["supported_seconds"] < row["computed_seconds"]
+        # Llama-3-8B: d_ff 14,336, documents of up to 8,192 tokens; an extrapolation, and the plan says so
+        assert row["scaled_n_samples"] == costs.scaled_n_samples(14336, 8192) > 1000
+        assert f"{row['scaled_n_samples']:,} documents" in out and "an extrapolation, not measured" in out
+
+
+def test_the_supported_n_keeps_the_corpus_tokens_per_dimension_of_c0(monkeypatch):
+    from encore.plan import costs
+
+    monkeypatch.setattr(costs, "SUPPORTED_N_SAMPLES", 1000)
+    assert costs.scaled_n_samples(costs.SWEEP_D_FF, costs.SWEEP_MAX_LENGTH) == 1000  # the measured model itself
+    # N' * t(max_length) / d_ff = N * t(256) / 1536: twice the dimensions need twice the tokens
+    assert costs.scaled_n_samples(2 * costs.SWEEP_D_FF, costs.SWEEP_MAX_LENGTH) == 2000
+    longer = costs.scaled_n_samples(costs.SWEEP_D_FF, 1024)
+    tokens = costs.DOCUMENT_TOKENS
+    assert longer == math.ceil(1000 * tokens[256] / tokens[1024]) < 1000
+    monkeypatch.setattr(costs, "SUPPORTED_N_SAMPLES", None)
+    assert costs.scaled_n_samples(14336, 8192) is None
 
 
 def test_runs_are_every_method_by_variant_or_per_method():

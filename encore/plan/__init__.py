@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from encore.plan import costs
 from encore.plan.costs import RATE_SOURCE, RATES, Cost, Planner, duration
 
 # ------------------------------------------------------------------------------------ config reading
@@ -155,7 +156,7 @@ def main(argv=None) -> None:
 
 def statistics_lines(summary: dict) -> list[str]:
     """The plan's account of C0: imported (nothing computed) or computed here, at the configured N and, once the
-    N-sweep has measured it, at SUPPORTED_N_SAMPLES."""
+    N-sweep has measured it, at SUPPORTED_N_SAMPLES and at that N scaled to the model (costs.scaled_n_samples)."""
     lines = []
     for row in summary["settings"]:
         here = (
@@ -171,6 +172,10 @@ def statistics_lines(summary: dict) -> list[str]:
                 "  at the N the measurement supports (encore.plan.costs.SUPPORTED_N_SAMPLES): not measured yet"
             )
         else:
-            lines.append(f"  at the N the measurement supports, {row['supported_n_samples']:,} documents: "
-                         f"{duration(row['supported_seconds'])}")  # fmt: skip
+            lines.append(f"  at the N the measurement supports, {row['supported_n_samples']:,} documents "
+                         f"(measured on SmolLM2-135M, d_ff {costs.SWEEP_D_FF:,}): {duration(row['supported_seconds'])}")  # fmt: skip
+            if row["scaled_n_samples"] != row["supported_n_samples"]:
+                lines.append(f"  at that N scaled to this model's d_ff {row['d_ff']:,} and documents of at most "
+                             f"{row['max_length']:,} tokens (the same tokens per dimension of C0; an extrapolation, "
+                             f"not measured): {row['scaled_n_samples']:,} documents: {duration(row['scaled_seconds'])}")  # fmt: skip
     return lines

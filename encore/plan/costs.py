@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from encore.editing.targets import default_tokens_per_microbatch
 from encore.models.device import state_fits
-from encore.plan.shapes import model_shape
+from encore.plan.shapes import KNOWN_SHAPES, model_shape
 
 # ----------------------------------------------------------------------------- workload and rates
 
@@ -50,10 +50,26 @@ ACTIVATION_FLOATS = 12  # floats saved per token and d_model (+ 4 per d_ff) per 
 DOCUMENT_TOKENS = {128: 118.0, 256: 195.1, 512: 284.2, 1024: 367.5, 2048: 418.7, 4096: 439.9, 8192: 446.8}
 
 
-# The number of corpus documents N (mom2_n_samples) at which a computed C0 edits as well as the reference's: the
-# measurement that supports it is the N-sweep (issue 26 part 3). None until it is made; the plan then shows the
-# statistics cost at the configured N only, and also at this N once it is set.
-SUPPORTED_N_SAMPLES: int | None = None
+# The number of corpus documents N (mom2_n_samples) at which a computed C0 edits as well as the reference's, by the
+# rule of docs/statistics.md ("Which N to choose"), as the published N-sweep gives it (docs/results/statistics-sweep/,
+# SmolLM2-135M; tests/reporting/test_statistics_sweep_choice.py checks it). None would mean not measured: the plan
+# then shows the statistics cost at the configured N only.
+SUPPORTED_N_SAMPLES: int | None = 300
+# What the N-sweep measured it on (its protocol.csv): the model, hence its d_ff, and the documents' maximum length.
+SWEEP_MODEL, SWEEP_MAX_LENGTH = "smollm2-135m", 256
+SWEEP_D_FF = KNOWN_SHAPES[SWEEP_MODEL].d_ff
+
+
+def scaled_n_samples(d_ff: int, max_length: int) -> int | None:
+    """``SUPPORTED_N_SAMPLES`` carried to another model at the same corpus tokens per dimension of C0:
+    N' = ceil(N · t(SWEEP_MAX_LENGTH) / t(max_length) · d_ff / SWEEP_D_FF), t = mean tokens per document.
+
+    The error of a sample covariance of d dimensions from n samples is of order sqrt(d / n), so equal n / d keeps it
+    about equal. An extrapolation, not a measurement (docs/statistics.md, "Which N to choose")."""
+    if SUPPORTED_N_SAMPLES is None:
+        return None
+    tokens = SUPPORTED_N_SAMPLES * _mean_document_tokens(SWEEP_MAX_LENGTH)
+    return math.ceil(tokens / _mean_document_tokens(max_length) * d_ff / SWEEP_D_FF)
 
 
 def _mean_document_tokens(max_length: int) -> float:
@@ -165,7 +181,8 @@ class Planner:
 
     def statistics_summary(self) -> dict:
         """Where C0 comes from and what computing it here costs, per setting (N, max_length) of the runs: at the
-        configured N and, once the N-sweep has measured it, at ``SUPPORTED_N_SAMPLES``."""
+        configured N and, once the N-sweep has measured it, at ``SUPPORTED_N_SAMPLES`` and at that N scaled to this model
+        (``scaled_n_samples``)."""
         settings = {}
         for hp in self.runs.values():
             setting = (hp["mom2_n_samples"], hp["mom2_max_length"])
@@ -173,14 +190,17 @@ class Planner:
             settings[setting] = {**hp, "layers": layers}
         rows = []
         for (n, max_length), hp in settings.items():
-            supported = (
-                None if SUPPORTED_N_SAMPLES is None else self.statistics({**hp, "mom2_n_samples": SUPPORTED_N_SAMPLES})
-            )
+            scaled = scaled_n_samples(self.shape.d_ff, max_length)
             rows.append({"n_samples": n, "max_length": max_length, "layers": hp["layers"],
                          "computed_seconds": self.statistics(hp).seconds,
                          "supported_n_samples": SUPPORTED_N_SAMPLES,
-                         "supported_seconds": None if supported is None else supported.seconds})  # fmt: skip
+                         "supported_seconds": self._statistics_seconds_at(hp, SUPPORTED_N_SAMPLES),
+                         "d_ff": self.shape.d_ff, "scaled_n_samples": scaled,
+                         "scaled_seconds": self._statistics_seconds_at(hp, scaled)})  # fmt: skip
         return {"source": self.statistics_source, "settings": rows}
+
+    def _statistics_seconds_at(self, hp: dict, n_samples: int | None) -> float | None:
+        return None if n_samples is None else self.statistics({**hp, "mom2_n_samples": n_samples}).seconds
 
     def edit_batch_seconds(self, hp: dict, n: int) -> dict:
         layers, s = sorted(hp["layers"]), self.shape

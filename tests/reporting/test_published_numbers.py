@@ -1,4 +1,4 @@
-"""Every number the published pages print is computed from a CSV published beside them (issue 27).
+"""Every number the published pages print is computed from a CSV published beside them (issues 26 and 27).
 
 For each hand-written page (a study's notes.md, which results.md ends with, and the sections on measured studies of
 the README and docs/cpu-studies.md) ``SNIPPETS`` renders the phrases that carry its numbers from the study's
@@ -18,18 +18,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from encore.plan import costs
+from encore.plan.shapes import KNOWN_SHAPES
 from encore.reporting import paper_values as paper
 from encore.reporting.claims.base import StudyResults, gap
 from encore.reporting.claims.base import name as run_name
 from encore.reporting.claims.editing import NS_MARGIN
 from encore.reporting.claims.general import binary_matrices, item_count
-from encore.reporting.claims.intervals import kind, mcc
+from encore.reporting.claims.intervals import LEVEL, kind, mcc
 from encore.reporting.claims.results import all_claims
 from encore.reporting.data_files import data_path
+from encore.reporting.statistics_sweep import MARGIN, supported_n
 
 REPO = Path(__file__).resolve().parents[2]
 FP32, RECT_PRUNE = REPO / "docs" / "results" / "lifelong-cpu-fp32", REPO / "docs" / "results" / "rect-prune-cpu"
 STUDY = REPO / "docs" / "results" / "lifelong-cpu"  # the nine-run study (bf16-mixed editing, per-fact records)
+SWEEP = REPO / "docs" / "results" / "statistics-sweep"  # the covariance statistics' N-sweep
 CPU_STUDIES = REPO / "docs" / "cpu-studies.md"  # the README links it for the CPU studies
 MEMIT, ENCORE, UNEDITED = ("memit", "plain"), ("memit", "mpes_nc"), ("unedited", "unedited")
 RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
@@ -403,6 +407,62 @@ def readme_rect_prune(d: Data) -> list[str]:
     ]
 
 
+class SweepData:
+    """The N-sweep's published CSVs."""
+
+    def __init__(self, path: Path):
+        self.sweep = pd.read_csv(path / "sweep.csv")
+        self.timings = pd.read_csv(path / "timings.csv").set_index("n")
+        self.protocol = pd.read_csv(path / "protocol.csv").set_index("key")["value"]
+
+    def row(self, n: int, run: str, quantity: str) -> pd.Series:
+        s = self.sweep
+        keep = (s["n"] == n) & (s["run"] == run) & (s["quantity"] == quantity) & (s["layer"].astype(str) == "all")
+        return s[keep].iloc[0]
+
+    def interval(self, n: int, run: str, quantity: str, sign: str = "") -> str:
+        r = self.row(n, run, quantity)
+        return f"{r['value']:{sign}.1f} [{r['low']:.1f}, {r['high']:.1f}]"
+
+
+def readme_statistics_sweep(d: SweepData) -> list[str]:
+    """The README's section on how many documents C0 needs."""
+    ns = sorted(int(n) for n in d.sweep["n"].unique())
+    reference, supported = ns[-1], supported_n(d.sweep)[0]
+    assert d.protocol["model"] == costs.SWEEP_MODEL and int(d.protocol["max_length"]) == costs.SWEEP_MAX_LENGTH
+    failing = {n: verdict for n, verdict in supported_n(d.sweep)[1].items() if verdict.startswith("fails")}
+
+    def table_row(n):
+        cells = [f"{n:,}", f"{d.timings.loc[n, 'statistics_compute_s']:,.0f}"]
+        cells += [f"{d.row(n, 'statistics', q)['value']:.3f}" for q in ("rel_C0", "rel_P")]
+        cells += [d.interval(n, run, q) for run in ("MEMIT", "ENCORE") for q in ("S_diff", "NS_diff")]
+        cells.append(" / ".join(f"{d.row(n, run, 'rel_dW')['value']:.2f}" for run in ("MEMIT", "ENCORE")))
+        return "| " + " | ".join(cells) + " |"
+
+    return [
+        f"from N = {ns[0]:,} to {reference:,} Wikipedia documents",
+        f"the same {d.protocol['num_edits']}\nMEMIT and ENCORE edits",
+        f"paired over the same {d.protocol['num_edits']} facts against the reference N = {reference:,}, with "
+        f"{100 * LEVEL:g}% intervals",
+        f"the statistics job with {d.protocol['statistics_threads']} threads",
+        *(table_row(n) for n in ns[:-1]),
+        f"| {reference:,} (reference) | {d.timings.loc[reference, 'statistics_compute_s']:,.0f} |",
+        f"both runs lose less than {MARGIN:g} point of S and of NS: every paired\ninterval's lower end above −{MARGIN:g}",
+        f"**{supported:,} documents are enough**",
+        *(
+            f"N = {n:,} fails on "
+            + " and ".join(
+                f"{run}'s {metric}" for run, metric in re.findall(r"(MEMIT|ENCORE) (S|NS) \(", verdict)
+            )  # fmt: skip
+            for n, verdict in failing.items()
+        ),
+        f"S rises (ENCORE {d.interval(supported, 'ENCORE', 'S_diff', '+')} at {supported:,})",
+        f"rel P {d.row(supported, 'statistics', 'rel_P')['value']:.3f} at {supported:,}, "
+        f"{d.row(ns[-2], 'statistics', 'rel_P')['value']:.3f} at {ns[-2]:,}",
+        f"SmolLM2's d_ff is {costs.SWEEP_D_FF:,}; Llama-3-8B's is {KNOWN_SHAPES['meta-llama/Meta-Llama-3-8B'].d_ff:,}",
+    ]
+
+
 PAGES = [  # (page, the study whose CSVs it is computed from, the part of the page, its numbers)
     ("fp32 notes", FP32, lambda: (FP32 / "notes.md").read_text(), fp32_notes),
     ("rect-prune notes", RECT_PRUNE, lambda: (RECT_PRUNE / "notes.md").read_text(), rect_prune_notes),
@@ -411,6 +471,12 @@ PAGES = [  # (page, the study whose CSVs it is computed from, the part of the pa
         STUDY,
         lambda: section((REPO / "README.md").read_text(), "## The lifelong result at CPU scale"),
         readme_lifelong,
+    ),
+    (
+        "README: how many documents C0 needs",
+        SWEEP,
+        lambda: section((REPO / "README.md").read_text(), "## How many documents C0 needs"),
+        readme_statistics_sweep,
     ),
     (
         "docs/cpu-studies.md: RECT and PRUNE",
@@ -424,7 +490,8 @@ UNPUBLISHED = ["### Not published:", "## Studies on the CPU"]  # sections of doc
 
 @pytest.fixture(scope="module")
 def data():
-    return {study: Data(study) for study in (FP32, RECT_PRUNE, STUDY) if (study / "data").exists()}
+    published = {study: Data(study) for study in (FP32, RECT_PRUNE, STUDY) if (study / "data").exists()}
+    return {**published, **({SWEEP: SweepData(SWEEP)} if (SWEEP / "sweep.csv").exists() else {})}
 
 
 @pytest.mark.parametrize("page, study, read, snippets", PAGES, ids=[page[0] for page in PAGES])
