@@ -27,7 +27,8 @@ way, from a layer to the same or a lower one, with no circle (tests/test_layout.
   local, URL, hub; their import), ``context``, ``keys``,
   ``targets`` and ``target_forward`` (with ``mpes_stop``, the MPES rule), ``editors`` (per-layer closed forms,
   the editor registry), ``restraints`` (RECT, PRUNE), ``hparams``, ``sequential`` (the batch loop), ``snapshots``.
-* ``evaluation/``: ``rows`` (every metric of one model state as tidy rows), ``counterfact`` and ``zsre`` (the
+* ``evaluation/``: ``rows`` (every metric of one model state as tidy rows), ``protocols`` (the tag of every row:
+  which facts, and how; built and selected by these names only), ``counterfact`` and ``zsre`` (the
   editing scores), ``efficacy`` (each batch's facts right after its update), ``generation_efficacy`` (greedy
   exact match), ``fluency``, ``downstream`` with ``prefix_scoring``, ``perplexity``, ``analysis`` (norms,
   activation shares).

@@ -30,6 +30,7 @@ from encore.editing.sequential import EditorState, edit_batch, ledger_rows
 from encore.editing.snapshots import SnapshotError, apply_snapshot, load_snapshot, save_snapshot
 from encore.editing.statistics import load_covariances
 from encore.environment import code_version
+from encore.evaluation import protocols
 from encore.evaluation.efficacy import post_update_efficacy
 from encore.models.architecture import read_weight
 from encore.models.device import Execution, state_device
@@ -255,7 +256,7 @@ def evaluate_model(
         rows += result
         seconds[name] = round(time.perf_counter() - part_started, 2)
         log(f"evaluation part {number}/{len(parts)}: {name} done in {seconds[name]:.1f} s")
-    rows.append({"metric": "evaluation_seconds", "value": time.perf_counter() - started, "protocol": "timing"})
+    rows.append({"metric": "evaluation_seconds", "value": time.perf_counter() - started, "protocol": protocols.TIMING})
     return Evaluation(rows, frames["records"], frames["items"], seconds, skipped)
 
 

@@ -40,12 +40,13 @@ import pandas as pd
 import yaml
 
 from encore.cli import one_line
+from encore.evaluation import protocols
 from encore.reporting.statistics_sweep import DIFFERENCES, RUNS, SCORES, render
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NS = (100, 300, 1000, 3000, 10000)
 COLUMNS = ["n", "run", "layer", "quantity", "value", "low", "high", "note"]
-SCORED = "counterfact/edited-so-far/nll-comparison"  # the protocol of the per-fact ES, PS, NS of every edited fact
+SCORED = protocols.counterfact(protocols.EDITED_SO_FAR)  # the protocol of the per-fact ES, PS, NS of every edited fact
 
 
 class SweepError(RuntimeError):

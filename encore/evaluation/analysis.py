@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import torch
 
+from encore.evaluation import protocols
 from encore.models.architecture import architecture_of, block_output_tensor, num_layers, read_weight
 from encore.models.tokens import encode, pad_id, pad_right
 
 COMPONENTS = ("residual", "attention", "mlp")
-PROTOCOL_NORMS = "analysis/down-proj-frobenius/all-layers"
-PROTOCOL_SHARES = "analysis/activation-norm-share/{prompts}"
 
 
 def down_proj_norms(model) -> dict[int, float]:
@@ -94,10 +93,10 @@ def activation_norm_shares(model, tokenizer, prompts: list[str], batch_size: int
 def analysis_rows(model, tokenizer, prompts: list[str], prompt_set: str) -> list[dict]:
     """Tidy rows: ``down_proj_norm.L<ll>`` for every layer and ``activation_share.L<ll>.<component>``."""
     rows = [
-        {"metric": f"down_proj_norm.L{layer:02d}", "value": value, "protocol": PROTOCOL_NORMS}
+        {"metric": f"down_proj_norm.L{layer:02d}", "value": value, "protocol": protocols.NORMS}
         for layer, value in down_proj_norms(model).items()
     ]
-    protocol = PROTOCOL_SHARES.format(prompts=prompt_set)
+    protocol = protocols.activation_shares(prompt_set)
     rows += [
         {"metric": f"activation_share.L{layer:02d}.{component}", "value": value, "protocol": protocol}
         for (layer, component), value in activation_norm_shares(model, tokenizer, prompts).items()

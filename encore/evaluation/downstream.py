@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score, matthews_corrcoef
 
+from encore.evaluation import protocols
 from encore.evaluation.prefix_scoring import score_with_shared_prefix
 from encore.models.tokens import encode
 from encore.progress import log
@@ -37,8 +38,6 @@ from encore.progress import log
 POOL_SIZE = 10  # glue_eval FEW_SHOT_TEST_SPLIT: the first 10 lines of each file are the few-shot pool
 GEN_LEN = 3  # new tokens generated per test item (GLUEEval passes 3 to every task)
 INVALID = -1
-PROTOCOL_GENERATE = "downstream/generate-3-tokens/weighted-f1-invalid-wrong"
-PROTOCOL_LOGLIK = "downstream/label-loglik"
 
 
 @dataclass(frozen=True)
@@ -321,19 +320,19 @@ def evaluate_tasks(
     (task, item, label, prediction, protocol; prediction -1 = invalid answer) the rows are computed from, so
     that any interval over items can be recomputed later (encore.reporting.claims.general).
 
-    Per task: f1, accuracy, mcc, invalid under ``PROTOCOL_GENERATE`` and f1, accuracy under
-    ``PROTOCOL_LOGLIK``. Plus, per protocol, a task "average" row with metric "f1_x100" = mean over the
+    Per task: f1, accuracy, mcc, invalid under ``protocols.DOWNSTREAM_GENERATE`` and f1, accuracy under
+    ``protocols.DOWNSTREAM_LOGLIK``. Plus, per protocol, a task "average" row with metric "f1_x100" = mean over the
     evaluated tasks of F1 × 100 (the paper's "average downstream performance").
     """
     rows, items = [], []
-    f1s: dict[str, list[float]] = {PROTOCOL_GENERATE: [], PROTOCOL_LOGLIK: []}
+    f1s: dict[str, list[float]] = {protocols.DOWNSTREAM_GENERATE: [], protocols.DOWNSTREAM_LOGLIK: []}
     for name in tasks:
         result = evaluate_task(model, tokenizer, name, data_dir, n_tests=n_tests, shots=shots, batch_size=batch_size)
         log(
             f"downstream {name}: F1 {result['generate']['f1']:.3f} (generated), {result['loglik']['f1']:.3f} "
             f"(label log-likelihood), {result['seconds']:.1f} s"
         )
-        for key, protocol in (("generate", PROTOCOL_GENERATE), ("loglik", PROTOCOL_LOGLIK)):
+        for key, protocol in (("generate", protocols.DOWNSTREAM_GENERATE), ("loglik", protocols.DOWNSTREAM_LOGLIK)):
             for metric, value in result[key].items():
                 rows.append({"task": name, "metric": metric, "value": float(value), "protocol": protocol})
             f1s[protocol].append(result[key]["f1"])

@@ -21,7 +21,6 @@ import torch
 from encore.data.datasets import EditRecord
 from encore.evaluation.counterfact import answer_nll_and_top1
 
-PROTOCOL = "rewrite-prompt/teacher-forced/right-after-update"
 COLUMNS = ("post_p_new", "post_p_true", "post_success", "post_top1")
 
 

@@ -20,6 +20,7 @@ import torch
 
 from encore.data.datasets import read_text
 from encore.data.files import DataError, resolve_data_file
+from encore.evaluation import protocols
 from encore.evaluation.counterfact import head_log_probs
 
 CORPUS = "wikitext2_test"  # data registry key (encore.data.datasets)
@@ -114,7 +115,7 @@ def corpus_perplexity_rows(model, tokenizer, tokens: int, window: int = WINDOW, 
         raise DataError(f"perplexity corpus: {error}") from None
     ids = corpus_ids(tokenizer, read_text(resolved.path), tokens, source=str(resolved.path))
     result = perplexity_of_ids(model, ids, window, prefix=special_prefix(tokenizer))
-    protocol = f"perplexity/{CORPUS_NAME}/tokens{tokens}/window{window}"
+    protocol = protocols.perplexity(CORPUS_NAME, tokens, window)
     return [
         {"metric": "perplexity", "value": result["perplexity"], "protocol": protocol},
         {"metric": "nll_per_token", "value": result["nll_per_token"], "protocol": protocol},

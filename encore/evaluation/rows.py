@@ -1,17 +1,7 @@
 """Evaluation of one model state (the unedited model or a snapshot) into tidy metric rows.
 
-Every row carries ``metric``, ``value`` and a ``protocol`` tag saying which subset was scored and how:
-  counterfact/<subset>/nll-comparison   ES, PS, NS, S (percent), *_diff, p_new / p_true (algorithms.md §7.2)
-  counterfact/<subset>/top1             ES_top1, PS_top1, NS_top1: every answer token is the argmax
-  <dataset>/<subset>/greedy-exact-match ES_gen, PS_gen (percent), n_records: greedy output starts with target_new (§7.6)
-  zsre/<subset>/token-top1              ES, PS, NS (percent, §7.3)
-  generation/<subset>/top5-sampling-100-tokens  GE: weighted 2/3-gram entropy of sampled text, x100 (§7.2)
-  table1/<subset>                       probabilities for the paper's Table 1
-  downstream/...                        the six downstream tasks, two protocols (§8)
-  perplexity/<corpus>/tokens<N>/window<W>  perplexity, nll_per_token on held-out text (perplexity.py)
-Subsets: ``edited-so-far`` (all facts edited up to this snapshot), ``authors-20pct`` (a seeded random
-20% of them, the reference protocol, at the final snapshot), ``to-be-edited`` (the unedited model on
-the facts the run will edit).
+Every row carries ``metric``, ``value`` and a ``protocol`` tag saying which facts were scored and how
+(encore.evaluation.protocols lists them).
 
 Beside the metric rows, ``editing_results``, ``generation_results`` and ``generation_efficacy_results`` return the
 per-record scores behind them (one row per scored fact, subset and protocol: ``subset``, ``protocol``, ``case_id`` and
@@ -27,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from encore.data.datasets import EditRecord
+from encore.evaluation import protocols
 from encore.evaluation.counterfact import counterfact_record_scores, summarise_counterfact
 from encore.evaluation.generation_efficacy import generation_efficacy_of_records, summarise_generation_efficacy
 from encore.evaluation.zsre import summarise_zsre, zsre_record_scores
@@ -60,7 +51,7 @@ def _pooled_percent(hits: pd.Series, counts: pd.Series) -> float:
 
 def counterfact_rows(scores: pd.DataFrame, subset: str) -> list[dict]:
     """Rows of the per-record ``counterfact_record_scores`` of the facts in ``subset``."""
-    protocol = f"counterfact/{subset}/nll-comparison"
+    protocol = protocols.counterfact(subset)
     rows = [
         {"metric": metric, "value": value, "protocol": protocol}
         for metric, value in summarise_counterfact(scores).items()
@@ -69,7 +60,7 @@ def counterfact_rows(scores: pd.DataFrame, subset: str) -> list[dict]:
         {"metric": "p_new", "value": float(scores["p_new_rewrite"].mean()), "protocol": protocol},
         {"metric": "p_true", "value": float(scores["p_true_rewrite"].mean()), "protocol": protocol},
     ]
-    top1 = f"counterfact/{subset}/top1"  # percent of prompts (pooled) whose answer is the argmax at every token
+    top1 = protocols.counterfact_top1(subset)  # percent of prompts (pooled) whose answer is the argmax at every token
     rows += [
         {"metric": "ES_top1", "value": 100.0 * float(scores["es_top1"].mean()), "protocol": top1},
         {
@@ -90,7 +81,7 @@ def known_fact_rows(scores: pd.DataFrame, subset: str) -> list[dict]:
     """Table 1, first column: the unedited model's probability of the true facts it knows
     (known = every token of target_true is the argmax after the rewrite prompt)."""
     known = scores[scores["true_top1_rewrite"].astype(bool)]
-    protocol = f"table1/{subset}/known-true-facts"
+    protocol = protocols.known_facts(subset)
     return [
         {"metric": "p_true_known", "value": float(known["p_true_rewrite"].mean()), "protocol": protocol},
         {"metric": "n_known", "value": len(known), "protocol": protocol},
@@ -99,7 +90,7 @@ def known_fact_rows(scores: pd.DataFrame, subset: str) -> list[dict]:
 
 def _zsre_results(model, tokenizer, records: list[EditRecord], subset: str) -> tuple[list[dict], pd.DataFrame]:
     scores = zsre_record_scores(model, tokenizer, records)
-    protocol = f"zsre/{subset}/token-top1"
+    protocol = protocols.zsre(subset)
     rows = [
         {"metric": metric, "value": value, "protocol": protocol} for metric, value in summarise_zsre(scores).items()
     ]
@@ -128,7 +119,7 @@ def generation_results(
     chosen = [r for r in records if r.generation_prompts][:limit]
     # batches of 64 prompts: half the time of 16 on 2 CPU cores (122 s -> 60 s for 200 prompts of SmolLM2), same texts
     entropy = generation_entropy_of_records(model, tokenizer, chosen, seed=seed, batch_size=64)
-    protocol = f"generation/{subset}/top5-sampling-100-tokens"
+    protocol = protocols.generation(subset)
     rows = [
         {"metric": "GE", "value": 100.0 * float(entropy["ge"].mean()), "protocol": protocol},
         {"metric": "GE_records", "value": len(chosen), "protocol": protocol},
@@ -142,7 +133,7 @@ def generation_efficacy_results(
     """ES_gen and PS_gen (greedy decoding starts with target_new, encore.evaluation.generation_efficacy) of
     ``records``, and the per-record frame (es_gen, n_paraphrase, ps_gen_hits)."""
     scores = generation_efficacy_of_records(model, tokenizer, records)
-    protocol = f"{dataset}/{subset}/greedy-exact-match"
+    protocol = protocols.generation_efficacy(dataset, subset)
     rows = [
         {"metric": metric, "value": value, "protocol": protocol}
         for metric, value in summarise_generation_efficacy(scores).items()

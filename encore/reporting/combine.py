@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from encore.evaluation import protocols
 from encore.reporting.collect import COLLECTED, OPTIONAL_COLLECTED
 from encore.reporting.data_files import data_path, write_data_file
 from encore.reporting.publish import regenerate
@@ -63,11 +64,11 @@ def _check_runs_and_protocols(metrics: list[tuple[Path, pd.DataFrame]]) -> list[
             seen[tuple(run)] = path
     if len({str(v) for _, frame in metrics for v in frame["dataset"].unique()}) > 1:
         raise CombineError("metrics.csv key 'dataset' differs between the sources; combine only one dataset")
-    editing = {path: frame[frame["protocol"].str.startswith(("counterfact/", "zsre/"))] for path, frame in metrics}
+    editing = {path: frame[frame["protocol"].str.startswith(protocols.EDITING_FAMILIES)] for path, frame in metrics}
     for edits in sorted(set.intersection(*(set(frame["edits"]) for frame in editing.values()))):
-        protocols = {path: set(frame.loc[frame["edits"] == edits, "protocol"]) for path, frame in editing.items()}
-        if len({frozenset(p) for p in protocols.values()}) > 1:
-            where = "; ".join(f"{path}: {sorted(p)}" for path, p in protocols.items())
+        tags = {path: set(frame.loc[frame["edits"] == edits, "protocol"]) for path, frame in editing.items()}
+        if len({frozenset(p) for p in tags.values()}) > 1:
+            where = "; ".join(f"{path}: {sorted(p)}" for path, p in tags.items())
             raise CombineError(f"metrics.csv: the editing protocols at {edits} edits differ ({where})")
     all_protocols = {path: set(frame["protocol"]) for path, frame in metrics}
     union = set.union(*all_protocols.values())

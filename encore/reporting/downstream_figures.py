@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from encore.evaluation import protocols
 from encore.reporting.figure_kit import (
     FigureContext,
     Spec,
@@ -35,7 +36,6 @@ from encore.reporting.outputs import (
     label,
 )
 
-DOWNSTREAM_PROTOCOL = "downstream/generate"  # the paper's protocol (greedy 3 tokens, parsed answer)
 TASK_ORDER = ["sst2", "mrpc", "nli", "rte", "cola", "mmlu"]
 NEEDS = "downstream results (evaluation.downstream: all)"
 MPES_RUNS = tuple(run for run in BASE if run[1] == "mpes")
@@ -65,7 +65,7 @@ PER_TASK_FIGURES = [
 def downstream_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """F1 rows of the generation protocol with a ``task`` column; per-task F1 in percent, like the average."""
     rows = metrics[
-        metrics["protocol"].str.startswith(DOWNSTREAM_PROTOCOL) & metrics["metric"].str.endswith(".f1")
+        metrics["protocol"].str.startswith(protocols.DOWNSTREAM_GENERATE) & metrics["metric"].str.endswith(".f1")
     ].copy()
     rows["task"] = rows["metric"].str.split(".").str[0]
     rows.loc[rows["task"] != "average", "value"] *= 100.0

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from encore.evaluation import protocols
 from encore.reporting.claims.base import metric_stat
 from encore.reporting.claims.intervals import LEVEL, RESAMPLES, SEED, Interval, paired_bootstrap
 from encore.reporting.data_files import data_path
@@ -45,12 +46,11 @@ from encore.reporting.outputs import LABELS, label
 CSV, PAGE = "precision-compounding.csv", "precision-compounding.md"
 BF16, FP32, DIFFERENCE = "bf16-mixed", "fp32", "bf16-fp32"
 METRICS = ("ES", "PS", "NS", "S")
-EDITING = r"^(?:counterfact|zsre)/(?:edited-so-far|authors-20pct)/(?:nll-comparison|token-top1)$"
 COLUMNS = ["run", "method", "variant", "edits", "metric", "precision", "value", "low", "high", "facts", "n_facts"]
 # runs.csv columns that may differ between the two studies; every other column both record must be equal
 NOT_SETTINGS = ("method", "variant", "edits", "edit_precision", "code")
 DEFAULTS = {"edit_precision": FP32, "score_precision": FP32}  # runs.csv written before the keys: fp32 (as collect)
-FACTS = {"all": "all edited", "authors-20pct": "the authors' 20%"}  # the column facts, on the page
+FACTS = {"all": "all edited", protocols.AUTHORS_SUBSET: "the authors' 20%"}  # the column facts, on the page
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -83,7 +83,9 @@ def load(path: Path) -> Study:
     if not data_path(data, "metrics.csv").exists():
         raise ValueError(f"{data / 'metrics.csv'}: missing; give a published study directory (docs/results/<study>)")
     metrics = pd.read_csv(data_path(data, "metrics.csv"))
-    editing = metrics["protocol"].str.match(EDITING) & metrics["metric"].isin([*METRICS, "n_records"])
+    editing = metrics["protocol"].str.match(protocols.EDITING_SNAPSHOT) & metrics["metric"].isin(
+        [*METRICS, "n_records"]
+    )
     runs = pd.read_csv(data_path(data, "runs.csv"))
     filled = [column for column in DEFAULTS if column not in runs]
     for column, default in DEFAULTS.items():
@@ -145,7 +147,7 @@ def _runs(frame: pd.DataFrame) -> list[tuple[str, str]]:
 def _protocol(studies: list[Study], run, edits: int) -> str:
     """The editing protocol every study scored the snapshot on: all facts edited so far where they all have it."""
     sets = [set(_scores(study, run, edits)["protocol"]) for study in studies]
-    shared = sorted(set.intersection(*sets), key=lambda protocol: "edited-so-far" not in protocol)
+    shared = sorted(set.intersection(*sets), key=lambda protocol: protocols.EDITED_SO_FAR not in protocol)
     if not shared:
         _refuse(*studies, "metrics.csv", f"{label(*run)} at {edits:,} edits has no editing protocol in both")
     return shared[0]
@@ -186,7 +188,7 @@ def score_rows(studies: list[Study], run, edits: int) -> list[dict]:
     """ES, PS, NS, S of each study's snapshot and, with two studies, their differences: paired over the facts both
     scored where both publish per-fact scores, else of the published means (no interval)."""
     protocol = _protocol(studies, run, edits)
-    subset = "all" if "edited-so-far" in protocol else "authors-20pct"
+    subset = "all" if protocols.EDITED_SO_FAR in protocol else protocols.AUTHORS_SUBSET
     frames = [_facts(study, run, edits, protocol) for study in studies]
     if all(frame is not None for frame in frames):
         shared = sorted(set.intersection(*(set(frame.index) for frame in frames)))

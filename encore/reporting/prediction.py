@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from encore.evaluation import protocols
 from encore.reporting.claims.base import metric_stat
 from encore.reporting.claims.intervals import Interval, paired_bootstrap
 from encore.reporting.data_files import data_path
@@ -37,7 +38,7 @@ PAGE, CSV = "prediction-4600.md", "prediction-4600.csv"
 EDITS, BEFORE = 4600, 3000  # the prediction's edit count; the last snapshot the fits saw
 MEMIT, ENCORE = ("memit", "plain"), ("memit", "mpes_nc")
 NAMES = {MEMIT: "MEMIT", ENCORE: "ENCORE"}
-PROTOCOL = "counterfact/authors-20pct/nll-comparison"
+PROTOCOL = protocols.counterfact(protocols.AUTHORS_SUBSET)
 # the rule as fixed on the page (2026-12-02; the fourth outcome 2026-12-06), with the gaps it printed, rounded
 PREDICTED_GAPS = {"linear in edits, 500-3,000": -0.6, "linear in edits, 1,000-3,000": 0.4,
                   "linear in log(edits), 500-3,000": 1.5, "linear in log(edits), 1,000-3,000": 1.6}  # fmt: skip

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from encore.evaluation import protocols
 from encore.reporting.collect import read_csvs
 
 EDITING_METRICS = ["ES", "PS", "NS", "S"]
-MAIN_PROTOCOL = r"^(counterfact|zsre)/(edited-so-far|to-be-edited)/(nll-comparison|token-top1)$"
-SAMPLED_PROTOCOL = r"^(counterfact|zsre)/authors-20pct/(nll-comparison|token-top1)$"
-DOWNSTREAM_COLUMNS = {"downstream/generate": "DS_generate", "downstream/label-loglik": "DS_loglik"}
+DOWNSTREAM_COLUMNS = {protocols.DOWNSTREAM_GENERATE: "DS_generate", protocols.DOWNSTREAM_LOGLIK: "DS_loglik"}
 
 
 def summary(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -21,9 +20,11 @@ def summary(metrics: pd.DataFrame) -> pd.DataFrame:
     unedited model: the facts to be edited; a snapshot scored only on the authors' 20% of them: those, and
     ``facts`` says so), GE x100, WikiText-2 perplexity, p_new and the average downstream F1 x100."""
     wanted = metrics["metric"].isin(EDITING_METRICS + ["n_records", "p_new"])
-    main = metrics[metrics["protocol"].str.match(MAIN_PROTOCOL) & wanted].assign(facts="all")
+    main = metrics[metrics["protocol"].str.match(protocols.EDITING_EVERY_FACT) & wanted].assign(facts="all")
     keys = ["model", "dataset", "method", "variant", "order", "edits"]
-    sampled = metrics[metrics["protocol"].str.match(SAMPLED_PROTOCOL) & wanted].assign(facts="authors-20pct")
+    sampled = metrics[metrics["protocol"].str.match(protocols.EDITING_SAMPLED) & wanted].assign(
+        facts=protocols.AUTHORS_SUBSET
+    )
     if not sampled.empty:
         have = set(map(tuple, main[keys].astype(str).values))
         sampled = sampled[[tuple(row) not in have for row in sampled[keys].astype(str).values]]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from encore.evaluation import protocols
 from encore.reporting.claims.intervals import (
     NOT_RUN,
     TAIL,
@@ -182,7 +183,7 @@ class StudyResults:
         rows = self.records[(self.records["method"] == run[0]) & (self.records["variant"] == run[1])]
         rows = rows[rows["edits"] == edits].dropna(subset=list(columns))
         if set(columns) <= {"es", "ps", "ns"}:
-            rows = rows[rows["protocol"].str.contains(r"(?:nll-comparison|token-top1)$")]
+            rows = rows[rows["protocol"].str.contains(protocols.EDITING_METHOD)]
         if rows.empty:
             return None
         return rows.groupby("case_id")[list(columns)].mean()

@@ -15,6 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from encore.evaluation import protocols
 from encore.evaluation.downstream import FORMATS
 from encore.reporting.claims.base import (
     ENCORE,
@@ -55,7 +56,7 @@ PERPLEXITY_MARGIN = math.log(1.01)  # a change of log-perplexity under 1% counts
 # classes per task: its label words; only binary tasks are recovered
 TASK_CLASSES = {task: len(form.label_words) for task, form in FORMATS.items()}
 ROUNDING = 1e-6  # metrics.csv keeps 6 decimals: a recovered matrix must give each published value within this
-GENERATE, LOGLIK = "downstream/generate", "downstream/label-loglik"
+GENERATE, LOGLIK = protocols.DOWNSTREAM_GENERATE, protocols.DOWNSTREAM_LOGLIK
 
 
 def _interval(values: np.ndarray) -> Interval:
@@ -112,7 +113,7 @@ def item_count(study: StudyResults) -> int | None:
     fraction of, and at least every invalid count; None if there is none below 10,000. A larger count (a
     multiple) fits as well; it only narrows every interval."""
     metric = study.metrics["metric"]
-    downstream = study.metrics[study.metrics["protocol"].str.startswith("downstream/")]
+    downstream = study.metrics[study.metrics["protocol"].str.startswith(protocols.DOWNSTREAM)]
     count = 1
     for value in downstream[downstream["metric"].str.endswith(".accuracy")]["value"]:
         count = math.lcm(count, Fraction(float(value)).limit_denominator(10_000).denominator)
