@@ -198,13 +198,13 @@ class EditingRun:
                 "give the data_dir it was edited with"
             )
         session = EditingSession.open(loaded, hparams, resolved, statistics, manifest["seed"], previous=directory)
-        editor = cls(session, model_name=manifest["model_name"], method=manifest["method"],
+        run = cls(session, model_name=manifest["model_name"], method=manifest["method"],
                      variant=manifest["variant"], dataset=manifest["data"].get("dataset") or "counterfact",
                      seed=manifest["seed"], data_dir=data_dir, resources=resources,
                      experiment=experiment or manifest["experiment"], order=manifest["data"]["order_file"]["sample"],
                      requests=read_requests(directory))  # fmt: skip
-        editor.batch_size = manifest["batch_size"]
-        return editor
+        run.batch_size = manifest["batch_size"]
+        return run
 
 
 def load_editor(
@@ -228,13 +228,13 @@ def load_editor(
     if snapshot is not None:
         if hparams is not None or overrides:
             raise ValueError("hparams/overrides: a snapshot continues with the hyperparameters it records")
-        editor = EditingRun.from_snapshot(snapshot, resources=resources, data_dir=data_dir, device=device, dtype=dtype,
+        run = EditingRun.from_snapshot(snapshot, resources=resources, data_dir=data_dir, device=device, dtype=dtype,
                                       tf32=tf32, execution=execution, experiment=experiment)  # fmt: skip
         for name, given in (("model", model), ("method", method), ("variant", variant)):
-            recorded = getattr(editor, "model_name" if name == "model" else name)
+            recorded = getattr(run, "model_name" if name == "model" else name)
             if given is not None and given != recorded:
                 raise ValueError(f"{name}: {given!r} given, but snapshot {snapshot} is of {recorded!r}")
-        return editor
+        return run
     model, method, variant = model or DEFAULTS["model"], method or DEFAULTS["method"], variant or DEFAULTS["variant"]
     hparams_dir = Path(hparams_dir) if hparams_dir is not None else REPO / "hparams"
     if dataset not in ("counterfact", "zsre"):
