@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from encore.evaluation import protocols
 from encore.evaluation.downstream import (
     INVALID,
-    PROTOCOL_GENERATE,
-    PROTOCOL_LOGLIK,
     TASKS,
     build_prompt,
     classification_metrics,
@@ -182,8 +181,8 @@ def test_evaluate_tasks_gives_rows_of_every_task_and_their_average_f1(tiny_gpt2,
     table, _ = evaluate_tasks(tiny_gpt2, tokenizer, shared_data_dir, tasks=("sst2", "rte"), n_tests=2)
     assert list(table.columns) == ["task", "metric", "value", "protocol"]
     for protocol, metrics in (
-        (PROTOCOL_GENERATE, {"f1", "accuracy", "mcc", "invalid"}),
-        (PROTOCOL_LOGLIK, {"f1", "accuracy"}),
+        (protocols.DOWNSTREAM_GENERATE, {"f1", "accuracy", "mcc", "invalid"}),
+        (protocols.DOWNSTREAM_LOGLIK, {"f1", "accuracy"}),
     ):
         rows = table[table.protocol == protocol]
         per_task = rows[rows.task != "average"]
@@ -209,5 +208,5 @@ def test_per_item_predictions_recompute_every_metric_row(tiny_gpt2, tokenizer, s
         reported = table[(table.task == task) & (table.protocol == protocol)].set_index("metric")["value"]
         for metric, value in reported.items():
             assert value == pytest.approx(recomputed[metric]), (task, protocol, metric)
-    loglik = items[items.protocol == PROTOCOL_LOGLIK]
+    loglik = items[items.protocol == protocols.DOWNSTREAM_LOGLIK]
     assert (loglik["prediction"] >= 0).all()  # the log-likelihood class is never invalid

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, matthews_corrcoef
 
+from encore.evaluation import protocols
 from encore.reporting.claims import results as claims
 from encore.reporting.claims.base import (
     ALPHAEDIT,
@@ -35,7 +36,7 @@ OFFSET = {MEMIT: lambda e: 0.1 - e / 3000, MPES: 0.05, NC: 0.1, ENCORE: 0.15, EM
           EMMET_NC: -0.005, ALPHAEDIT: 0.0, ALPHAEDIT_MPES: 0.05, UNEDITED: -0.2}  # fmt: skip
 GROWTH = {MEMIT: [14, 15, 16, 15], MPES: [3, 3, 3, 3], EMMET: [3, 3, 3, 3], ALPHAEDIT: [2.5, 2.6, 2.4, 2.5]}
 PLAIN = [MEMIT, EMMET, ALPHAEDIT]
-DOWNSTREAM_PROTOCOLS = ("downstream/generate-3-tokens/weighted-f1-invalid-wrong", "downstream/label-loglik")
+DOWNSTREAM_PROTOCOLS = (protocols.DOWNSTREAM_GENERATE, protocols.DOWNSTREAM_LOGLIK)
 
 
 def _value(table, run, edits, default):
