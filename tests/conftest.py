@@ -303,3 +303,28 @@ def tiny_run(setup: dict, num_edits: int = 4):
 
     return RunSettings(experiment="t", model=setup["model"], dataset="counterfact", data_dir=data_dir(),
                        records_files=None, resources=setup["resources"], num_edits=num_edits, seed=0)  # fmt: skip
+
+
+@pytest.fixture()
+def benchmark_setting(tokenizer, tmp_path, monkeypatch):
+    """One batch of 4 CounterFact edits for encore.measuring's benchmarks: a tiny random Llama, MEMIT on layers 1-2,
+    C0 = I; bf16 arithmetic allowed on any CPU."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from encore.data.requests import load_requests
+    from encore.editing.hparams import Hyperparameters
+    from encore.measuring.benchmark import Setting
+    from encore.models import precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)  # the arithmetic runs on any CPU
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.05, bos_token_id=0,
+                         eos_token_id=0, pad_token_id=0, tie_word_embeddings=False)  # fmt: skip
+    model = LlamaForCausalLM(config).eval().requires_grad_(False)
+    hparams = Hyperparameters(editor="memit", layers=[1, 2], v_num_grad_steps=4, v_lr=0.5, mom2_update_weight=10.0,
+                              mom2_n_samples=1, clamp_norm_factor=4.0, mpes=0)  # fmt: skip
+    records, _ = load_requests("counterfact", data_dir(), tmp_path, "0", 4)
+    covariances = {layer: torch.eye(96) for layer in hparams.layers}
+    templates = [["{}"], ["The first. {}", "A second one. {}"]]
+    return Setting(model, tokenizer, hparams, records, templates, covariances, None, "cpu", 1)

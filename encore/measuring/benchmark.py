@@ -130,80 +130,86 @@ def prepare(args) -> Setting:
     )
 
 
-def compare_paths(setting: Setting, skip_per_request: bool) -> None:
-    """Per-request vs batched vs batched + prefix reuse (see the module docstring)."""
+def compare_paths(setting: Setting, skip_per_request: bool) -> dict:
+    """Per-request vs batched vs batched + prefix reuse (see the module docstring): time each path's phases on the
+    same batch, print them side by side with the same-result check, and return both (``time_paths``,
+    ``same_result``)."""
+    paths, deltas = time_paths(setting, skip_per_request)
+    check = same_result(paths, deltas)
+    print_comparison(paths, check, len(setting.records))
+    return {"paths": paths, "same_result": check}
+
+
+def time_paths(setting: Setting, skip_per_request: bool) -> tuple[dict, dict]:
+    """Per path: seconds of targets, keys and solves for the whole batch, z and the stop iterations; and the weight
+    update Delta (all edited layers, flattened) of the two batched paths. The model's weights are restored."""
     model, tokenizer, hparams, records, templates = (
         setting.model, setting.tokenizer, setting.hparams, setting.records, setting.templates
     )  # fmt: skip
-    covariances, projectors = setting.covariances, setting.projectors
-    settings, layers, n = hparams.target_settings(), sorted(hparams.layers), len(setting.records)
-    rows = {}
-    whole_settings = dataclasses.replace(settings, prefix_reuse=False)
+    settings, layers = hparams.target_settings(), sorted(hparams.layers)
+    whole_sequences = dataclasses.replace(settings, prefix_reuse=False)
+    paths = {}
     if not skip_per_request:
         singles, seconds = _timed(
-            lambda: [optimise_targets(model, tokenizer, [r], whole_settings, templates) for r in records]
+            lambda: [optimise_targets(model, tokenizer, [r], whole_sequences, templates) for r in records]
         )
-        rows["per-request"] = {
-            "targets": seconds,
-            "z": torch.cat([s.z for s in singles]),
-            "iterations": [i for s in singles for i in s.iterations],
-        }
-        print(f"  per-request targets done: {seconds / n:.3f} s/edit", flush=True)
-    for name, chosen in (("batched", whole_settings), ("batched + prefix reuse", settings)):
+        paths["per-request"] = {"targets": seconds, "z": torch.cat([s.z for s in singles]),
+                                "iterations": [i for s in singles for i in s.iterations]}  # fmt: skip
+        print(f"  per-request targets done: {seconds / len(records):.3f} s/edit", flush=True)
+    for name, chosen in (("batched", whole_sequences), ("batched + prefix reuse", settings)):
         result, seconds = _timed(lambda chosen=chosen: optimise_targets(model, tokenizer, records, chosen, templates))
-        rows[name] = {"targets": seconds, "z": result.z, "iterations": result.iterations, "result": result}
-        print(f"  {name} targets done: {seconds / n:.3f} s/edit", flush=True)
+        paths[name] = {"targets": seconds, "z": result.z, "iterations": result.iterations, "result": result}
+        print(f"  {name} targets done: {seconds / len(records):.3f} s/edit", flush=True)
     full_keys = _full_forward_keys(model, tokenizer, records, templates, layers)
 
     original = {layer: read_weight(model, layer).clone() for layer in layers}
     deltas = {}
     for name in ("batched", "batched + prefix reuse"):
         state = EditorState.initial(templates, layers, original[layers[0]].shape[1], device=setting.device)
-        timings = edit_batch(
-            model,
-            tokenizer,
-            records,
-            hparams,
-            make_editor(hparams),
-            state,
-            covariances,
-            projectors,
-            targets=rows[name]["result"],
-        )["timings"]
+        edit = edit_batch(model, tokenizer, records, hparams, make_editor(hparams), state, setting.covariances,
+                          setting.projectors, targets=paths[name].pop("result"))  # fmt: skip
         deltas[name] = torch.cat([(read_weight(model, layer) - original[layer]).flatten() for layer in layers])
-        rows[name]["solves"] = timings["solve_s"]
-        rows[name]["keys"] = full_keys if name == "batched" else timings["keys_s"]
+        paths[name]["solves"] = edit["timings"]["solve_s"]
+        paths[name]["keys"] = full_keys if name == "batched" else edit["timings"]["keys_s"]
         for layer in layers:
             write_weight(model, layer, original[layer])
-    if "per-request" in rows:
-        rows["per-request"].update(keys=full_keys, solves=rows["batched"]["solves"])
+    if "per-request" in paths:  # its keys are full forwards and its solves the batched ones: only targets differ
+        paths["per-request"].update(keys=full_keys, solves=paths["batched"]["solves"])
+    return paths, deltas
 
+
+def same_result(paths: dict, deltas: dict) -> dict:
+    """The pipeline's path (batched + prefix reuse) against each other: the largest relative difference of z over
+    the requests, whether every request stopped at the same iteration, and ||Delta_reuse - Delta|| / ||Delta||."""
+    fast = paths["batched + prefix reuse"]
+    others = [name for name in paths if name != "batched + prefix reuse"]
+    difference = float((deltas["batched + prefix reuse"] - deltas["batched"]).norm() / deltas["batched"].norm())
+    return {"z": {name: _relative(fast["z"], paths[name]["z"]) for name in others},
+            "same_iterations": {name: fast["iterations"] == paths[name]["iterations"] for name in others},
+            "delta_vs_batched": difference}  # fmt: skip
+
+
+def print_comparison(paths: dict, check: dict, n: int) -> None:
+    """Seconds per edit of each phase and path, the speed-ups, and the same-result check."""
     print(
         f"\n{'path':<24} {'targets':>9} {'keys':>8} {'solves':>8} {'total':>9} {'iterations':>10} {'vs per-request':>15} "
         f"{'vs batched':>11}   (seconds per edit)"
     )
-    reference = rows.get("per-request")
-    for name, row in rows.items():
-        total = (row["targets"] + row["keys"] + row["solves"]) / n
-        versus_request = (
-            f"x{(reference['targets'] + reference['keys'] + reference['solves']) / n / total:.2f}" if reference else "-"
-        )
-        batched = rows["batched"]
-        versus_batched = f"x{(batched['targets'] + batched['keys'] + batched['solves']) / n / total:.2f}"
+    totals = {name: (row["targets"] + row["keys"] + row["solves"]) / n for name, row in paths.items()}
+    for name, row in paths.items():
+        versus_request = f"x{totals['per-request'] / totals[name]:.2f}" if "per-request" in totals else "-"
+        versus_batched = f"x{totals['batched'] / totals[name]:.2f}"
         print(
-            f"{name:<24} {row['targets'] / n:9.3f} {row['keys'] / n:8.3f} {row['solves'] / n:8.4f} {total:9.3f} "
+            f"{name:<24} {row['targets'] / n:9.3f} {row['keys'] / n:8.3f} {row['solves'] / n:8.4f} {totals[name]:9.3f} "
             f"{statistics.mean(row['iterations']):10.2f} {versus_request:>15} {versus_batched:>11}"
         )
-    fast = rows["batched + prefix reuse"]
     print("\nsame result:")
-    for name in rows:
-        if name != "batched + prefix reuse":
-            print(
-                f"  max relative difference of z, prefix reuse vs {name}: {_relative(fast['z'], rows[name]['z']):.2e}; "
-                f"same iterations: {fast['iterations'] == rows[name]['iterations']}"
-            )
-    difference = float((deltas["batched + prefix reuse"] - deltas["batched"]).norm() / deltas["batched"].norm())
-    print(f"  relative difference of Delta (all edited layers), prefix reuse vs batched: {difference:.2e}")
+    for name, z in check["z"].items():
+        print(f"  max relative difference of z, prefix reuse vs {name}: {z:.2e}; "
+              f"same iterations: {check['same_iterations'][name]}")  # fmt: skip
+    print(
+        f"  relative difference of Delta (all edited layers), prefix reuse vs batched: {check['delta_vs_batched']:.2e}"
+    )
     print(
         "  (float32: rounding differences can move an MPES or loss stop by one iteration; the float64 tests "
         "bound the paths to 1e-5)"

@@ -5,38 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import data_dir
 
-from encore.data.requests import load_requests
-from encore.editing.hparams import Hyperparameters
 from encore.measuring import precision_benchmark, precision_fidelity
-from encore.measuring.benchmark import Setting
 from encore.models import precision
 from encore.models.architecture import read_weight
 
 
-@pytest.fixture()
-def setting(tokenizer, tmp_path, monkeypatch):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)  # the arithmetic runs on any CPU
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.05, bos_token_id=0,
-                         eos_token_id=0, pad_token_id=0, tie_word_embeddings=False)  # fmt: skip
-    model = LlamaForCausalLM(config).eval().requires_grad_(False)
-    hparams = Hyperparameters(editor="memit", layers=[1, 2], v_num_grad_steps=4, v_lr=0.5, mom2_update_weight=10.0,
-                              mom2_n_samples=1, clamp_norm_factor=4.0, mpes=0)  # fmt: skip
-    records, _ = load_requests("counterfact", data_dir(), tmp_path, "0", 4)
-    covariances = {layer: torch.eye(96) for layer in hparams.layers}
-    templates = [["{}"], ["The first. {}", "A second one. {}"]]
-    return Setting(model, tokenizer, hparams, records, templates, covariances, None, "cpu", 1)
-
-
-def test_benchmark_compares_both_precisions_on_the_same_batch_and_restores_the_weights(setting):
-    before = read_weight(setting.model, 2).clone()
-    out = precision_benchmark.compare_precisions(setting, profile_steps=1)
-    assert torch.equal(read_weight(setting.model, 2), before) and precision.get_precision() == "fp32"
+def test_benchmark_compares_both_precisions_on_the_same_batch_and_restores_the_weights(benchmark_setting):
+    before = read_weight(benchmark_setting.model, 2).clone()
+    out = precision_benchmark.compare_precisions(benchmark_setting, profile_steps=1)
+    assert torch.equal(read_weight(benchmark_setting.model, 2), before) and precision.get_precision() == "fp32"
     check = out["same_result"]
     assert check["n"] == 4 and 0 <= check["equal_iterations"] <= 4 and 0 < check["z_median"] <= check["z_max"] < 0.5
     assert 0 < check["delta"] < 1
@@ -57,18 +35,20 @@ def test_categories_of_the_profile():
     assert precision_benchmark._category("aten::mul").startswith("other")
 
 
-def test_fidelity_chains_edit_the_same_facts_and_score_them(setting):
-    before = read_weight(setting.model, 1).clone()
-    chains = {name: precision_fidelity.edit_chain(setting, name, batch_size=2) for name in precision.PRECISIONS}
-    assert torch.equal(read_weight(setting.model, 1), before)
+def test_fidelity_chains_edit_the_same_facts_and_score_them(benchmark_setting):
+    before = read_weight(benchmark_setting.model, 1).clone()
+    chains = {
+        name: precision_fidelity.edit_chain(benchmark_setting, name, batch_size=2) for name in precision.PRECISIONS
+    }
+    assert torch.equal(read_weight(benchmark_setting.model, 1), before)
     assert all(len(chain["batches"]) == 2 for chain in chains.values())
     agreement = precision_fidelity.target_agreement(chains)
     assert agreement["first batch: requests"] == 2 and agreement["all batches: requests"] == 4
     assert 0 < agreement["first batch: z relative difference, max"] < 0.5
-    scoring = precision_fidelity.scoring_agreement(setting, chains["fp32"]["weights"])
-    prompts = sum(1 + len(r.paraphrase_prompts) + len(r.neighborhood_prompts) for r in setting.records)
+    scoring = precision_fidelity.scoring_agreement(benchmark_setting, chains["fp32"]["weights"])
+    prompts = sum(1 + len(r.paraphrase_prompts) + len(r.neighborhood_prompts) for r in benchmark_setting.records)
     assert scoring["scoring: prompts"] == prompts and 0 < scoring["scoring: |NLL difference| max"] < 1
-    assert torch.equal(read_weight(setting.model, 1), before) and precision.get_precision() == "fp32"
+    assert torch.equal(read_weight(benchmark_setting.model, 1), before) and precision.get_precision() == "fp32"
 
 
 def test_metric_differences_are_paired_percentage_points():
