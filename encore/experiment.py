@@ -177,36 +177,10 @@ def evaluate_snapshot(
     validated config's) becomes an encore.settings.EvaluationSettings here, once; keys it leaves out take the
     config schema's defaults.
     """
-    from encore.editing.snapshots import apply_snapshot, load_snapshot
-
     settings = EvaluationSettings.of(evaluation)
     loaded, resolved = load_for_execution(run.model, run.resources / "models", execution)
     model, tokenizer = loaded.model, loaded.tokenizer
-    if snapshot is None:
-        records, _ = load_requests(
-            run.dataset, run.data_dir, run.resources / "data", order_sample, run.num_edits, run.records_files
-        )
-        final = True
-        labels = {"method": "unedited", "variant": "unedited", "order": order_sample, "edits": 0}
-    else:
-        manifest = json.loads((Path(snapshot) / "manifest.json").read_text())
-        restored = load_snapshot(snapshot, expected_model=loaded.identity, expected_layers=manifest["layers"])
-        apply_snapshot(model, restored)
-        records = read_requests(snapshot) if "requests.json" in manifest["files"] else None
-        if records is None:
-            sample = manifest["data"]["order_file"]["sample"]
-            everything, _ = load_requests(
-                run.dataset, run.data_dir, run.resources / "data", sample, None, run.records_files
-            )
-            by_id = {record.case_id: record for record in everything}
-            records = [by_id[case_id] for case_id in manifest["case_ids"]]
-        final = manifest["edits_done"] == run.num_edits
-        labels = {
-            "method": manifest["method"],
-            "variant": manifest["variant"],
-            "order": manifest["data"]["order_file"]["sample"],
-            "edits": manifest["edits_done"],
-        }
+    records, final, labels = _state_to_score(run, snapshot, loaded, order_sample)
     result = evaluate_model(model, tokenizer, dataset=run.dataset, records=records, unedited=snapshot is None,
                             final=final, evaluation=settings, data_dir=run.data_dir, resources=run.resources,
                             seed=run.seed)  # fmt: skip
@@ -219,3 +193,30 @@ def evaluate_snapshot(
     return write_evaluation(result, output, labels=labels, experiment=run.experiment, model_name=run.model,
                             dataset=run.dataset, provenance=provenance, records_output=records_output,
                             downstream_output=downstream_output)  # fmt: skip
+
+
+def _state_to_score(run: RunSettings, snapshot: Path | None, loaded, order_sample: str):
+    """The model state ``evaluate_snapshot`` scores: the snapshot applied to ``loaded`` (None: the unedited model),
+    the facts it scores (the snapshot's stored requests, else its case ids in the data files; the unedited model:
+    the run's first num_edits of ``order_sample``), whether it is the run's final state, and its row labels."""
+    from encore.editing.snapshots import apply_snapshot, load_snapshot
+
+    if snapshot is None:
+        records, _ = load_requests(
+            run.dataset, run.data_dir, run.resources / "data", order_sample, run.num_edits, run.records_files
+        )
+        return records, True, {"method": "unedited", "variant": "unedited", "order": order_sample, "edits": 0}
+    manifest = json.loads((Path(snapshot) / "manifest.json").read_text())
+    restored = load_snapshot(snapshot, expected_model=loaded.identity, expected_layers=manifest["layers"])
+    apply_snapshot(loaded.model, restored)
+    sample = manifest["data"]["order_file"]["sample"]
+    records = read_requests(snapshot) if "requests.json" in manifest["files"] else None
+    if records is None:
+        everything, _ = load_requests(
+            run.dataset, run.data_dir, run.resources / "data", sample, None, run.records_files
+        )
+        by_id = {record.case_id: record for record in everything}
+        records = [by_id[case_id] for case_id in manifest["case_ids"]]
+    labels = {"method": manifest["method"], "variant": manifest["variant"], "order": sample,
+              "edits": manifest["edits_done"]}  # fmt: skip
+    return records, manifest["edits_done"] == run.num_edits, labels
