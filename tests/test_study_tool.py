@@ -79,6 +79,60 @@ def test_status_counts_what_each_run_reached_and_estimates_the_time_left_from_me
     assert unedited["left_hours"] == pytest.approx(100 / 3600)
 
 
+def lanes_of(runs: dict[str, list[str]], done=()) -> dict:
+    return {index: {"runs": list(labels), "queue": [label for label in labels if label not in done], "current": None,
+                    "done": [label for label in labels if label in done], "failed": []}
+            for index, labels in runs.items()}  # fmt: skip
+
+
+def test_a_lane_whose_runs_are_done_takes_the_last_waiting_run_of_the_other(study):
+    items = {item["label"]: item for lane in study.entries() for item in lane}
+    lanes = lanes_of({"0": ["memit/plain", "memit/nc", "memit/plain to 1,500"], "1": ["memit/mpes_nc", "unedited"]},
+                     done=["memit/plain", "memit/mpes_nc", "unedited"])  # fmt: skip
+    assert study_tool.next_run(lanes, "0", items) == "memit/nc"  # its own queue first
+    assert study_tool.next_run(lanes, "1", items) == "memit/plain to 1,500"  # then the other lane's waiting run
+    assert lanes["1"]["runs"] == ["memit/mpes_nc", "unedited", "memit/plain to 1,500"]
+    assert lanes["0"]["runs"] == ["memit/plain", "memit/nc"] and lanes["0"]["queue"] == []
+    assert study_tool.next_run(lanes, "0", items) is None  # nothing left: the lane ends
+
+
+def test_a_continuation_waits_for_the_run_it_continues(study):
+    items = {item["label"]: item for lane in study.entries() for item in lane}
+    lanes = lanes_of({"0": ["memit/plain", "memit/nc", "memit/plain to 1,500"], "1": ["memit/mpes_nc", "unedited"]},
+                     done=["memit/mpes_nc", "unedited"])  # fmt: skip
+    lanes["0"]["queue"].remove("memit/plain")  # lane 0 runs memit/plain now
+    assert study_tool.next_run(lanes, "1", items) == "memit/nc"  # not the continuation of a run not yet done
+    assert study_tool.next_run(lanes, "1", items) is None
+    assert lanes["0"]["queue"] == ["memit/plain to 1,500"]
+
+
+def test_the_runner_starts_every_planned_run_once_and_records_where_it_ran(study, monkeypatch):
+    started = []
+    monkeypatch.setattr(study_tool.subprocess, "call", lambda command, **kwargs: started.append(command[-1]) or 0)
+    monkeypatch.setattr(study, "targets", lambda item: [item["label"]])
+    monkeypatch.setattr(study, "snakemake_args", lambda cores, to=None: [])
+    monkeypatch.setattr(study, "statistics_targets", lambda: ["statistics"])
+    study.logs.mkdir(parents=True)
+    study_tool.run_lanes(study)
+    planned = sorted(item["label"] for lane in study.entries() for item in lane)
+    assert started[0] == "statistics" and sorted(started[1:]) == planned
+    lanes = json.loads((study.dir / "lanes.json").read_text())
+    assert sorted(label for lane in lanes.values() for label in lane["done"]) == planned
+    assert all(lane["current"] is None and lane["queue"] == [] for lane in lanes.values())
+    assert sorted(label for lane in lanes.values() for label in lane["runs"]) == planned
+
+
+def test_status_shows_each_run_in_the_lane_the_runner_gave_it(study):
+    lanes = lanes_of({"0": ["memit/plain", "memit/nc"], "1": ["memit/mpes_nc", "unedited", "memit/plain to 1,500"]})
+    (study.dir / "lanes.json").write_text(json.dumps(lanes))
+    rows = {row["run"]: row["lane"] for row in study_tool.status_rows(study) if row["run"] != "lane total"}
+    assert rows["memit/plain to 1,500"] == 1 and rows["memit/nc"] == 0
+    # a lanes.json of another plan is ignored: the study file's lanes
+    (study.dir / "lanes.json").write_text(json.dumps(lanes_of({"0": ["emmet/plain"], "1": []})))
+    rows = {row["run"]: row["lane"] for row in study_tool.status_rows(study) if row["run"] != "lane total"}
+    assert rows["memit/plain to 1,500"] == 0
+
+
 def _published(directory, iterations, precision=None):
     directory.mkdir(parents=True)
     ledger = pd.DataFrame({"method": "memit", "variant": "plain", "order": 0, "case_id": [7, 8], "position": [0, 1],

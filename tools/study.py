@@ -88,6 +88,21 @@ class Study:
     def entries(self) -> list[list[dict]]:
         return [[entry(item) for item in lane] for lane in self.plan()["lanes"]]
 
+    def assigned_entries(self) -> list[list[dict]]:
+        """The lanes as the runner last assigned them (lanes.json: a lane that ran out took runs from another), else
+        as the study file plans them."""
+        planned = self.entries()
+        items = {item["label"]: item for lane in planned for item in lane}
+        lanes_file = self.dir / "lanes.json"
+        if not lanes_file.exists():
+            return planned
+        assigned = [
+            lane["runs"] for _, lane in sorted(json.loads(lanes_file.read_text()).items(), key=lambda x: int(x[0]))
+        ]
+        if len(assigned) != len(planned) or sorted(label for lane in assigned for label in lane) != sorted(items):
+            return planned  # written for another plan
+        return [[items[label] for label in lane] for lane in assigned]
+
     def snakemake_args(self, cores: int, to: int | None = None) -> list[str]:
         plan = self.plan()
         overrides = [f"resources={self.dir / 'resources'}"]
@@ -206,12 +221,34 @@ def stamp(text: str) -> str:
     return f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {text}"
 
 
+def next_run(lanes: dict, index: str, items: dict) -> str | None:
+    """The next run of lane ``index`` (taken off its queue): the first of its own queue; once that is empty, a run
+    still queued in another lane (the longest queue first, its last run first), moved to this lane, so that no lane
+    idles while another has runs waiting. A continuation ("to") is taken only once the run it continues is done.
+    None when nothing is left that this lane may start."""
+    own = lanes[index]["queue"]
+    if own:
+        return own.pop(0)
+    done = {label for lane in lanes.values() for label in lane["done"]}
+    for other in sorted(lanes, key=lambda i: len(lanes[i]["queue"]), reverse=True):
+        for label in reversed(lanes[other]["queue"]):
+            if items[label]["to"] is None or items[label]["run"] in done:
+                lanes[other]["queue"].remove(label)
+                lanes[other]["runs"].remove(label)
+                lanes[index]["runs"].append(label)
+                return label
+    return None
+
+
 def run_lanes(study: Study) -> None:
-    """The runner: statistics on both cores, then every lane in its own thread (one Snakemake call per snapshot)."""
+    """The runner: statistics on both cores, then every lane in its own thread (one Snakemake call per snapshot); a
+    lane whose own runs are done takes waiting runs from the other (``next_run``)."""
     print(stamp(f"runner {os.getpid()} at commit {study.state['commit']}"), flush=True)
     lanes_file = study.dir / "lanes.json"
-    lanes = {str(i): {"runs": [item["label"] for item in lane], "current": None, "done": [], "failed": []}
+    lanes = {str(i): {"runs": [item["label"] for item in lane], "queue": [item["label"] for item in lane],
+                      "current": None, "done": [], "failed": []}
              for i, lane in enumerate(study.entries())}  # fmt: skip
+    planned = {index: list(state["runs"]) for index, state in lanes.items()}
     items = {item["label"]: item for lane in study.entries() for item in lane}
     lock = threading.Lock()
 
@@ -229,10 +266,15 @@ def run_lanes(study: Study) -> None:
 
     def lane(index: str) -> None:
         state = lanes[index]
-        for run in state["runs"]:
-            state["current"] = run
+        while True:
+            with lock:
+                run = next_run(lanes, index, items)
+                moved = run is not None and run not in planned[index]
+                state["current"] = run
             save()
-            print(stamp(f"lane {index}: {run} starts"), flush=True)
+            if run is None:
+                break
+            print(stamp(f"lane {index}: {run} starts" + (" (taken from another lane)" if moved else "")), flush=True)
             with open(study.logs / f"lane-{index}.log", "a") as log:
                 log.write(stamp(f"{run}\n"))
                 log.flush()
@@ -243,10 +285,9 @@ def run_lanes(study: Study) -> None:
                                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
                     if code:
                         break
-            (state["done"] if code == 0 else state["failed"]).append(run)
+            with lock:
+                (state["done"] if code == 0 else state["failed"]).append(run)
             print(stamp(f"lane {index}: {run} {'done' if code == 0 else f'failed (exit {code})'}"), flush=True)
-        state["current"] = None
-        save()
 
     threads = [threading.Thread(target=lane, args=(index,)) for index in lanes]
     for thread in threads:
@@ -333,7 +374,7 @@ def status_rows(study: Study) -> list[dict]:
     """Every lane item, lane by lane, then each lane's total: edits, snapshots evaluated, rates, job hours so far and
     the estimated hours left (an item not started yet is estimated from the measured runs of its kind, with or
     without MPES, the unedited model from every measured evaluation; None where nothing of its kind is measured)."""
-    lanes = study.entries()
+    lanes = study.assigned_entries()
     states = {item["label"]: run_status(study, item) for lane in lanes for item in lane}
     by_kind: dict[bool, list[dict]] = {}
     for label, row in states.items():
