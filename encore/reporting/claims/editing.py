@@ -210,41 +210,43 @@ def mpes_probability(study: StudyResults) -> Claim:
     outcomes, texts, counts = [], [f"p(true) of known facts, unedited: {known:.3f}"], []
     _note_missing(study, every, outcomes, texts)
     for plain, mpes in pairs:
-        edits = study.common_edits(plain, mpes)
-        states = [(plain, edits), (mpes, edits)]
-        arrays = study.paired(states, columns=("p_new",))
-        post = [_post_p_new(study, run) for run in (plain, mpes)]
-        shared = post[0].index.intersection(post[1].index) if all(p is not None for p in post) else []
-        if len(shared):
-            arrays = [p.loc[shared].to_numpy()[:, None] for p in post]
-            drop = paired_bootstrap(lambda x, y: x.mean(axis=(1, 2)) - y.mean(axis=(1, 2)), *arrays)
-            level = paired_bootstrap(lambda y: y.mean(axis=(1, 2)), arrays[1])
-            counts.append(len(shared))
-            texts.append(
-                f"right after each update (ledger post_p_new), on the same {len(shared):,} facts: {name(mpes)} p(new) "
-                f"{level.text('.3f')}, below {name(plain)} by {drop.text('.3f')}"
-            )
-        elif isinstance(arrays, str):
-            counts.append(edits)
-            values = [study.point(*state, "p_new") for state in states]
-            missing = missing_records(states, "per-fact p(new)")
-            if study.same_facts(*states) and all(v == v for v in values):
-                ranges = [_p_new_range(study, state) for state in states]
-                drop = Bounds(values[0] - values[1], *difference_bounds(ranges[1], ranges[0]), missing)
-                level = Bounds(values[1], *ranges[1], missing)
-            else:
-                drop, level = unknown(missing, values[0] - values[1]), unknown(missing, values[1])
-            texts.append(
-                f"published p(new) on {study.facts_text(states[0])}: {name(plain)} {values[0]:.3f}, {name(mpes)} "
-                f"{values[1]:.3f}: {name(mpes)} p(new) {level.text('.3f')}; below {name(plain)} by {drop.text('.3f')}"
-            )
-        else:
-            counts.append(edits)
-            drop = paired_bootstrap(lambda x, y: x.mean(axis=(1, 2)) - y.mean(axis=(1, 2)), *arrays)
-            level = paired_bootstrap(lambda y: y.mean(axis=(1, 2)), arrays[1])
-            texts.append(
-                f"at {edits:,} edits: {name(mpes)} p(new) {level.text('.3f')}, below {name(plain)} by {drop.text('.3f')}"
-            )
+        drop, level, text, count = _p_new_with_and_without_mpes(study, plain, mpes)
+        texts.append(text)
+        counts.append(count)
         near = combine([level.above(known - TABLE1_NEAR), level.below(known + TABLE1_NEAR)])
         outcomes += [drop.above(0.0), near]
     return Claim(paper_, source, "; ".join(texts), threshold, combine(outcomes), rule, horizon(*counts))
+
+
+def _p_new_with_and_without_mpes(study: StudyResults, plain, mpes):
+    """p(new) of the MPES run (``level``) and how far below the plain run's it lies (``drop``), per fact: from the
+    ledger right after each update where both runs have it, else from records.csv at their last common snapshot,
+    else bounded from the published means. Returns (drop, level, the text, the edit or fact count judged)."""
+    edits = study.common_edits(plain, mpes)
+    states = [(plain, edits), (mpes, edits)]
+    arrays = study.paired(states, columns=("p_new",))
+    post = [_post_p_new(study, run) for run in (plain, mpes)]
+    shared = post[0].index.intersection(post[1].index) if all(p is not None for p in post) else []
+    if len(shared):
+        arrays = [p.loc[shared].to_numpy()[:, None] for p in post]
+        drop = paired_bootstrap(lambda x, y: x.mean(axis=(1, 2)) - y.mean(axis=(1, 2)), *arrays)
+        level = paired_bootstrap(lambda y: y.mean(axis=(1, 2)), arrays[1])
+        text = (f"right after each update (ledger post_p_new), on the same {len(shared):,} facts: {name(mpes)} p(new) "
+                f"{level.text('.3f')}, below {name(plain)} by {drop.text('.3f')}")  # fmt: skip
+        return drop, level, text, len(shared)
+    if isinstance(arrays, str):
+        values = [study.point(*state, "p_new") for state in states]
+        missing = missing_records(states, "per-fact p(new)")
+        if study.same_facts(*states) and all(v == v for v in values):
+            ranges = [_p_new_range(study, state) for state in states]
+            drop = Bounds(values[0] - values[1], *difference_bounds(ranges[1], ranges[0]), missing)
+            level = Bounds(values[1], *ranges[1], missing)
+        else:
+            drop, level = unknown(missing, values[0] - values[1]), unknown(missing, values[1])
+        text = (f"published p(new) on {study.facts_text(states[0])}: {name(plain)} {values[0]:.3f}, {name(mpes)} "
+                f"{values[1]:.3f}: {name(mpes)} p(new) {level.text('.3f')}; below {name(plain)} by {drop.text('.3f')}")  # fmt: skip
+        return drop, level, text, edits
+    drop = paired_bootstrap(lambda x, y: x.mean(axis=(1, 2)) - y.mean(axis=(1, 2)), *arrays)
+    level = paired_bootstrap(lambda y: y.mean(axis=(1, 2)), arrays[1])
+    text = f"at {edits:,} edits: {name(mpes)} p(new) {level.text('.3f')}, below {name(plain)} by {drop.text('.3f')}"
+    return drop, level, text, edits
