@@ -59,39 +59,44 @@ def collect(
         manifest = json.loads(Path(path).read_text())
         key = (manifest["method"], manifest["variant"], manifest["data"]["order_file"]["sample"])
         if key not in runs or manifest["edits_done"] > runs[key]["edits"]:
-            execution = manifest.get("execution", {})
-            hp = manifest["hparams"]
-            runs[key] = {
-                "method": key[0],
-                "variant": key[1],
-                "order": key[2],
-                "edits": manifest["edits_done"],
-                "model": manifest["model_name"],
-                "layers": " ".join(map(str, hp["layers"])),
-                "lambda_p": hp["mom2_update_weight"],
-                "lambda_n": hp["norm_lambda"],
-                "mpes": hp["mpes"],
-                "mpes_rule": hp["mpes_rule"],
-                "emmet_lambda": hp["emmet_lambda"],
-                "nullspace_threshold": hp["nullspace_threshold"],
-                "alphaedit_l2": hp["alphaedit_l2"],
-                "rect_fraction": hp.get("rect_fraction"),  # absent from manifests written before RECT/PRUNE
-                "prune_log_base": hp.get("prune_log_base"),
-                "v_num_grad_steps": hp["v_num_grad_steps"],
-                "v_lr": hp["v_lr"],
-                "clamp_norm_factor": hp["clamp_norm_factor"],
-                "kl_factor": hp["kl_factor"],
-                "mom2_n_samples": hp["mom2_n_samples"],
-                "seed": manifest["seed"],
-                "batch_size": manifest["batch_size"],
-                "edit_precision": execution.get("precision", "fp32"),
-                "score_precision": scored_in,
-                "code": json.dumps(manifest.get("code")),
-            }
+            runs[key] = run_row(manifest, scored_in)
     pd.DataFrame(list(runs.values())).to_csv(out_dir / "runs.csv", index=False)
     names = COLLECTED + tuple(name for name in OPTIONAL_COLLECTED if (out_dir / name).exists())
     checksums = {name: file_sha256(out_dir / name) for name in names}
     (out_dir / CHECKSUMS).write_text(json.dumps(checksums, indent=1) + "\n")
+
+
+def run_row(manifest: dict, scored_in: str) -> dict:
+    """The runs.csv row of a run from the manifest of its last snapshot: labels, the hyperparameters the tables
+    print, seed, batch size, precisions and code version."""
+    execution, hp = manifest.get("execution", {}), manifest["hparams"]
+    return {
+        "method": manifest["method"],
+        "variant": manifest["variant"],
+        "order": manifest["data"]["order_file"]["sample"],
+        "edits": manifest["edits_done"],
+        "model": manifest["model_name"],
+        "layers": " ".join(map(str, hp["layers"])),
+        "lambda_p": hp["mom2_update_weight"],
+        "lambda_n": hp["norm_lambda"],
+        "mpes": hp["mpes"],
+        "mpes_rule": hp["mpes_rule"],
+        "emmet_lambda": hp["emmet_lambda"],
+        "nullspace_threshold": hp["nullspace_threshold"],
+        "alphaedit_l2": hp["alphaedit_l2"],
+        "rect_fraction": hp.get("rect_fraction"),  # absent from manifests written before RECT/PRUNE
+        "prune_log_base": hp.get("prune_log_base"),
+        "v_num_grad_steps": hp["v_num_grad_steps"],
+        "v_lr": hp["v_lr"],
+        "clamp_norm_factor": hp["clamp_norm_factor"],
+        "kl_factor": hp["kl_factor"],
+        "mom2_n_samples": hp["mom2_n_samples"],
+        "seed": manifest["seed"],
+        "batch_size": manifest["batch_size"],
+        "edit_precision": execution.get("precision", "fp32"),
+        "score_precision": scored_in,
+        "code": json.dumps(manifest.get("code")),
+    }
 
 
 def completed_results(results: Path) -> dict[str, list[Path]]:
