@@ -5,6 +5,7 @@ edits, batches of 10, edited layers 3-6 of 10) plus records.csv and downstream_r
 "the paper's world" (every claim holds); each scenario changes one thing.
 """
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -325,6 +326,16 @@ def test_results_page_has_one_row_per_claim_with_outcome_threshold_and_the_notes
     assert text.rstrip().endswith("hand-written")
     memit = next(line for line in text.splitlines() if line.startswith("| MEMIT "))
     assert [cell.strip() for cell in memit.split("|")[2:5]] == ["300", "1.2", "0.1"]  # 12 s per batch of 10 edits
+
+
+def test_results_page_names_the_per_unit_files_also_when_they_are_compressed(tmp_path):
+    data = write_study(tmp_path / "data")
+    records = data / "records.csv"
+    records.with_name("records.csv.gz").write_bytes(gzip.compress(records.read_bytes()))
+    records.unlink()
+    claims.write_results(data, tmp_path / "results.md", "Results: x")
+    line = next(line for line in (tmp_path / "results.md").read_text().splitlines() if "Per-unit files" in line)
+    assert line.endswith("Per-unit files in data/: records.csv.gz, downstream_records.csv, ledger.csv.")
 
 
 def test_the_tally_counts_no_data_outcomes_as_one_kind(tmp_path):

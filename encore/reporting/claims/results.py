@@ -14,6 +14,7 @@ from encore.reporting.claims import general as general
 from encore.reporting.claims import norms as norms
 from encore.reporting.claims.base import ENCORE, MEMIT, MPES, NC, Claim, StudyResults
 from encore.reporting.claims.intervals import OUTCOMES, RESAMPLES, SEED, kind
+from encore.reporting.data_files import data_path
 from encore.reporting.outputs import ENCORE_FAMILY, label
 from encore.reporting.summary import seconds_per_edit
 
@@ -29,6 +30,10 @@ __all__ = [
     "compute_table",
     "write_results",
 ]
+
+# The per-unit data a rule pairs over, where a study publishes them: per-fact scores at each snapshot, per-item
+# downstream predictions, and per-fact scores right after each batch's update (the ledger's post-update efficacy).
+PER_UNIT_FILES = ("records.csv", "downstream_records.csv", "ledger.csv")
 
 RULES = {
     "memit_degrades": editing.memit_degrades,
@@ -106,7 +111,7 @@ def write_results(data: Path, out: Path, title: str, notes: Path | None = None) 
     ]
     counts = pd.Series([kind(c.outcome) for c in claims]).value_counts()
     tally = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if o in counts)
-    per_unit = [f for f in ("records.csv", "downstream_records.csv") if (Path(data) / f).exists()]
+    per_unit = [data_path(Path(data), f).name for f in PER_UNIT_FILES if data_path(Path(data), f).exists()]
     compute = compute_table(study)
     orders = ", ".join(str(int(o)) for o in sorted(study.metrics["order"].unique()))
     lines = [
