@@ -129,7 +129,9 @@ def main(argv=None) -> None:
     print(
         f"plan: experiment {config['experiment']}, model {config['model']} ({s.params / 1e9:.2f} B parameters, "
         f"{config.get('dtype', 'float32')}), {len(planner.runs)} runs x {config['num_edits']} edits, "
-        f"device {device} (rates {RATE_SOURCE[device]})"
+        f"device {device} (rates {RATE_SOURCE[device]}"
+        + (f"; {planner.threads} thread(s) per job" if device == "cpu" else "")
+        + f"), editing in {planner.edit_precision}, scoring in {planner.score_precision}"
     )
     print(table.to_string(index=False))
     if rules_device(config) != device:

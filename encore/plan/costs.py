@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from encore.editing.targets import default_tokens_per_microbatch
-from encore.models.device import state_fits
+from encore.models.device import phase_precisions, state_fits
 from encore.plan.shapes import KNOWN_SHAPES, model_shape
 
 # ----------------------------------------------------------------------------- workload and rates
@@ -38,7 +38,16 @@ RATES = {
              "float64": 0.4 * 67e12, "cholesky": 0.2 * 67e12, "eigh": 0.05 * 67e12, "load": 2.0e9,
              "gpu_memory": 141 * 2**30},
 }  # fmt: skip
-RATE_SOURCE = {"cpu": "measured (2 cores)", "a100": "assumed", "h100": "assumed", "h200": "assumed"}
+RATE_SOURCE = {"cpu": "measured on the reference machine", "a100": "assumed", "h100": "assumed", "h200": "assumed"}
+# The CPU rates are those of a job on RATE_THREADS threads. A job on t threads runs at (t / RATE_THREADS) ** THREAD_EXPONENT
+# of them: measured on the reference machine (2026-12-07, SmolLM2-135M forward + backward, 16 x 40 tokens, bf16-mixed
+# and fp32 alike), 2 threads are 1.7x as fast as 1; two 1-thread jobs side by side each keep their 1-thread speed
+# (one job per core, as `threads: 1` with `--cores all` runs them). Beyond 2 threads: an extrapolation.
+RATE_THREADS, THREAD_EXPONENT = 2, math.log2(1.7)
+# Generation samples token by token (KV cache, batches of 16 prompts): its small products run below the batched
+# inference rate. Measured in the lifelong-cpu study (2026-12-07): the fastest of its final evaluations took 1.6x
+# the batched-rate estimate for the 20 records' generations.
+DECODE_EFFICIENCY = 0.6
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 PYTHON_BASELINE = 0.6 * 2**30  # interpreter + torch + transformers + pandas, measured RSS before a model loads
 ACTIVATION_FLOATS = 12  # floats saved per token and d_model (+ 4 per d_ff) per block for the backward pass
@@ -118,13 +127,38 @@ class Planner:
         self.config, self.runs, self.device = config, hparams_by_run, device
         self.shape = model_shape(config["model"])
         self.dtype = config.get("dtype", "float32")
-        self.rates = RATES[device]
-        precision = "tf32" if (config.get("tf32") and self.dtype == "float32" and device != "cpu") else self.dtype
-        self.rate = self.rates[precision]  # target optimisation: small forward/backward micro-batches
-        self.inference_rate = self.rate * self.rates["inference"] / self.rates["float32"]  # no-grad batches
-        self.weight_bytes = self.shape.params * BYTES[self.dtype]
         self.on_gpu = device != "cpu"
+        self.threads = int(config.get("threads") or RATE_THREADS)
+        self.statistics_threads = int(config.get("statistics_threads") or self.threads)
+        self.rates = self._rates_on(self.threads)
+        self.edit_precision, self.score_precision = phase_precisions(config.get("precision", "fp32"))
+        # editing (targets, keys): small forward/backward micro-batches in the editing precision
+        self.rate = self.rates[self._product_dtype(self.edit_precision)]
+        # no-grad batches: answer scoring (editing metrics, downstream tasks) in the scoring precision; generation,
+        # perplexity, analyses and C0 in the model's dtype (encore.models.precision)
+        self.score_rate = self._inference_rate(self.rates, self._product_dtype(self.score_precision))
+        self.inference_rate = self._inference_rate(self.rates, self._product_dtype("fp32"))
+        self.weight_bytes = self.shape.params * BYTES[self.dtype]
         self.statistics_source = (config.get("statistics") or {}).get("source", "computed")  # docs/statistics.md
+
+    # -- rates
+    def _rates_on(self, threads: int) -> dict:
+        """The device's rates; on the CPU, those of a job on ``threads`` threads (RATE_THREADS, THREAD_EXPONENT)."""
+        if self.on_gpu:
+            return RATES[self.device]
+        factor = (threads / RATE_THREADS) ** THREAD_EXPONENT
+        return {key: value if key in ("load", "gpu_memory") else value * factor for key, value in RATES["cpu"].items()}
+
+    def _product_dtype(self, precision: str) -> str:
+        """The rate key of the matrix products of a phase run in ``precision`` (fp32 | bf16-mixed)."""
+        if precision == "bf16-mixed":
+            return "bfloat16"
+        use_tf32 = self.config.get("tf32") and self.dtype == "float32" and self.on_gpu
+        return "tf32" if use_tf32 else self.dtype
+
+    @staticmethod
+    def _inference_rate(rates: dict, dtype: str) -> float:
+        return rates[dtype] * rates["inference"] / rates["float32"]
 
     # -- pieces
     def _load_seconds(self) -> float:
@@ -151,7 +185,9 @@ class Planner:
         tokens = hp["mom2_n_samples"] * _mean_document_tokens(hp["mom2_max_length"])
         flops = self._block_flops(tokens, max(layers) + 1)
         accumulate = tokens * 2 * s.d_ff**2 * len(layers)
-        seconds = self._load_seconds() + flops / self.inference_rate + accumulate / self.rates["float32"]
+        rates = self._rates_on(self.statistics_threads)
+        seconds = self._load_seconds() + flops / self._inference_rate(rates, self._product_dtype("fp32"))
+        seconds += accumulate / rates["float32"]
         sums = len(layers) * s.d_ff**2 * 4
         batch = 8 * hp["mom2_max_length"] * (s.d_model * 6 + s.d_ff * (len(layers) + 2)) * BYTES[self.dtype]
         # the forward stops after the last edited block: weights above it (and the head) are never touched, so
@@ -261,23 +297,34 @@ class Planner:
         )
         return Cost(label, jobs, seconds, host, gpu, disk)
 
-    def evaluation(self, facts: float, parts: dict, label: str, jobs: int) -> Cost:
+    def evaluation_seconds(self, facts: float, parts: dict) -> dict[str, float]:
+        """Seconds of each part of one evaluation of ``facts`` facts (``parts``: downstream, generation, analysis;
+        perplexity at every evaluation), named as an evaluation's provenance names them. Answer scoring (the
+        editing metrics, the downstream tasks) runs in the scoring precision, the rest in the model's dtype."""
         ev, s = self.config.get("evaluation", {}), self.shape
         flops = self._block_flops(facts * TOKENS["eval_per_fact"], s.n_layers) + self._head_flops(facts * 13 * 2 * 1.5)
+        seconds = {"editing metrics": flops / self.score_rate}
         if parts.get("downstream"):
             items = len(ev.get("downstream_tasks") or range(6)) * (ev.get("downstream_tests") or 300)
-            flops += self._block_flops(items * TOKENS["downstream_item"], s.n_layers) + self._head_flops(items * 6)
+            flops = self._block_flops(items * TOKENS["downstream_item"], s.n_layers) + self._head_flops(items * 6)
+            seconds["downstream tasks"] = flops / self.score_rate
         if parts.get("generation"):
             records = ev.get("generation_records") or facts
             tokens = records * TOKENS["generation_per_record"]
-            flops += self._block_flops(tokens, s.n_layers) + self._head_flops(tokens)
+            flops = self._block_flops(tokens, s.n_layers) + self._head_flops(tokens)
+            seconds["generation entropy"] = flops / (DECODE_EFFICIENCY * self.inference_rate)
         if parts.get("analysis"):
-            flops += self._block_flops(ev.get("analysis_records", 100) * TOKENS["analysis_prompt"], s.n_layers)
+            flops = self._block_flops(ev.get("analysis_records", 100) * TOKENS["analysis_prompt"], s.n_layers)
+            seconds["norm and activation analyses"] = flops / self.inference_rate
         # perplexity at every evaluation: one forward and the LM head at every token (attention within the windows
         # not counted: ~15% more at 512 tokens for SmolLM2)
         text = ev.get("perplexity_tokens", 0)
-        flops += self._block_flops(text, s.n_layers) + self._head_flops(text)
-        seconds = self._load_seconds() + flops / self.inference_rate
+        seconds["perplexity"] = (self._block_flops(text, s.n_layers) + self._head_flops(text)) / self.inference_rate
+        return seconds
+
+    def evaluation(self, facts: float, parts: dict, label: str, jobs: int) -> Cost:
+        s = self.shape
+        seconds = self._load_seconds() + sum(self.evaluation_seconds(facts, parts).values())
         batch = 64 * 24 * (s.d_model * 4 + s.d_ff) * BYTES[self.dtype] + 64 * 3 * s.vocab * 4
         host = PYTHON_BASELINE + self.weight_bytes + (0 if self.on_gpu else batch)  # on a GPU: the load peak
         gpu = self.weight_bytes + batch if self.on_gpu else 0.0
