@@ -38,6 +38,7 @@ CPU_STUDIES = REPO / "docs" / "cpu-studies.md"  # the README links it for the CP
 MEMIT, ENCORE, UNEDITED = ("memit", "plain"), ("memit", "mpes_nc"), ("unedited", "unedited")
 RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
 MPES = ("memit", "mpes")
+EMMET = ("emmet", "plain")
 GENERATE, LOGLIK = "downstream/generate", "downstream/label-loglik"
 NAMES = [  # names and references with digits in them: not numbers
     r"```.*?```",  # code blocks
@@ -300,6 +301,23 @@ def rect_prune_notes(d: Data) -> list[str]:
     ]
 
 
+def emmet_growth(d: Data, layer: int) -> list[str]:
+    """EMMET's one edited layer against MEMIT's same layer, at EMMET's last evaluated snapshot (once EMMET runs)."""
+    if EMMET not in set(d.runs[["method", "variant"]].itertuples(index=False, name=None)):
+        return []
+    edits = d.snapshots(EMMET)[-1]
+    (edited,) = d.layers(EMMET)
+
+    def grown(run):
+        return 100 * (d.norm(run, edits, edited) / d.norm(run, 0, edited) - 1)
+
+    return [
+        f"EMMET edits one layer (layer {edited} here",
+        f"{grown(EMMET):+.1f}% of its unedited norm after {edits:,} edits, where MEMIT's layer {edited} has grown "
+        f"{grown(MEMIT):+.1f}%",
+    ]
+
+
 def readme_lifelong(d: Data) -> list[str]:
     """The README's lifelong section: the bf16-mixed study (per-fact scores), its claims, and the compounding."""
     last, first = d.snapshots(MEMIT)[-1], d.snapshots(MEMIT)[0]
@@ -363,6 +381,7 @@ def readme_lifelong(d: Data) -> list[str]:
         f"after each update MEMIT+MPES leaves p(new) at {mpes_p.group(2)} on the same {mpes_p.group(1)} facts, "
         f"{mpes_p.group(3)} below MEMIT and near the {known} the unedited model gives facts it knows",
         f"after {int(nc_ratio.group(1).replace(',', '')):,} edits MEMIT+NC's edited layers have grown {nc_ratio.group(2)} times as much as MEMIT's",
+        *emmet_growth(d, top),
         f"on the same {facts_first} facts its S falls by {degrade.text()} points from {first} to {last:,} edits",
         f"ENCORE's S is {-versus.estimate:.1f} points below MEMIT's on the same {last:,} facts "
         f"([{-versus.high:.1f}, {-versus.low:.1f}]",
