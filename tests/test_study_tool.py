@@ -79,6 +79,16 @@ def test_status_counts_what_each_run_reached_and_estimates_the_time_left_from_me
     assert unedited["left_hours"] == pytest.approx(100 / 3600)
 
 
+def test_an_evaluation_left_is_estimated_from_what_that_snapshot_took_in_the_runs_that_reached_it(study):
+    write_snapshot(study, "memit/plain", 500, edit_seconds=1000, evaluate_seconds=100)
+    write_snapshot(study, "memit/plain", 1000, edit_seconds=1000, evaluate_seconds=400)  # the last: every fact
+    write_snapshot(study, "memit/nc", 500, edit_seconds=1500, evaluate_seconds=120)
+    rows = {row["run"]: row for row in study_tool.status_rows(study)}
+    # memit/nc: 500 edits at its own 3 s/edit, and its last evaluation as memit/plain's took (not its own 120 s)
+    assert rows["memit/nc"]["left_hours"] == pytest.approx((500 * 3.0 + 400) / 3600)
+    assert rows["memit/plain"]["left_hours"] == 0
+
+
 def lanes_of(runs: dict[str, list[str]], done=()) -> dict:
     return {index: {"runs": list(labels), "queue": [label for label in labels if label not in done], "current": None,
                     "done": [label for label in labels if label in done], "failed": []}

@@ -337,6 +337,8 @@ def run_status(study: Study, item: dict) -> dict:
     }
     edits = evaluated = 0
     edit_seconds, eval_seconds = [], []  # (edits in the segment, job seconds); job seconds
+    eval_by_end: dict[int, list[float]] = {}  # measured evaluations by snapshot (the last scores every fact)
+    ends_left = []  # the snapshots not evaluated yet, one per order
     for order in study.orders():
         base, previous = results / run / f"order{order}", start
         for end in ends:
@@ -346,7 +348,12 @@ def run_status(study: Study, item: dict) -> dict:
                 edit_seconds.append((end - previous, seconds))
             if (base / "metrics" / f"edits_{end:05d}.csv").exists():
                 evaluated += 1
-                eval_seconds.append(read_tsv_seconds(bench / run / f"order{order}" / f"evaluate_{end:05d}.tsv"))
+                seconds = read_tsv_seconds(bench / run / f"order{order}" / f"evaluate_{end:05d}.tsv")
+                eval_seconds.append(seconds)
+                if seconds:
+                    eval_by_end.setdefault(end, []).append(seconds)
+            else:
+                ends_left.append(end)
             previous = end
     measured = [(n, s) for n, s in edit_seconds if s]
     per_edit = sum(s for _, s in measured) / sum(n for n, _ in measured) if measured else None
@@ -363,7 +370,8 @@ def run_status(study: Study, item: dict) -> dict:
     return {**status, "edits": reached, "of": status["of"] + start * len(study.orders()),
             "evaluated": evaluated, "s_per_edit": per_edit, "s_per_evaluation": per_eval,
             "job_seconds": sum(s for _, s in measured) + sum(evals), "left_seconds": left,
-            "edits_left": status["of"] - edits, "evaluations_left": status["snapshots"] - evaluated}  # fmt: skip
+            "edits_left": status["of"] - edits, "evaluations_left": status["snapshots"] - evaluated,
+            "evaluation_seconds_by_end": eval_by_end, "ends_left": ends_left}  # fmt: skip
 
 
 def hours_text(value: float | None) -> str:
@@ -373,13 +381,23 @@ def hours_text(value: float | None) -> str:
 def status_rows(study: Study) -> list[dict]:
     """Every lane item, lane by lane, then each lane's total: edits, snapshots evaluated, rates, job hours so far and
     the estimated hours left (an item not started yet is estimated from the measured runs of its kind, with or
-    without MPES, the unedited model from every measured evaluation; None where nothing of its kind is measured)."""
+    without MPES, the unedited model from every measured evaluation; None where nothing of its kind is measured).
+    An evaluation left is estimated at the mean of every run's measured evaluations of that snapshot where there
+    are some (the last snapshot scores every edited fact and takes several times as long as the others), else at
+    the run's own mean (or its kind's)."""
     lanes = study.assigned_entries()
     states = {item["label"]: run_status(study, item) for lane in lanes for item in lane}
     by_kind: dict[bool, list[dict]] = {}
+    at_end: dict[int, list[float]] = {}
     for label, row in states.items():
         if row.get("s_per_edit") and row.get("s_per_evaluation"):
             by_kind.setdefault("mpes" in label, []).append(row)
+        for end, seconds in row.get("evaluation_seconds_by_end", {}).items():
+            at_end.setdefault(end, []).extend(seconds)
+
+    def evaluations_left(row: dict, per_eval: float) -> float:
+        return sum(sum(at_end[end]) / len(at_end[end]) if end in at_end else per_eval for end in row["ends_left"])
+
     rows = []
     for index, lane in enumerate(lanes):
         lane_left = 0.0
@@ -394,7 +412,9 @@ def status_rows(study: Study) -> list[dict]:
                 like = by_kind["mpes" in label]
                 per_edit = sum(r["s_per_edit"] for r in like) / len(like)
                 per_eval = sum(r["s_per_evaluation"] for r in like) / len(like)
-                left = row["edits_left"] * per_edit + row["evaluations_left"] * per_eval
+                left = row["edits_left"] * per_edit + evaluations_left(row, per_eval)
+            elif left and item["run"] != "unedited":
+                left = row["edits_left"] * row["s_per_edit"] + evaluations_left(row, row["s_per_evaluation"])
             lane_left = None if left is None or lane_left is None else lane_left + left
             rows.append({"lane": index, "run": label, "edits": row["edits"] if item["run"] != "unedited" else None,
                          "of": row["of"] if item["run"] != "unedited" else None, "evaluated": row["evaluated"],
