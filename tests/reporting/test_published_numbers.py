@@ -38,7 +38,7 @@ CPU_STUDIES = REPO / "docs" / "cpu-studies.md"  # the README links it for the CP
 MEMIT, ENCORE, UNEDITED = ("memit", "plain"), ("memit", "mpes_nc"), ("unedited", "unedited")
 RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
 MPES = ("memit", "mpes")
-EMMET = ("emmet", "plain")
+EMMET, NC = ("emmet", "plain"), ("memit", "nc")
 GENERATE, LOGLIK = "downstream/generate", "downstream/label-loglik"
 NAMES = [  # names and references with digits in them: not numbers
     r"```.*?```",  # code blocks
@@ -301,6 +301,16 @@ def rect_prune_notes(d: Data) -> list[str]:
     ]
 
 
+def table3_order(d: Data, edits: int) -> list[str]:
+    """S of Table 3's four runs on the same facts, once all four have reached ``edits``."""
+    runs = {"MEMIT": MEMIT, "MEMIT+NC": NC, "MEMIT+MPES": MPES, "ENCORE": ENCORE}
+    if any(d.study.edits(run) < edits for run in runs.values()):
+        return []
+    scores = ", ".join(f"{d.study.point(run, edits, 'S'):.1f} for {name}" for name, run in runs.items())
+    return [f"S on the same {edits:,} facts after {edits:,} edits is {scores.rsplit(', ', 1)[0]} and "
+            f"{scores.rsplit(', ', 1)[1]}"]  # fmt: skip
+
+
 def emmet_growth(d: Data, layer: int) -> list[str]:
     """EMMET's one edited layer against MEMIT's same layer, at EMMET's last evaluated snapshot (once EMMET runs)."""
     if EMMET not in set(d.runs[["method", "variant"]].itertuples(index=False, name=None)):
@@ -382,6 +392,7 @@ def readme_lifelong(d: Data) -> list[str]:
         f"{mpes_p.group(3)} below MEMIT and near the {known} the unedited model gives facts it knows",
         f"after {int(nc_ratio.group(1).replace(',', '')):,} edits MEMIT+NC's edited layers have grown {nc_ratio.group(2)} times as much as MEMIT's",
         *emmet_growth(d, top),
+        *table3_order(d, last),
         f"on the same {facts_first} facts its S falls by {degrade.text()} points from {first} to {last:,} edits",
         f"ENCORE's S is {-versus.estimate:.1f} points below MEMIT's on the same {last:,} facts "
         f"([{-versus.high:.1f}, {-versus.low:.1f}]",
