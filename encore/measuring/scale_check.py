@@ -51,7 +51,7 @@ def prepare(out: Path, blocks: int, layers: list[int], steps: int, edits: int, d
     (folder / "llama3-8b-widths.yaml").write_text(yaml.safe_dump({"editor": "memit", **base, **variants}))
     config = {"experiment": "scale-check", "model": str(model_dir.resolve()), "methods": ["memit"],
               "variants": {"memit": ["plain", "mpes_nc"]}, "num_edits": edits, "batch_size": 100, "snapshot_every": 1,
-              "hparams_dir": str((out / "hparams").resolve()), "resources": resources, "device": "cpu",
+              "hparams_dir": str((out / "hparams").resolve()), "resources": resources, "device": "cpu", "threads": 2,
               "evaluation": {"generation": "none", "downstream": "none", "analysis": "final", "analysis_records": 20}}  # fmt: skip
     (out / "config.yaml").write_text(yaml.safe_dump(config))
     print(f"wrote {model_dir}, {out / 'hparams'} and {out / 'config.yaml'}")

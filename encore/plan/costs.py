@@ -45,9 +45,9 @@ RATE_SOURCE = {"cpu": "measured on the reference machine", "a100": "assumed", "h
 # (one job per core, as `threads: 1` with `--cores all` runs them). Beyond 2 threads: an extrapolation.
 RATE_THREADS, THREAD_EXPONENT = 2, math.log2(1.7)
 # Generation samples token by token (KV cache, batches of 16 prompts): its small products run below the batched
-# inference rate. Measured in the lifelong-cpu study (2026-12-07): the fastest of its final evaluations took 1.6x
-# the batched-rate estimate for the 20 records' generations.
-DECODE_EFFICIENCY = 0.6
+# inference rate. Measured on the CPU in the lifelong-cpu study (2026-12-07): the fastest of its final evaluations
+# took 1.6x the batched-rate estimate for the 20 records' generations. GPUs: not measured (1, as before).
+DECODE_EFFICIENCY = {"cpu": 0.6, "a100": 1.0, "h100": 1.0, "h200": 1.0}
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 PYTHON_BASELINE = 0.6 * 2**30  # interpreter + torch + transformers + pandas, measured RSS before a model loads
 ACTIVATION_FLOATS = 12  # floats saved per token and d_model (+ 4 per d_ff) per block for the backward pass
@@ -312,7 +312,7 @@ class Planner:
             records = ev.get("generation_records") or facts
             tokens = records * TOKENS["generation_per_record"]
             flops = self._block_flops(tokens, s.n_layers) + self._head_flops(tokens)
-            seconds["generation entropy"] = flops / (DECODE_EFFICIENCY * self.inference_rate)
+            seconds["generation entropy"] = flops / (DECODE_EFFICIENCY[self.device] * self.inference_rate)
         if parts.get("analysis"):
             flops = self._block_flops(ev.get("analysis_records", 100) * TOKENS["analysis_prompt"], s.n_layers)
             seconds["norm and activation analyses"] = flops / self.inference_rate
