@@ -115,6 +115,18 @@ def seconds_per_edit(ledger: pd.DataFrame) -> pd.DataFrame:
     return result.reset_index()
 
 
+def fastest_seconds_per_edit(ledger: pd.DataFrame, quantile: float = 0.1) -> pd.Series:
+    """Per run (method, variant): the ``quantile`` of its batches' seconds per edit, (targets + keys + solves) /
+    batch size. Jobs that share their cores with other work run slower part of the time; the fastest batches show
+    the speed of a job with its cores to itself (docs/studies.md)."""
+    per_batch = ledger.groupby(["method", "variant", "order", "batch"]).agg(
+        targets_s=("targets_s", "first"), keys_s=("keys_s", "first"), solve_s=("solve_s", "first"),
+        edits=("case_id", "size"),
+    )  # fmt: skip
+    rate = (per_batch["targets_s"] + per_batch["keys_s"] + per_batch["solve_s"]) / per_batch["edits"]
+    return rate.groupby(level=["method", "variant"]).quantile(quantile)
+
+
 def cost_to_snapshot(table: pd.DataFrame, ledger: pd.DataFrame) -> pd.DataFrame:
     """Add ``iterations`` (mean target-optimisation forwards per edit) and ``s_per_edit`` (targets + keys +
     solves, per edit) over the edits up to each row's snapshot; empty for the unedited model."""

@@ -8,7 +8,7 @@ import pytest
 from encore.reporting.figures import all_figures
 from encore.reporting.outputs import Index
 from encore.reporting.paper_tables import paper_tables
-from encore.reporting.summary import seconds_per_edit
+from encore.reporting.summary import fastest_seconds_per_edit, seconds_per_edit
 
 RUNS = [("memit", "plain"), ("memit", "mpes")]
 
@@ -115,6 +115,17 @@ def test_seconds_per_edit_sums_each_batch_once(tmp_path):
     assert timing.loc["plain", "s_per_edit"] == pytest.approx(2 * (8.5 + 1.5) / 4)  # per-batch times repeat per row
     assert timing.loc["mpes", "s_per_edit"] == pytest.approx(2 * (2.5 + 1.5) / 4)
     assert timing.loc["mpes", "iterations"] == 10
+
+
+def test_the_fastest_tenth_of_batches_is_the_10th_percentile_of_their_seconds_per_edit():
+    # 20 batches of 5 edits; batch b took 10 (b + 1) s of targets, 1 s of keys and 0 s of solves
+    rows = [{"method": "memit", "variant": "plain", "order": 0, "batch": b, "case_id": 5 * b + i,
+             "targets_s": 10.0 * (b + 1), "keys_s": 1.0, "solve_s": 0.0, "iterations": 20}
+            for b in range(20) for i in range(5)]  # fmt: skip
+    fastest = fastest_seconds_per_edit(pd.DataFrame(rows))
+    per_batch = [(10.0 * (b + 1) + 1.0) / 5 for b in range(20)]
+    assert fastest["memit", "plain"] == pytest.approx(pd.Series(per_batch).quantile(0.1))
+    assert fastest["memit", "plain"] < seconds_per_edit(pd.DataFrame(rows)).loc[0, "s_per_edit"]
 
 
 @pytest.mark.parametrize("model, with_paper", [("some/local-model", False), ("meta-llama/Meta-Llama-3-8B", True)])

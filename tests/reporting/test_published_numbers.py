@@ -561,7 +561,7 @@ def test_the_generated_results_page_prints_what_the_csvs_give(data, study):
         pytest.skip(f"{study.name} is not published")
     d, text = data[study], (study / "results.md").read_text()
     compute = text.split("## Compute", 1)[1].split("##", 1)[0]
-    for line in compute.strip().splitlines()[2:]:
+    for line in [line for line in compute.strip().splitlines() if line.startswith("|")][2:]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if cells[0] == "unedited model":
             hours = d.rows(UNEDITED, metric="evaluation_seconds")["value"].sum() / 3600
@@ -572,7 +572,10 @@ def test_the_generated_results_page_prints_what_the_csvs_give(data, study):
         editing = ledger.groupby("batch")[["targets_s", "keys_s", "solve_s"]].first().to_numpy().sum()
         edits = ledger["position"].nunique()
         evaluation = d.rows(run, metric="evaluation_seconds")["value"].sum()
-        assert cells[1:] == [str(edits), f"{editing / edits:.2f}", f"{editing / 3600:.2f}", f"{evaluation / 3600:.2f}"]
+        batches = ledger.groupby("batch")
+        fastest = (batches[["targets_s", "keys_s", "solve_s"]].first().sum(axis=1) / batches.size()).quantile(0.1)
+        assert cells[1:] == [str(edits), f"{editing / edits:.2f}", f"{editing / 3600:.2f}", f"{evaluation / 3600:.2f}",
+                             f"{fastest:.2f}"]  # fmt: skip
     table = text.split("## The paper's claims beside this study", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| paper's claim")]
     assert len(rows) == 19
