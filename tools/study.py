@@ -17,6 +17,9 @@ interruption: Snakemake redoes only the incomplete segment and skips what is don
 complete snapshot and evaluation (``encore.reporting.collect.completed_results``) with the study's code, checks the
 snapshots the published data also hold against them (the runs are deterministic: a study started again must
 reproduce what was committed), then publishes with this checkout's reporting code and writes progress.md.
+
+One self-contained file on purpose (past the usual ~400 lines): the runner runs under the study's python, whose
+``encore`` is the pinned one, so it imports only the standard library and yaml, never this checkout's package.
 """
 
 from __future__ import annotations
