@@ -89,6 +89,24 @@ def test_an_evaluation_left_is_estimated_from_what_that_snapshot_took_in_the_run
     assert rows["memit/plain"]["left_hours"] == 0
 
 
+def test_every_pause_and_resume_is_logged_and_the_paused_time_summed(study, monkeypatch, capsys):
+    import signal
+
+    sent = []
+    monkeypatch.setattr(study_tool, "runner_pid", lambda _: 4242)
+    monkeypatch.setattr(study_tool.os, "killpg", lambda pid, which: sent.append((pid, which)))
+    study_tool.signal_runner(study, signal.SIGSTOP)
+    study_tool.signal_runner(study, signal.SIGCONT)
+    assert sent == [(4242, signal.SIGSTOP), (4242, signal.SIGCONT)]
+    log = study.logs / study_tool.SIGNALS
+    assert [line[20:] for line in log.read_text().splitlines()] == ["SIGSTOP", "SIGCONT"]
+    log.write_text("2026-12-07 15:58:00 SIGSTOP\n2026-12-07 16:28:30 SIGCONT\n2026-12-07 17:00:00 SIGSTOP\n"
+                   "2026-12-07 17:00:10 SIGSTOP\n2026-12-07 17:01:00 SIGCONT\n")  # fmt: skip
+    assert study_tool.paused(study) == (2, 30.5 * 60 + 60)  # a second stop while paused is one pause
+    study_tool.status(study)
+    assert "paused 2 time(s), 0.5 h in all" in capsys.readouterr().out
+
+
 def lanes_of(runs: dict[str, list[str]], done=()) -> dict:
     return {index: {"runs": list(labels), "queue": [label for label in labels if label not in done], "current": None,
                     "done": [label for label in labels if label in done], "failed": []}

@@ -39,6 +39,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 STATE = "study.json"
+SIGNALS = "signals.log"  # in DIR/logs: every pause, resume and stop, stamped
 TIMING_COLUMNS = ("targets_s", "keys_s", "solve_s", "efficacy_s")
 
 
@@ -306,7 +307,26 @@ def signal_runner(study: Study, which: signal.Signals) -> None:
         print("no runner is running")
         return
     os.killpg(pid, which)
+    study.logs.mkdir(parents=True, exist_ok=True)
+    with open(study.logs / SIGNALS, "a") as log:  # the jobs' wall times (ledger, benchmarks) include every pause
+        log.write(stamp(which.name) + "\n")
     print(f"sent {which.name} to the study's process group {pid}")
+
+
+def paused(study: Study) -> tuple[int, float]:
+    """How often and how many seconds in all the runner was paused (SIGSTOP to SIGCONT, logs/signals.log); a pause
+    not yet resumed counts up to now."""
+    path, count, seconds, since = study.logs / SIGNALS, 0, 0.0, None
+    lines = path.read_text().splitlines() if path.exists() else []
+    for line in lines:
+        when = datetime.datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+        if line.endswith("SIGSTOP") and since is None:
+            count, since = count + 1, when
+        elif line.endswith(("SIGCONT", "SIGTERM")) and since is not None:
+            seconds, since = seconds + (when - since).total_seconds(), None
+    if since is not None:
+        seconds += (datetime.datetime.now() - since).total_seconds()
+    return count, seconds
 
 
 # ------------------------------------------------------------------------------------------------- status
@@ -458,6 +478,9 @@ def status(study: Study) -> None:
                 f"lane {index}: now {lane['current'] or '-'}; done {lane['done'] or '-'}; failed {lane['failed'] or '-'}"
             )
     print("\n".join(status_table(study)))
+    count, seconds = paused(study)
+    if count:
+        print(f"paused {count} time(s), {seconds / 3600:.1f} h in all (logs/{SIGNALS}): the job times include it")
 
 
 # ------------------------------------------------------------------------------------------------- collect
