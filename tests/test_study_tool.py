@@ -87,6 +87,12 @@ def test_an_evaluation_left_is_estimated_from_what_that_snapshot_took_in_the_run
     # memit/nc: 500 edits at its own 3 s/edit, and its last evaluation as memit/plain's took (not its own 120 s)
     assert rows["memit/nc"]["left_hours"] == pytest.approx((500 * 3.0 + 400) / 3600)
     assert rows["memit/plain"]["left_hours"] == 0
+    # with every lane's time known, the study ends when the lanes, sharing their runs, end together
+    write_snapshot(study, "memit/mpes_nc", 500, edit_seconds=500, evaluate_seconds=100)
+    rows = study_tool.status_rows(study)
+    lanes = [row["left_hours"] for row in rows if row["run"] == "lane total"]
+    assert rows[-1]["run"] == "study, both lanes busy" and rows[-1]["left_hours"] == pytest.approx(sum(lanes) / 2)
+    assert study_tool.status_table(study, rows)[-1].endswith(f"| {sum(lanes) / 2:.1f} h |")
 
 
 def test_every_pause_and_resume_is_logged_and_the_paused_time_summed(study, monkeypatch, capsys):

@@ -445,6 +445,12 @@ def status_rows(study: Study) -> list[dict]:
                          "s_per_evaluation": row.get("s_per_evaluation"), "job_hours": row["job_seconds"] / 3600,
                          "left_hours": None if left is None else left / 3600})  # fmt: skip
         rows.append({"lane": index, "run": "lane total", "left_hours": None if lane_left is None else lane_left / 3600})
+    totals = [row["left_hours"] for row in rows if row["run"] == "lane total"]
+    items = [row["left_hours"] for row in rows if row["run"] != "lane total"]
+    busy = None  # a lane that is done takes the other's waiting runs: the lanes end about together, or with the longest run
+    if totals and None not in totals:
+        busy = max(sum(totals) / len(totals), max((h for h in items if h is not None), default=0.0))
+    rows.append({"lane": "all", "run": "study, both lanes busy", "left_hours": busy})
     return rows
 
 
@@ -456,6 +462,9 @@ def status_table(study: Study, rows: list[dict] | None = None) -> list[str]:
     for row in rows:
         if row["run"] == "lane total":
             lines.append(f"| {row['lane']} | **lane total left** | | | | | | {hours_text(row['left_hours'])} |")
+            continue
+        if row["lane"] == "all":  # the lanes end about together (a lane that is done takes the other's runs)
+            lines.append(f"| all | **the study, both lanes busy** | | | | | | {hours_text(row['left_hours'])} |")
             continue
         rate = f"{row['s_per_edit']:.2f}" if row.get("s_per_edit") else ""
         per_eval = f"{row['s_per_evaluation']:.0f}" if row.get("s_per_evaluation") else ""
