@@ -309,6 +309,16 @@ def test_the_paired_comparison_is_decisive_where_an_unpaired_one_would_straddle(
     assert encore.mean() - memit.mean() - 1.96 * se < 0
 
 
+def test_a_run_with_one_edited_layer_has_its_norm_ratio_without_an_interval(tmp_path):
+    data = write_study(tmp_path, growth={EMMET: [3.0] * 4, EMMET_NC: [1.2] * 4})
+    norms = pd.read_csv(data / "norms.csv")
+    emmet = norms["method"] == "emmet"
+    norms[~emmet | (norms["layer"] == 3)].to_csv(data / "norms.csv", index=False)  # EMMET's runs edit layer 3 only
+    claim = claims.RULES["norm_constraint"](StudyResults(data))
+    assert "EMMET+NC +20.60 vs EMMET +206.00: ratio 0.10 (one edited layer: no interval)" in claim.measured
+    assert claim.outcome == R  # 0.10 < 0.5, and MEMIT's and ENCORE's pairs are reproduced in the default study
+
+
 def test_fig4_growth_uses_the_paper_threshold_and_names_the_edit_count(tmp_path):
     claim = claims.RULES["norm_growth_memit"](StudyResults(write_study(tmp_path)))
     assert "> 10x" in claim.threshold and "after 300 edits (paper: 10,000)" in claim.measured
