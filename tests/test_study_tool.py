@@ -63,7 +63,9 @@ def test_status_counts_what_each_run_reached_and_estimates_the_time_left_from_me
     assert "mtime" not in study.snakemake_args(1)
     plain = study_tool.run_status(study, plain)
     assert (plain["edits"], plain["of"], plain["evaluated"], plain["snapshots"]) == (500, 1000, 1, 2)
-    assert plain["s_per_edit"] == 2.0 and plain["left_seconds"] == 500 * 2.0 + 1 * 100
+    assert plain["s_per_edit"] == 2.0 and (plain["edits_left"], plain["evaluations_left"]) == (500, 1)
+    rows = {row["run"]: row for row in study_tool.status_rows(study)}
+    assert rows["memit/plain"]["left_hours"] == pytest.approx((500 * 2.0 + 1 * 100) / 3600)
     lines = study_tool.status_table(study)
     row = {line.split(" | ")[1]: line for line in lines[2:]}
     assert "| 500 / 1,000 | 1 / 2 | 2.00 | 100 | 0.3 h | 0.3 h |" in row["memit/plain"]

@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import threading
+from statistics import fmean
 from pathlib import Path
 
 import yaml
@@ -340,8 +341,9 @@ def read_tsv_seconds(path: Path) -> float | None:
 
 
 def run_status(study: Study, item: dict) -> dict:
-    """Edits reached, snapshots evaluated, job seconds so far and the estimated seconds left of one lane item (a
-    continuation counts only its own snapshots)."""
+    """What one lane item has done, from the files it wrote: edits reached, snapshots evaluated, its measured rates
+    and job seconds so far, and what is left (edits, and the snapshots not evaluated yet); a continuation counts only
+    its own snapshots. The time left is estimated from these in ``status_rows``."""
     experiment = study.plan()["experiment"]
     bench = study.checkout / "benchmarks" / experiment["experiment"]
     results, run = study.results, item["run"]
@@ -349,8 +351,8 @@ def run_status(study: Study, item: dict) -> dict:
         done = sum((results / "unedited" / f"order{o}" / "metrics.csv").exists() for o in study.orders())
         seconds = [read_tsv_seconds(bench / "unedited" / f"order{o}" / "evaluate.tsv") for o in study.orders()]
         return {"label": item["label"], "edits": 0, "of": 0, "evaluated": done, "snapshots": len(study.orders()),
-                "job_seconds": sum(s for s in seconds if s),
-                "left_seconds": 0 if done == len(study.orders()) else None}  # fmt: skip
+                "job_seconds": sum(s for s in seconds if s), "edits_left": 0,
+                "evaluations_left": len(study.orders()) - done, "ends_left": []}  # fmt: skip
     start = experiment["num_edits"] if item["to"] else 0
     ends = [end for end in study.snapshot_edits(study.num_edits(item)) if end > start]
     status = {
@@ -382,17 +384,12 @@ def run_status(study: Study, item: dict) -> dict:
     per_edit = sum(s for _, s in measured) / sum(n for n, _ in measured) if measured else None
     evals = [s for s in eval_seconds if s]
     per_eval = sum(evals) / len(evals) if evals else None
-    left = None
-    if per_edit is not None and per_eval is not None:
-        left = (status["of"] - edits) * per_edit + (status["snapshots"] - evaluated) * per_eval
-    elif edits == status["of"] and evaluated == status["snapshots"]:
-        left = 0
     base_done = all((results / run / f"order{o}" / "snapshots" / f"edits_{start:05d}" / "manifest.json").exists()
                     for o in study.orders()) if start else True  # fmt: skip
     reached = edits + start * len(study.orders()) if base_done else 0  # a continuation counts once its base is done
     return {**status, "edits": reached, "of": status["of"] + start * len(study.orders()),
             "evaluated": evaluated, "s_per_edit": per_edit, "s_per_evaluation": per_eval,
-            "job_seconds": sum(s for _, s in measured) + sum(evals), "left_seconds": left,
+            "job_seconds": sum(s for _, s in measured) + sum(evals),
             "edits_left": status["of"] - edits, "evaluations_left": status["snapshots"] - evaluated,
             "evaluation_seconds_by_end": eval_by_end, "ends_left": ends_left}  # fmt: skip
 
@@ -403,11 +400,10 @@ def hours_text(value: float | None) -> str:
 
 def status_rows(study: Study) -> list[dict]:
     """Every lane item, lane by lane, then each lane's total: edits, snapshots evaluated, rates, job hours so far and
-    the estimated hours left (an item not started yet is estimated from the measured runs of its kind, with or
-    without MPES, the unedited model from every measured evaluation; None where nothing of its kind is measured).
-    An evaluation left is estimated at the mean of every run's measured evaluations of that snapshot where there
-    are some (the last snapshot scores every edited fact and takes several times as long as the others), else at
-    the run's own mean (or its kind's)."""
+    the estimated hours left. An item not started yet is estimated from the measured runs of its kind (with or
+    without MPES), the unedited model from every measured evaluation; None where nothing of its kind is measured.
+    An evaluation left takes what that snapshot took in every run that reached it (the last snapshot scores every
+    edited fact and takes several times as long as the others), else the run's own mean (or its kind's)."""
     lanes = study.assigned_entries()
     states = {item["label"]: run_status(study, item) for lane in lanes for item in lane}
     by_kind: dict[bool, list[dict]] = {}
@@ -418,26 +414,28 @@ def status_rows(study: Study) -> list[dict]:
         for end, seconds in row.get("evaluation_seconds_by_end", {}).items():
             at_end.setdefault(end, []).extend(seconds)
 
-    def evaluations_left(row: dict, per_eval: float) -> float:
-        return sum(sum(at_end[end]) / len(at_end[end]) if end in at_end else per_eval for end in row["ends_left"])
+    def seconds_left(item: dict, row: dict) -> float | None:
+        """Edits left x s/edit + each evaluation left at that snapshot's measured mean (else at s/evaluation); the
+        rates are the run's own, else the mean of its kind's."""
+        if row["edits_left"] == 0 and row["evaluations_left"] == 0:
+            return 0.0
+        every_evaluation = [r["s_per_evaluation"] for like in by_kind.values() for r in like]
+        if item["run"] == "unedited":  # one evaluation of each order, at the mean rate of every measured evaluation
+            return row["evaluations_left"] * fmean(every_evaluation) if every_evaluation else None
+        like = by_kind.get("mpes" in item["label"], [])
+        per_edit = row.get("s_per_edit") or (fmean([r["s_per_edit"] for r in like]) if like else None)
+        per_eval = row.get("s_per_evaluation") or (fmean([r["s_per_evaluation"] for r in like]) if like else None)
+        if per_edit is None or per_eval is None:
+            return None
+        at_snapshots = sum(fmean(at_end[end]) if end in at_end else per_eval for end in row["ends_left"])
+        return row["edits_left"] * per_edit + at_snapshots
 
     rows = []
     for index, lane in enumerate(lanes):
         lane_left = 0.0
         for item in lane:
             label, row = item["label"], states[item["label"]]
-            left = row["left_seconds"]
-            if left is None and item["run"] == "unedited" and by_kind:
-                # one evaluation of each order, at the mean rate of every measured evaluation
-                measured = [r["s_per_evaluation"] for like in by_kind.values() for r in like]
-                left = (row["snapshots"] - row["evaluated"]) * sum(measured) / len(measured)
-            elif left is None and item["run"] != "unedited" and by_kind.get("mpes" in label):
-                like = by_kind["mpes" in label]
-                per_edit = sum(r["s_per_edit"] for r in like) / len(like)
-                per_eval = sum(r["s_per_evaluation"] for r in like) / len(like)
-                left = row["edits_left"] * per_edit + evaluations_left(row, per_eval)
-            elif left and item["run"] != "unedited":
-                left = row["edits_left"] * row["s_per_edit"] + evaluations_left(row, row["s_per_evaluation"])
+            left = seconds_left(item, row)
             lane_left = None if left is None or lane_left is None else lane_left + left
             rows.append({"lane": index, "run": label, "edits": row["edits"] if item["run"] != "unedited" else None,
                          "of": row["of"] if item["run"] != "unedited" else None, "evaluated": row["evaluated"],
