@@ -33,8 +33,8 @@ import signal
 import subprocess
 import sys
 import threading
-from statistics import fmean
 from pathlib import Path
+from statistics import fmean
 
 import yaml
 
