@@ -182,12 +182,14 @@ def test_the_plan_of_the_cpu_study_matches_what_its_published_jobs_took_when_the
     import pandas as pd
     from conftest import REPO
 
+    from encore.reporting.data_files import data_path
+
     data = REPO / "docs" / "results" / "lifelong-cpu" / "data"
-    if not (data / "metrics.csv").exists():
+    if not data_path(data, "metrics.csv").exists():
         pytest.skip("lifelong-cpu is not published")
     config = load_config([LIFELONG_CPU])
     planner = Planner(config, experiment_hparams(config), "cpu")
-    ledger = pd.read_csv(data / "ledger.csv.gz")
+    ledger = pd.read_csv(data_path(data, "ledger.csv"))
     batches = ledger.groupby(["method", "variant", "batch"]).agg(seconds=("targets_s", "first"),
                                                                   iterations=("iterations", "mean"))  # fmt: skip
     for (method, variant), runs in batches.groupby(level=[0, 1]):
@@ -195,7 +197,7 @@ def test_the_plan_of_the_cpu_study_matches_what_its_published_jobs_took_when_the
         planned = planner.edit_batch_seconds(hp, 100)["targets"] / planner.iterations(hp)
         measured = (runs["seconds"] / runs["iterations"]).quantile(0.1)
         assert 0.8 < planned / measured < 1.5, (method, variant, planned, measured)
-    metrics = pd.read_csv(data / "metrics.csv")
+    metrics = pd.read_csv(data_path(data, "metrics.csv"))
     seconds = metrics[(metrics["metric"] == "evaluation_seconds") & metrics["edits"].between(1, 2500)]
     fastest = seconds.loc[seconds["value"].idxmin()]
     parts = {"downstream": True, "generation": False, "analysis": True}

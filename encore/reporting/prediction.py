@@ -202,8 +202,8 @@ def result_text(frame: pd.DataFrame) -> str:
 
 def write(study: Path, baseline: Path) -> list[Path]:
     """prediction-4600.csv, and the page's Result section regenerated from it."""
-    for needed in (study / PAGE, study / "data" / "metrics.csv", data_path(baseline / "data", "metrics.csv")):
-        if not data_path(needed.parent, needed.name).exists():
+    for needed in (study / PAGE, data_path(study / "data", "metrics.csv"), data_path(baseline / "data", "metrics.csv")):
+        if not needed.exists():
             raise FileNotFoundError(f"{needed}: not found; give a published study with {PAGE} and its fits' study")
     frame = measure(study, baseline)
     frame.to_csv(study / CSV, index=False, float_format="%.6g")

@@ -13,6 +13,7 @@ import pytest
 from scipy.stats import hmean
 
 from encore.reporting.claims.intervals import Interval
+from encore.reporting.data_files import data_path
 from encore.reporting.prediction import (
     CSV,
     PAGE,
@@ -39,7 +40,7 @@ def parts(text: str) -> tuple[str, str, str]:
 
 
 def test_the_fits_recomputed_from_the_fp32_runs_are_the_numbers_the_page_printed():
-    found = {fit.label: fit for fit in fits(pd.read_csv(FP32 / "data" / "metrics.csv"))}
+    found = {fit.label: fit for fit in fits(pd.read_csv(data_path(FP32 / "data", "metrics.csv")))}
     assert {label: round(fit.gap, 1) for label, fit in found.items()} == PREDICTED_GAPS
     page = parts((STUDY / PAGE).read_text())[0]
     for fit in found.values():  # the fits table: slopes, crossing (rounded to 10 edits) and gap

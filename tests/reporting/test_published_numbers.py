@@ -23,7 +23,7 @@ from encore.plan.shapes import KNOWN_SHAPES
 from encore.reporting import paper_values as paper
 from encore.reporting.claims.base import StudyResults, gap
 from encore.reporting.claims.base import name as run_name
-from encore.reporting.claims.editing import NS_MARGIN
+from encore.reporting.claims.editing import NS_MARGIN, TABLE5_LOSS
 from encore.reporting.claims.general import binary_matrices, item_count
 from encore.reporting.claims.intervals import LEVEL, kind, mcc
 from encore.reporting.claims.results import all_claims
@@ -38,7 +38,7 @@ CPU_STUDIES = REPO / "docs" / "cpu-studies.md"  # the README links it for the CP
 MEMIT, ENCORE, UNEDITED = ("memit", "plain"), ("memit", "mpes_nc"), ("unedited", "unedited")
 RECT, PRUNE = ("memit_rect", "plain"), ("memit_prune", "plain")
 MPES = ("memit", "mpes")
-EMMET, NC = ("emmet", "plain"), ("memit", "nc")
+EMMET, NC, EMMET_NC = ("emmet", "plain"), ("memit", "nc"), ("emmet", "nc")
 GENERATE, LOGLIK = "downstream/generate", "downstream/label-loglik"
 NAMES = [  # names and references with digits in them: not numbers
     r"```.*?```",  # code blocks
@@ -73,10 +73,11 @@ class Data:
 
     def __init__(self, study: Path):
         data = study / "data"
-        self.metrics = pd.read_csv(data / "metrics.csv")
-        self.norms = pd.read_csv(data / "norms.csv")
-        self.ledger = pd.read_csv(data_path(data, "ledger.csv"))  # gzip-compressed when large
-        self.runs = pd.read_csv(data / "runs.csv")
+        # each plain, or gzip-compressed once large (encore.reporting.data_files)
+        self.metrics = pd.read_csv(data_path(data, "metrics.csv"))
+        self.norms = pd.read_csv(data_path(data, "norms.csv"))
+        self.ledger = pd.read_csv(data_path(data, "ledger.csv"))
+        self.runs = pd.read_csv(data_path(data, "runs.csv"))
         self.study = StudyResults(data)
         self.path = study
 
@@ -328,6 +329,26 @@ def emmet_growth(d: Data, layer: int) -> list[str]:
     ]
 
 
+def emmet_norm_constraint(d: Data) -> list[str]:
+    """EMMET+NC against EMMET at their last common snapshot once both are done: S on the same facts, and the
+    growth of the one edited layer (the norm constraint's claims, paper Table 5 and Fig. 7)."""
+    last = d.snapshots(MEMIT)[-1]
+    if min(d.study.edits(EMMET), d.study.edits(EMMET_NC)) < last:
+        return []
+    kept = gap(d.study, (EMMET, last), (EMMET_NC, last))[0]
+    facts = len(d.study.paired([(EMMET, last), (EMMET_NC, last)])[0])
+    (layer,) = d.layers(EMMET)
+    ratio = (d.norm(EMMET_NC, last, layer) - d.norm(EMMET_NC, 0, layer)) / (
+        d.norm(EMMET, last, layer) - d.norm(EMMET, 0, layer)
+    )
+    return [
+        f"after {last:,} edits EMMET+NC's S is {d.study.point(EMMET_NC, last, 'S'):.1f} against EMMET's "
+        f"{d.study.point(EMMET, last, 'S'):.1f} on the same {facts:,} facts ({kept.text()}; the paper's own loss is "
+        f"{-TABLE5_LOSS:.2f} points",
+        f"its layer grew {ratio:.2f} times as much as EMMET's",
+    ]
+
+
 def readme_lifelong(d: Data) -> list[str]:
     """The README's lifelong section: the bf16-mixed study (per-fact scores), its claims, and the compounding."""
     last, first = d.snapshots(MEMIT)[-1], d.snapshots(MEMIT)[0]
@@ -392,6 +413,7 @@ def readme_lifelong(d: Data) -> list[str]:
         f"{mpes_p.group(3)} below MEMIT and near the {known} the unedited model gives facts it knows",
         f"after {int(nc_ratio.group(1).replace(',', '')):,} edits MEMIT+NC's edited layers have grown {nc_ratio.group(2)} times as much as MEMIT's",
         *emmet_growth(d, top),
+        *emmet_norm_constraint(d),
         *table3_order(d, last),
         f"on the same {facts_first} facts its S falls by {degrade.text()} points from {first} to {last:,} edits",
         f"ENCORE's S is {-versus.estimate:.1f} points below MEMIT's on the same {last:,} facts "
