@@ -419,8 +419,8 @@ def status_rows(study: Study) -> list[dict]:
         rates are the run's own, else the mean of its kind's."""
         if row["edits_left"] == 0 and row["evaluations_left"] == 0:
             return 0.0
-        every_evaluation = [r["s_per_evaluation"] for like in by_kind.values() for r in like]
         if item["run"] == "unedited":  # one evaluation of each order, at the mean rate of every measured evaluation
+            every_evaluation = [r["s_per_evaluation"] for like in by_kind.values() for r in like]
             return row["evaluations_left"] * fmean(every_evaluation) if every_evaluation else None
         like = by_kind.get("mpes" in item["label"], [])
         per_edit = row.get("s_per_edit") or (fmean([r["s_per_edit"] for r in like]) if like else None)

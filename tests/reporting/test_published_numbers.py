@@ -337,10 +337,7 @@ def emmet_norm_constraint(d: Data) -> list[str]:
         return []
     kept = gap(d.study, (EMMET, last), (EMMET_NC, last))[0]
     facts = len(d.study.paired([(EMMET, last), (EMMET_NC, last)])[0])
-    (layer,) = d.layers(EMMET)
-    ratio = (d.norm(EMMET_NC, last, layer) - d.norm(EMMET_NC, 0, layer)) / (
-        d.norm(EMMET, last, layer) - d.norm(EMMET, 0, layer)
-    )
+    ratio = d.growth(EMMET_NC, last, relative=False) / d.growth(EMMET, last, relative=False)
     return [
         f"after {last:,} edits EMMET+NC's S is {d.study.point(EMMET_NC, last, 'S'):.1f} against EMMET's "
         f"{d.study.point(EMMET, last, 'S'):.1f} on the same {facts:,} facts ({kept.text()}; the paper's own loss is "
