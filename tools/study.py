@@ -25,8 +25,10 @@ One self-contained file on purpose (past the usual ~400 lines): the runner runs 
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import functools
+import gzip
 import json
 import os
 import signal
@@ -139,21 +141,49 @@ class Study:
                                 check=True, cwd=self.checkout).stdout  # fmt: skip
         return json.loads(output)
 
-    def targets(self, item: dict) -> list[str]:
-        """Every evaluation of a lane item (its new snapshots only, for a continuation): Snakemake makes the
-        snapshots they need."""
-        results = Path("results") / self.plan()["experiment"]["experiment"]
+    def evaluations(self, item: dict) -> list[tuple[int, int]]:
+        """(order, edits) of every evaluation of a lane item (its new snapshots only, for a continuation)."""
         if item["run"] == "unedited":
-            return [str(results / "unedited" / f"order{order}" / "metrics.csv") for order in self.orders()]
+            return [(order, 0) for order in self.orders()]
         start = self.plan()["experiment"]["num_edits"] if item["to"] else 0
-        return [str(results / item["run"] / f"order{order}" / "metrics" / f"edits_{edits:05d}.csv")
-                for order in self.orders() for edits in self.snapshot_edits(self.num_edits(item)) if edits > start]  # fmt: skip
+        return [(order, edits) for order in self.orders() for edits in self.snapshot_edits(self.num_edits(item))
+                if edits > start]  # fmt: skip
+
+    def published(self) -> set[tuple[str, int, int]]:
+        """(run, order, edits) of every evaluation that the study's published directory (in this checkout) holds,
+        when every run published there was made by the study's pinned commit (runs.csv); else nothing."""
+        data = REPO / self.plan()["publish"] / "data"
+        runs, metrics = read_published(data, "runs.csv"), read_published(data, "metrics.csv")
+        commits = {json.loads(row["code"]).get("git_commit") for row in runs}
+        if not runs or commits != {self.state["commit"]}:
+            return set()
+        return {(row["method"] if row["method"] == "unedited" else f"{row['method']}/{row['variant']}",
+                 int(row["order"]), int(row["edits"])) for row in metrics}  # fmt: skip
+
+    def targets(self, item: dict, published: set | None = None) -> list[str]:
+        """The evaluations of a lane item still to make, the ``published`` ones left out: Snakemake makes the
+        snapshots they need (a study directory that was lost recomputes a published snapshot only where a later
+        evaluation needs it, and ``collect`` checks it against the published ledger)."""
+        results = Path("results") / self.plan()["experiment"]["experiment"]
+        published = published or set()
+        return [str(results / "unedited" / f"order{order}" / "metrics.csv") if item["run"] == "unedited"
+                else str(results / item["run"] / f"order{order}" / "metrics" / f"edits_{edits:05d}.csv")
+                for order, edits in self.evaluations(item) if (item["run"], order, edits) not in published]  # fmt: skip
 
     def statistics_targets(self) -> list[str]:
         results = Path("results") / self.plan()["experiment"]["experiment"]
         runs = [item["run"] for lane in self.entries() for item in lane]
         methods = sorted({run.split("/")[0] for run in runs if run != "unedited"})
         return [str(results / "statistics" / f"{method}.json") for method in methods]
+
+
+def read_published(data: Path, name: str) -> list[dict]:
+    """The rows of a published CSV (``name``, or ``name``.gz when it was large), [] when there is none."""
+    for path in (data / name, data / f"{name}.gz"):
+        if path.exists():
+            with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as handle:
+                return list(csv.DictReader(handle))
+    return []
 
 
 # ------------------------------------------------------------------------------------------------- set-up, pin
@@ -285,7 +315,7 @@ def run_lanes(study: Study) -> None:
                 log.flush()
                 item = items[run]
                 code = 0
-                for target in study.targets(item):  # one snapshot at a time: its evaluation before the next edits
+                for target in study.targets(item, study.published()):  # published evaluations are not redone  # one snapshot at a time: its evaluation before the next edits
                     code = subprocess.call([*study.snakemake_args(1, item["to"]), target], cwd=study.checkout,
                                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
                     if code:
