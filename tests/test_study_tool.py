@@ -145,7 +145,7 @@ def test_a_continuation_waits_for_the_run_it_continues(study):
 def test_the_runner_starts_every_planned_run_once_and_records_where_it_ran(study, monkeypatch):
     started = []
     monkeypatch.setattr(study_tool.subprocess, "call", lambda command, **kwargs: started.append(command[-1]) or 0)
-    monkeypatch.setattr(study, "targets", lambda item: [item["label"]])
+    monkeypatch.setattr(study, "targets", lambda item, published=None: [item["label"]])
     monkeypatch.setattr(study, "snakemake_args", lambda cores, to=None: [])
     monkeypatch.setattr(study, "statistics_targets", lambda: ["statistics"])
     study.logs.mkdir(parents=True)
@@ -167,6 +167,29 @@ def test_status_shows_each_run_in_the_lane_the_runner_gave_it(study):
     (study.dir / "lanes.json").write_text(json.dumps(lanes_of({"0": ["emmet/plain"], "1": []})))
     rows = {row["run"]: row["lane"] for row in study_tool.status_rows(study) if row["run"] != "lane total"}
     assert rows["memit/plain to 1,500"] == 0
+
+
+def test_a_study_started_again_makes_only_what_is_not_published(study, monkeypatch):
+    """A lost study directory, started again: the evaluations published from its commit are not redone; the edits
+    to the last snapshot still to evaluate are, from scratch (or from the last snapshot the directory holds)."""
+    items = {item["label"]: item for lane in study.entries() for item in lane}
+    published = {("memit/plain", "0", 500), ("memit/plain", "0", 1000), ("unedited", "0", 0), ("memit/nc", "0", 500)}
+    assert study.targets(items["memit/plain"], published) == []
+    assert study.targets(items["unedited"], published) == []
+    assert study.targets(items["memit/nc"], published) == ["results/x/memit/nc/order0/metrics/edits_01000.csv"]
+    assert study.targets(items["memit/nc"]) == [f"results/x/memit/nc/order0/metrics/edits_0{n}.csv" for n in ("0500", "1000")]  # fmt: skip
+    status = {label: study_tool.run_status(study, item, published) for label, item in items.items()}
+    assert (status["memit/plain"]["edits"], status["memit/plain"]["evaluated"], status["memit/plain"]["edits_left"]) == (1000, 2, 0)  # fmt: skip
+    assert status["unedited"]["evaluations_left"] == 0
+    # memit/nc: published to 500, nothing here: all 1,000 edits again, one evaluation
+    assert (status["memit/nc"]["edits"], status["memit/nc"]["edits_left"], status["memit/nc"]["ends_left"]) == (500, 1000, [1000])  # fmt: skip
+    # the continuation rebuilds the 1,000 edits of the run it continues (whose evaluations are all published)
+    assert status["memit/plain to 1,500"]["edits"] == 1000 and status["memit/plain to 1,500"]["edits_left"] == 1500
+    write_snapshot(study, "memit/nc", 500, 1000.0)  # recomputed: edits from there on
+    assert study_tool.run_status(study, items["memit/nc"], published)["edits_left"] == 500
+    monkeypatch.setattr(study, "published", lambda: published)
+    rows = {row["run"]: row for row in study_tool.status_rows(study)}
+    assert rows["memit/plain"]["left_hours"] == 0.0 and rows["unedited"]["left_hours"] == 0.0
 
 
 def _published(directory, iterations, precision=None):

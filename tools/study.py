@@ -150,7 +150,7 @@ class Study:
                 if edits > start]  # fmt: skip
 
     def published(self) -> set[tuple[str, int, int]]:
-        """(run, order, edits) of every evaluation that the study's published directory (in this checkout) holds,
+        """(run, order (as text), edits) of every evaluation that the study's published directory (in this checkout) holds,
         when every run published there was made by the study's pinned commit (runs.csv); else nothing."""
         data = REPO / self.plan()["publish"] / "data"
         runs, metrics = read_published(data, "runs.csv"), read_published(data, "metrics.csv")
@@ -158,7 +158,7 @@ class Study:
         if not runs or commits != {self.state["commit"]}:
             return set()
         return {(row["method"] if row["method"] == "unedited" else f"{row['method']}/{row['variant']}",
-                 int(row["order"]), int(row["edits"])) for row in metrics}  # fmt: skip
+                 str(row["order"]), int(row["edits"])) for row in metrics}  # fmt: skip
 
     def targets(self, item: dict, published: set | None = None) -> list[str]:
         """The evaluations of a lane item still to make, the ``published`` ones left out: Snakemake makes the
@@ -168,7 +168,7 @@ class Study:
         published = published or set()
         return [str(results / "unedited" / f"order{order}" / "metrics.csv") if item["run"] == "unedited"
                 else str(results / item["run"] / f"order{order}" / "metrics" / f"edits_{edits:05d}.csv")
-                for order, edits in self.evaluations(item) if (item["run"], order, edits) not in published]  # fmt: skip
+                for order, edits in self.evaluations(item) if (item["run"], str(order), edits) not in published]  # fmt: skip
 
     def statistics_targets(self) -> list[str]:
         results = Path("results") / self.plan()["experiment"]["experiment"]
@@ -370,57 +370,65 @@ def read_tsv_seconds(path: Path) -> float | None:
         return None
 
 
-def run_status(study: Study, item: dict) -> dict:
-    """What one lane item has done, from the files it wrote: edits reached, snapshots evaluated, its measured rates
-    and job seconds so far, and what is left (edits, and the snapshots not evaluated yet); a continuation counts only
-    its own snapshots. The time left is estimated from these in ``status_rows``."""
+def run_status(study: Study, item: dict, published: set | None = None) -> dict:
+    """What one lane item has done, from the files it wrote and the evaluations ``published`` (default: the study's
+    ``published()``; a study directory started again does not redo them): edits reached, snapshots evaluated, its
+    measured rates and job seconds so far, and what is left: the edits up to the last snapshot still to evaluate
+    (from the last snapshot this directory holds) and those snapshots. A continuation counts only its own
+    snapshots' rates and seconds. The time left is estimated from these in ``status_rows``."""
+    published = study.published() if published is None else published
     experiment = study.plan()["experiment"]
     bench = study.checkout / "benchmarks" / experiment["experiment"]
     results, run = study.results, item["run"]
     if run == "unedited":
-        done = sum((results / "unedited" / f"order{o}" / "metrics.csv").exists() for o in study.orders())
+        done = sum((results / "unedited" / f"order{o}" / "metrics.csv").exists() or ("unedited", str(o), 0) in published
+                   for o in study.orders())  # fmt: skip
         seconds = [read_tsv_seconds(bench / "unedited" / f"order{o}" / "evaluate.tsv") for o in study.orders()]
         return {"label": item["label"], "edits": 0, "of": 0, "evaluated": done, "snapshots": len(study.orders()),
                 "job_seconds": sum(s for s in seconds if s), "edits_left": 0,
                 "evaluations_left": len(study.orders()) - done, "ends_left": []}  # fmt: skip
     start = experiment["num_edits"] if item["to"] else 0
-    ends = [end for end in study.snapshot_edits(study.num_edits(item)) if end > start]
-    status = {
-        "label": item["label"],
-        "of": (study.num_edits(item) - start) * len(study.orders()),
-        "snapshots": len(ends) * len(study.orders()),
-    }
-    edits = evaluated = 0
+    every_end = study.snapshot_edits(study.num_edits(item))
+    ends = [end for end in every_end if end > start]
+    # a continuation makes the edits up to ``start`` only if the run it continues will not (its evaluations are done)
+    base_left = bool(start) and run_status(study, {**item, "to": None}, published)["evaluations_left"] > 0
+    reached = evaluated = edits_left = 0
     edit_seconds, eval_seconds = [], []  # (edits in the segment, job seconds); job seconds
     eval_by_end: dict[int, list[float]] = {}  # measured evaluations by snapshot (the last scores every fact)
     ends_left = []  # the snapshots not evaluated yet, one per order
     for order in study.orders():
-        base, previous = results / run / f"order{order}", start
-        for end in ends:
+        base, previous = results / run / f"order{order}", 0
+        here = 0  # the last snapshot this directory holds
+        for end in every_end:
             if (base / "snapshots" / f"edits_{end:05d}" / "manifest.json").exists():
-                edits += end - previous
-                seconds = read_tsv_seconds(bench / run / f"order{order}" / f"edit_{end:05d}.tsv")
-                edit_seconds.append((end - previous, seconds))
+                here = end
+                if end > start:
+                    seconds = read_tsv_seconds(bench / run / f"order{order}" / f"edit_{end:05d}.tsv")
+                    edit_seconds.append((end - previous, seconds))
+            previous = end
+        for end in ends:
             if (base / "metrics" / f"edits_{end:05d}.csv").exists():
                 evaluated += 1
                 seconds = read_tsv_seconds(bench / run / f"order{order}" / f"evaluate_{end:05d}.tsv")
                 eval_seconds.append(seconds)
                 if seconds:
                     eval_by_end.setdefault(end, []).append(seconds)
+            elif (run, str(order), end) in published:
+                evaluated += 1
             else:
                 ends_left.append(end)
-            previous = end
+        needed = max([end for end in ends if end in ends_left], default=0)
+        edits_left += max(0, needed - max(here, start if base_left else 0))
+        reached += max([here, *(end for end in every_end if (run, str(order), end) in published)])
     measured = [(n, s) for n, s in edit_seconds if s]
     per_edit = sum(s for _, s in measured) / sum(n for n, _ in measured) if measured else None
     evals = [s for s in eval_seconds if s]
     per_eval = sum(evals) / len(evals) if evals else None
-    base_done = all((results / run / f"order{o}" / "snapshots" / f"edits_{start:05d}" / "manifest.json").exists()
-                    for o in study.orders()) if start else True  # fmt: skip
-    reached = edits + start * len(study.orders()) if base_done else 0  # a continuation counts once its base is done
-    return {**status, "edits": reached, "of": status["of"] + start * len(study.orders()),
-            "evaluated": evaluated, "s_per_edit": per_edit, "s_per_evaluation": per_eval,
+    return {"label": item["label"], "edits": reached, "of": study.num_edits(item) * len(study.orders()),
+            "evaluated": evaluated, "snapshots": len(ends) * len(study.orders()),
+            "s_per_edit": per_edit, "s_per_evaluation": per_eval,
             "job_seconds": sum(s for _, s in measured) + sum(evals),
-            "edits_left": status["of"] - edits, "evaluations_left": status["snapshots"] - evaluated,
+            "edits_left": edits_left, "evaluations_left": len(ends_left),
             "evaluation_seconds_by_end": eval_by_end, "ends_left": ends_left}  # fmt: skip
 
 
@@ -434,8 +442,8 @@ def status_rows(study: Study) -> list[dict]:
     without MPES), the unedited model from every measured evaluation; None where nothing of its kind is measured.
     An evaluation left takes what that snapshot took in every run that reached it (the last snapshot scores every
     edited fact and takes several times as long as the others), else the run's own mean (or its kind's)."""
-    lanes = study.assigned_entries()
-    states = {item["label"]: run_status(study, item) for lane in lanes for item in lane}
+    lanes, published = study.assigned_entries(), study.published()
+    states = {item["label"]: run_status(study, item, published) for lane in lanes for item in lane}
     by_kind: dict[bool, list[dict]] = {}
     at_end: dict[int, list[float]] = {}
     for label, row in states.items():
