@@ -42,6 +42,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 STATE = "study.json"
+RESTARTED = "progress-before-restart.csv"  # in the published directory: the progress.csv of a lost study directory
 SIGNALS = "signals.log"  # in DIR/logs: every pause, resume and stop, stamped
 TIMING_COLUMNS = ("targets_s", "keys_s", "solve_s", "efficacy_s")
 
@@ -181,7 +182,7 @@ def read_published(data: Path, name: str) -> list[dict]:
     """The rows of a published CSV (``name``, or ``name``.gz when it was large), [] when there is none."""
     for path in (data / name, data / f"{name}.gz"):
         if path.exists():
-            with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as handle:
+            with gzip.open(path, "rt") if path.suffix == ".gz" else open(path) as handle:
                 return list(csv.DictReader(handle))
     return []
 
@@ -315,7 +316,8 @@ def run_lanes(study: Study) -> None:
                 log.flush()
                 item = items[run]
                 code = 0
-                for target in study.targets(item, study.published()):  # published evaluations are not redone  # one snapshot at a time: its evaluation before the next edits
+                # one snapshot at a time, its evaluation before the next edits; published evaluations are not redone
+                for target in study.targets(item, study.published()):
                     code = subprocess.call([*study.snakemake_args(1, item["to"]), target], cwd=study.checkout,
                                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
                     if code:
@@ -544,10 +546,15 @@ def collect(study: Study, out: Path | None) -> None:
     for line in check_against_published(collected, out / "data"):
         print(line)
     sys.path.insert(0, str(REPO))
+    from encore.reporting.collect import complete_from_published
     from encore.reporting.publish import publish
 
+    # a study directory started again holds only what it recomputed: the rest comes from what was published
+    merged = study.dir / "merged"
+    for line in complete_from_published(collected, out / "data", merged):
+        print(line)
     reached = {item["label"]: run_status(study, item) for lane in study.entries() for item in lane}
-    written = publish(collected, out)  # the default title, as --regenerate rebuilds it; progress.md says how far
+    written = publish(merged, out)  # the default title, as --regenerate rebuilds it; progress.md says how far
     import pandas as pd
 
     rows = status_rows(study)
@@ -558,6 +565,11 @@ def collect(study: Study, out: Path | None) -> None:
                 "rows stop at the snapshots it has reached. The numbers below are progress.csv's (job seconds from "
                 "the Snakemake benchmark files of the jobs done; the lanes share 2 cores with other work, so they are "
                 "not speed measurements).", "", *status_table(study, rows), ""]  # fmt: skip
+    if (out / RESTARTED).exists():  # the job times of a lost study directory (status counts only this one's)
+        progress += [f"A first study directory was lost; the job times of the runs it made are in `{RESTARTED}`. "
+                     "The evaluations it published are not redone (counted above as evaluated, with no job time); "
+                     "the snapshots that later evaluations need are recomputed and their ledgers checked against "
+                     "the published ones.", ""]  # fmt: skip
     (out / "progress.md").write_text("\n".join(progress))
     # publishing settings are this checkout's (the pinned study file may predate them)
     settings = yaml.safe_load((REPO / study.state["study_file"]).read_text())

@@ -162,3 +162,57 @@ def verify_collected(results: Path) -> None:
 
 
 _RECOLLECT = "delete it and rerun snakemake to collect the results again"
+
+
+# The rows of one snapshot (metrics, records, downstream records, norms) or one edit (ledger) of a run.
+UNIT = {"ledger.csv": "position"}  # every other data file: "edits"
+RUN = ["method", "variant", "order"]
+
+
+def complete_from_published(collected: Path, published: Path, out_dir: Path) -> list[str]:
+    """``out_dir``: the collection ``collected`` plus every snapshot (or ledger row) of ``published`` that it lacks,
+    with checksums. A study directory that was lost and started again holds only what it has recomputed (it does
+    not redo published evaluations): publishing it alone would drop every result made before. runs.csv keeps, per
+    run, the row that reached more edits; every run of both must come from one commit (runs.csv ``code``), else a
+    one-line error. The snapshots both hold are not compared here (tools/study.py checks their ledgers). Returns one
+    line per run completed from ``published``."""
+    from encore.reporting.data_files import data_path
+
+    collected, published, out_dir = Path(collected), Path(published), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = {name: _read(data_path(directory, "runs.csv")) for name, directory in (("ours", collected), ("theirs", published))}  # fmt: skip
+    commits = {
+        json.loads(code).get("git_commit") for frame in runs.values() if frame is not None for code in frame["code"]
+    }
+    if len(commits) > 1:
+        raise ValueError(f"{published / 'runs.csv'}: made by commit(s) {sorted(map(str, commits))}, not one; a study "
+                         "is completed only from what its own commit published")  # fmt: skip
+    lines = []
+    for name in COLLECTED + OPTIONAL_COLLECTED:
+        ours, theirs = _read(collected / name), _read(data_path(published, name))
+        if ours is None and theirs is None:
+            continue
+        if name == "runs.csv":
+            both = pd.concat([ours, theirs], ignore_index=True)  # ours first: kept on a tie
+            merged = both.loc[both.groupby(RUN, sort=False)["edits"].idxmax()]
+        else:
+            unit = [*RUN, UNIT.get(name, "edits")]
+            have = set(map(tuple, ours[unit].astype(str).values)) if ours is not None else set()
+            kept = (
+                theirs[[tuple(row) not in have for row in theirs[unit].astype(str).values]]
+                if theirs is not None
+                else None
+            )
+            merged = pd.concat([frame for frame in (ours, kept) if frame is not None], ignore_index=True)
+            if kept is not None and name == "metrics.csv":
+                for run, rows in kept.groupby(RUN):
+                    lines.append(f"{'/'.join(map(str, run))}: {rows['edits'].nunique()} evaluation(s) as published")
+        merged = merged.sort_values([c for c in [*RUN, UNIT.get(name, "edits")] if c in merged], kind="stable")
+        merged.to_csv(out_dir / name, index=False, **({"float_format": "%.12g"} if name == "records.csv" else {}))
+    names = [name for name in COLLECTED + OPTIONAL_COLLECTED if (out_dir / name).exists()]
+    (out_dir / CHECKSUMS).write_text(json.dumps({n: file_sha256(out_dir / n) for n in names}, indent=1) + "\n")
+    return lines
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if Path(path).exists() else None
