@@ -169,27 +169,46 @@ def test_status_shows_each_run_in_the_lane_the_runner_gave_it(study):
     assert rows["memit/plain to 1,500"] == 0
 
 
-def test_a_study_started_again_makes_only_what_is_not_published(study, monkeypatch):
-    """A lost study directory, started again: the evaluations published from its commit are not redone; the edits
-    to the last snapshot still to evaluate are, from scratch (or from the last snapshot the directory holds)."""
+def _publish_evaluations(study, tmp_path, evaluations, commit="0" * 40):
+    """A published directory holding ``evaluations`` ((method, variant, edits) of order 0), made by ``commit``."""
+    data = tmp_path / "published" / "data"
+    data.mkdir(parents=True)
+    pd.DataFrame([{"method": m, "variant": v, "order": 0, "edits": e, "metric": "S", "value": 1.0}
+                  for m, v, e in evaluations]).to_csv(data / "metrics.csv", index=False)  # fmt: skip
+    pd.DataFrame([{"method": "memit", "variant": "plain", "order": 0, "edits": 1000,
+                   "code": json.dumps({"git_commit": commit})}]).to_csv(data / "runs.csv", index=False)  # fmt: skip
+    study_file = study.checkout / "configs" / "studies" / "x.yaml"
+    plan = yaml.safe_load(study_file.read_text())
+    study_file.write_text(yaml.safe_dump({**plan, "publish": str(tmp_path / "published")}))  # absolute: REPO / it
+
+
+def test_a_study_started_again_redoes_only_the_runs_not_published_whole(study, tmp_path):
+    """A lost study directory, started again: the runs published whole from its commit are not redone; a run
+    published in part is made again whole (another CPU need not reproduce its snapshots); a continuation rebuilds the
+    edits of the run it continues."""
+    _publish_evaluations(study, tmp_path, [("memit", "plain", 500), ("memit", "plain", 1000),
+                                           ("unedited", "unedited", 0), ("memit", "nc", 500)])  # fmt: skip
+    published = study.published()
+    assert published == {("memit/plain", "0", 500), ("memit/plain", "0", 1000), ("unedited", "0", 0)}
     items = {item["label"]: item for lane in study.entries() for item in lane}
-    published = {("memit/plain", "0", 500), ("memit/plain", "0", 1000), ("unedited", "0", 0), ("memit/nc", "0", 500)}
     assert study.targets(items["memit/plain"], published) == []
     assert study.targets(items["unedited"], published) == []
-    assert study.targets(items["memit/nc"], published) == ["results/x/memit/nc/order0/metrics/edits_01000.csv"]
-    assert study.targets(items["memit/nc"]) == [f"results/x/memit/nc/order0/metrics/edits_0{n}.csv" for n in ("0500", "1000")]  # fmt: skip
+    assert study.targets(items["memit/nc"], published) == [f"results/x/memit/nc/order0/metrics/edits_0{n}.csv" for n in ("0500", "1000")]  # fmt: skip
     status = {label: study_tool.run_status(study, item, published) for label, item in items.items()}
     assert (status["memit/plain"]["edits"], status["memit/plain"]["evaluated"], status["memit/plain"]["edits_left"]) == (1000, 2, 0)  # fmt: skip
     assert status["unedited"]["evaluations_left"] == 0
-    # memit/nc: published to 500, nothing here: all 1,000 edits again, one evaluation
-    assert (status["memit/nc"]["edits"], status["memit/nc"]["edits_left"], status["memit/nc"]["ends_left"]) == (500, 1000, [1000])  # fmt: skip
+    assert (status["memit/nc"]["edits"], status["memit/nc"]["edits_left"], status["memit/nc"]["ends_left"]) == (0, 1000, [500, 1000])  # fmt: skip
     # the continuation rebuilds the 1,000 edits of the run it continues (whose evaluations are all published)
     assert status["memit/plain to 1,500"]["edits"] == 1000 and status["memit/plain to 1,500"]["edits_left"] == 1500
     write_snapshot(study, "memit/nc", 500, 1000.0)  # recomputed: edits from there on
     assert study_tool.run_status(study, items["memit/nc"], published)["edits_left"] == 500
-    monkeypatch.setattr(study, "published", lambda: published)
     rows = {row["run"]: row for row in study_tool.status_rows(study)}
     assert rows["memit/plain"]["left_hours"] == 0.0 and rows["unedited"]["left_hours"] == 0.0
+
+
+def test_nothing_published_by_another_commit_is_taken_as_done(study, tmp_path):
+    _publish_evaluations(study, tmp_path, [("memit", "plain", 500), ("memit", "plain", 1000)], commit="1" * 40)
+    assert study.published() == set()
 
 
 def _published(directory, iterations, precision=None):
@@ -206,13 +225,33 @@ def _published(directory, iterations, precision=None):
 def test_a_recomputed_snapshot_must_equal_the_published_one(tmp_path):
     _published(tmp_path / "ours", [20, 11], "bf16-mixed")
     _published(tmp_path / "same", [20, 11], "bf16-mixed")
-    lines = study_tool.check_against_published(tmp_path / "ours", tmp_path / "same")
+    lines, differences = study_tool.check_against_published(tmp_path / "ours", tmp_path / "same")
     assert lines == ["memit/plain/0: 2 edits recomputed; ledger equal to the published one"]
+    assert all(row["edits_differing"] == 0 for row in differences)
     _published(tmp_path / "changed", [20, 12], "bf16-mixed")
     with pytest.raises(study_tool.StudyError, match="memit/plain/0: the recomputed ledger differs"):
         study_tool.check_against_published(tmp_path / "ours", tmp_path / "changed")
     _published(tmp_path / "fp32", [20, 12])  # published before precisions were recorded: fp32, not comparable
-    assert study_tool.check_against_published(tmp_path / "ours", tmp_path / "fp32") == []
+    assert study_tool.check_against_published(tmp_path / "ours", tmp_path / "fp32") == ([], [])
+
+
+def test_a_run_declared_recomputed_on_another_cpu_has_its_differences_measured_not_refused(tmp_path):
+    _published(tmp_path / "ours", [20, 11], "bf16-mixed")
+    _published(tmp_path / "changed", [20, 14], "bf16-mixed")
+    lines, differences = study_tool.check_against_published(
+        tmp_path / "ours", tmp_path / "changed", {"memit/plain": "keep"}
+    )
+    assert "DIFFERS" in lines[0] and "recomputed on another CPU: keep" in lines[0]
+    iterations = next(row for row in differences if row["column"] == "iterations")
+    assert (iterations["edits_compared"], iterations["edits_differing"], iterations["largest_difference"]) == (
+        2,
+        1,
+        3.0,
+    )
+    text = study_tool.reproducibility_text(pd.DataFrame(differences), {"memit/plain": "keep"})
+    assert (
+        "memit/plain (recomputed as a continuation's base" in text and "iterations in 1 (largest difference 3)" in text
+    )
 
 
 def test_a_study_keeps_its_pinned_commit_and_lives_outside_the_checkout(study):

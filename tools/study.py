@@ -43,6 +43,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 STATE = "study.json"
 RESTARTED = "progress-before-restart.csv"  # in the published directory: the progress.csv of a lost study directory
+ASIDE = "first-directory"  # in the published directory: the data of runs made again (recomputed: replace)
+REPRODUCIBILITY = "reproducibility.csv"  # in the published directory: recomputed snapshots against the published
 SIGNALS = "signals.log"  # in DIR/logs: every pause, resume and stop, stamped
 TIMING_COLUMNS = ("targets_s", "keys_s", "solve_s", "efficacy_s")
 
@@ -150,21 +152,29 @@ class Study:
         return [(order, edits) for order in self.orders() for edits in self.snapshot_edits(self.num_edits(item))
                 if edits > start]  # fmt: skip
 
-    def published(self) -> set[tuple[str, int, int]]:
-        """(run, order (as text), edits) of every evaluation that the study's published directory (in this checkout) holds,
-        when every run published there was made by the study's pinned commit (runs.csv); else nothing."""
+    def published(self) -> set[tuple[str, str, int]]:
+        """(run, order (as text), edits) of the evaluations of every lane item that the study's published directory
+        (in this checkout) holds whole, when every run published there was made by the study's pinned commit
+        (runs.csv); else nothing. A study directory started again does not redo them. A run published only in part is
+        made again whole: the same commit on another CPU need not reproduce its snapshots bit for bit (bf16 kernels
+        differ), and one run's snapshots must come from one trajectory."""
         data = REPO / self.plan()["publish"] / "data"
         runs, metrics = read_published(data, "runs.csv"), read_published(data, "metrics.csv")
         commits = {json.loads(row["code"]).get("git_commit") for row in runs}
         if not runs or commits != {self.state["commit"]}:
             return set()
-        return {(row["method"] if row["method"] == "unedited" else f"{row['method']}/{row['variant']}",
+        held = {(row["method"] if row["method"] == "unedited" else f"{row['method']}/{row['variant']}",
                  str(row["order"]), int(row["edits"])) for row in metrics}  # fmt: skip
+        whole = set()
+        for item in (item for lane in self.entries() for item in lane):
+            evaluations = {(item["run"], str(order), edits) for order, edits in self.evaluations(item)}
+            whole |= evaluations if evaluations <= held else set()
+        return whole
 
     def targets(self, item: dict, published: set | None = None) -> list[str]:
         """The evaluations of a lane item still to make, the ``published`` ones left out: Snakemake makes the
         snapshots they need (a study directory that was lost recomputes a published snapshot only where a later
-        evaluation needs it, and ``collect`` checks it against the published ledger)."""
+        evaluation needs it: a continuation's base)."""
         results = Path("results") / self.plan()["experiment"]["experiment"]
         published = published or set()
         return [str(results / "unedited" / f"order{order}" / "metrics.csv") if item["run"] == "unedited"
@@ -543,19 +553,39 @@ def collect(study: Study, out: Path | None) -> None:
             "f['downstream'])")  # fmt: skip
     run_command([str(study.python), "-c", code, str(study.results), str(collected)], cwd=study.checkout)
     out = Path(out or REPO / study.plan()["publish"])
-    for line in check_against_published(collected, out / "data"):
-        print(line)
     sys.path.insert(0, str(REPO))
-    from encore.reporting.collect import complete_from_published
+    import pandas as pd
+
+    from encore.reporting.collect import complete_from_published, set_aside
     from encore.reporting.publish import publish
 
+    # publishing settings are this checkout's (the pinned study file may predate them)
+    settings = yaml.safe_load((REPO / study.state["study_file"]).read_text())
+    recomputed = settings.get("recomputed") or {}  # runs recomputed on a CPU whose bf16 kernels round otherwise
+    unknown = {how for how in recomputed.values()} - {"replace", "keep"}
+    if unknown:
+        raise StudyError(f"{study.state['study_file']}: recomputed: {sorted(unknown)}; each run is replace or keep")
+    replaced = [run for run, how in recomputed.items() if how == "replace"]
+    aside = out / ASIDE / "data"  # the published data of the replaced runs, kept beside the new ones
+    for line in set_aside(out / "data", aside, replaced):
+        print(line)
+    lines, differences = check_against_published(collected, out / "data", recomputed)
+    lines = [line for line in lines if not line.startswith(tuple(f"{run}/" for run in replaced))]  # checked below
+    differences = [row for row in differences if row["run"] not in replaced]
+    if replaced and aside.exists():  # a replaced run is checked against its published data, set aside
+        more, more_differences = check_against_published(collected, aside, recomputed)
+        lines, differences = lines + more, differences + more_differences
+    for line in lines:
+        print(line)
+    if differences:  # measured each time against the data made before: published (keep) or set aside (replace)
+        pd.DataFrame(differences).to_csv(out / REPRODUCIBILITY, index=False, float_format="%.6g")
     # a study directory started again holds only what it recomputed: the rest comes from what was published
     merged = study.dir / "merged"
-    for line in complete_from_published(collected, out / "data", merged):
+    keep = [run for run, how in recomputed.items() if how == "keep"]
+    for line in complete_from_published(collected, out / "data", merged, keep=keep):
         print(line)
     reached = {item["label"]: run_status(study, item) for lane in study.entries() for item in lane}
     written = publish(merged, out)  # the default title, as --regenerate rebuilds it; progress.md says how far
-    import pandas as pd
 
     rows = status_rows(study)
     pd.DataFrame(rows).to_csv(out / "progress.csv", index=False, float_format="%.4g")  # the numbers of progress.md
@@ -570,9 +600,9 @@ def collect(study: Study, out: Path | None) -> None:
                      "The evaluations it published are not redone (counted above as evaluated, with no job time); "
                      "the snapshots that later evaluations need are recomputed and their ledgers checked against "
                      "the published ones.", ""]  # fmt: skip
+    if recomputed and (out / REPRODUCIBILITY).exists():
+        progress += [reproducibility_text(pd.read_csv(out / REPRODUCIBILITY), recomputed), ""]
     (out / "progress.md").write_text("\n".join(progress))
-    # publishing settings are this checkout's (the pinned study file may predate them)
-    settings = yaml.safe_load((REPO / study.state["study_file"]).read_text())
     if settings.get("precision_baseline"):  # the same runs edited in fp32: how bf16 editing compounds
         from encore.reporting.precision_compounding import write as write_compounding
 
@@ -585,16 +615,42 @@ def collect(study: Study, out: Path | None) -> None:
     print(f"published {len(written)} files to {out}; edits reached: {runs}")
 
 
-def check_against_published(collected: Path, published: Path) -> list[str]:
-    """Compare every snapshot both hold: its ledger rows (timings aside) must be equal, since the runs are
-    deterministic. Returns one line per run compared."""
+def reproducibility_text(differences, recomputed: dict) -> str:
+    """The paragraph of progress.md on the runs recomputed on another CPU, from reproducibility.csv."""
+    parts = []
+    for run, rows in differences.groupby("run", sort=False):
+        rows = rows.set_index("column")
+        differing = rows[rows["edits_differing"] > 0]
+        compared = int(rows["edits_compared"].iloc[0])
+        detail = ", ".join(f"{column} in {int(r.edits_differing):,}" + (f" (largest difference {r.largest_difference:.3g})"
+                                                                          if pd_notna(r.largest_difference) else "")
+                           for column, r in differing.iterrows())  # fmt: skip
+        how = {"replace": "made again whole; its first data set aside", "keep": "recomputed as a continuation's base; "
+               "its published snapshots kept"}.get(recomputed.get(run), "")  # fmt: skip
+        parts.append(f"{run} ({how}): {compared:,} edits compared, " + (f"differing: {detail}" if detail else "equal"))
+    return (
+        "Recomputed on another CPU (the study file's `recomputed`; same commit, locks and seed; bf16 kernels that "
+        f"round otherwise), the ledger against the published one ({REPRODUCIBILITY}): " + "; ".join(parts) + "."
+    )
+
+
+def pd_notna(value) -> bool:
+    return value == value and value is not None  # NaN is not equal to itself
+
+
+def check_against_published(collected: Path, published: Path, recomputed: dict | None = None) -> tuple[list, list]:
+    """Compare every snapshot both hold, edit by edit: its ledger rows (timings aside) must be equal, since the runs
+    are deterministic on one CPU. A run named in ``recomputed`` (the study file's key: recomputed on a CPU whose bf16
+    kernels round otherwise, ``replace`` or ``keep``) may differ: its differences are measured, not refused. Returns
+    one line per run compared, and the rows of reproducibility.csv: per run and ledger column, the edits compared,
+    how many differ and the largest absolute difference (numeric columns)."""
     import pandas as pd
 
-    lines = []
     from encore.reporting.data_files import data_path  # a large published CSV is ledger.csv.gz
 
+    recomputed = recomputed or {}
     if not data_path(published, "ledger.csv").exists():
-        return ["nothing published yet to check against"]
+        return ["nothing published yet to check against"], []
     ours, theirs = pd.read_csv(collected / "ledger.csv"), pd.read_csv(data_path(published, "ledger.csv"))
     runs = ["method", "variant", "order"]
     precision = {  # edit precision per run; published before it was recorded: fp32
@@ -604,6 +660,7 @@ def check_against_published(collected: Path, published: Path) -> list[str]:
         }
         for name, d in (("ours", collected), ("theirs", published))
     }
+    lines, differences = [], []
     for key, mine in ours.groupby(runs):
         other = theirs
         for column, value in zip(runs, key):
@@ -616,15 +673,24 @@ def check_against_published(collected: Path, published: Path) -> list[str]:
         columns = [c for c in mine.columns if c in other.columns and c not in TIMING_COLUMNS]
         a = mine[mine["position"].isin(common)].sort_values("position")[columns].reset_index(drop=True)
         b = other[other["position"].isin(common)].sort_values("position")[columns].reset_index(drop=True)
+        run = "/".join(map(str, key[:2]))
+        for column in columns:
+            differ = a[column].astype(str) != b[column].astype(str)
+            numeric = pd.api.types.is_numeric_dtype(a[column]) and pd.api.types.is_numeric_dtype(b[column])
+            largest = float((a[column] - b[column]).abs().max()) if numeric and differ.any() else None
+            differences.append({"run": run, "order": key[2], "edits_compared": len(common), "column": column,
+                                "edits_differing": int(differ.sum()), "largest_difference": largest})  # fmt: skip
         equal = a.astype(str).equals(b.astype(str))
         lines.append(
             f"{'/'.join(map(str, key))}: {len(common)} edits recomputed; ledger "
             + ("equal to the published one" if equal else "DIFFERS from the published one")
+            + (f" (recomputed on another CPU: {recomputed[run]})" if run in recomputed else "")
         )
-        if not equal:
+        if not equal and run not in recomputed:
             raise StudyError(f"{'/'.join(map(str, key))}: the recomputed ledger differs from {published / 'ledger.csv'}"
-                             "; the runs should be deterministic: find out why before publishing")  # fmt: skip
-    return lines
+                             "; the runs should be deterministic: find out why before publishing (a run recomputed "
+                             "on another CPU: name it under `recomputed:` in the study file)")  # fmt: skip
+    return lines, differences
 
 
 # ------------------------------------------------------------------------------------------------- main

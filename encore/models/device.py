@@ -13,6 +13,7 @@ else on the CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -50,6 +51,8 @@ class Execution:
             record["precision"] = self.precision
         if self.scoring != self.precision:
             record["score_precision"] = self.scoring
+        if not self.is_cuda:
+            record["cpu"] = cpu_record()
         if self.is_cuda:
             record.update(
                 gpu_name=torch.cuda.get_device_name(self.device),
@@ -57,6 +60,35 @@ class Execution:
                 gpu_memory_gib=round(torch.cuda.get_device_properties(self.device).total_memory / 2**30, 1),
             )
         return record
+
+
+# The instruction sets that decide how bf16 and fp32 products round on a CPU, and the settings that cap them.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+KERNEL_SETTINGS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ATEN_CPU_CAPABILITY")
+
+
+def cpu_record() -> dict:
+    """The CPU a result was computed on: its model, which of CPU_FEATURES it has, torch's kernel capability and any
+    KERNEL_SETTINGS set. One commit, locks and seed reproduce a bf16-mixed run bit for bit only on CPUs that take the
+    same kernels (docs/precision.md, "Across CPUs")."""
+    import os
+
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    record = {"model": model, "features": [f for f in CPU_FEATURES if f in flags],
+              "capability": torch.backends.cpu.get_cpu_capability()}  # fmt: skip
+    settings = {key: os.environ[key] for key in KERNEL_SETTINGS if key in os.environ}
+    if settings:
+        record["kernel_settings"] = settings
+    return record
 
 
 def phase_precisions(precision: str | dict) -> tuple[str, str]:

@@ -169,13 +169,53 @@ UNIT = {"ledger.csv": "position"}  # every other data file: "edits"
 RUN = ["method", "variant", "order"]
 
 
-def complete_from_published(collected: Path, published: Path, out_dir: Path) -> list[str]:
+def set_aside(published: Path, aside: Path, runs) -> list[str]:
+    """Move every row of ``runs`` ("method/variant") out of the data files in ``published`` into the same files in
+    ``aside`` (a run already there is left as it is): the published data of runs made again on another CPU are
+    kept beside the new ones, never deleted. Returns one line per run set aside."""
+    from encore.reporting.data_files import data_path, write_data_file
+
+    published, aside = Path(published), Path(aside)
+    lines = []
+    for name in COLLECTED + OPTIONAL_COLLECTED:
+        source = data_path(published, name)
+        if not source.exists():
+            continue
+        frame = pd.read_csv(source)
+        labels = frame["method"].astype(str) + "/" + frame["variant"].astype(str)
+        moving = labels.isin(list(runs))
+        if not moving.any():
+            continue
+        target = data_path(aside, name)
+        before = pd.read_csv(target) if target.exists() else None
+        there = set(before["method"].astype(str) + "/" + before["variant"].astype(str)) if before is not None else set()
+        new = frame[moving & ~labels.isin(list(there))]
+        aside.mkdir(parents=True, exist_ok=True)
+        options = {"float_format": "%.12g"} if name == "records.csv" else {}
+        temporary = aside / f".{name}"
+        pd.concat([f for f in (before, new) if f is not None], ignore_index=True).to_csv(
+            temporary, index=False, **options
+        )
+        write_data_file(temporary, aside, name)
+        temporary.unlink()
+        temporary = published / f".{name}"
+        frame[~moving].to_csv(temporary, index=False, **options)
+        write_data_file(temporary, published, name)
+        temporary.unlink()
+        if name == "runs.csv":
+            lines += [f"{run}: its published data set aside in {aside}" for run in sorted(set(labels[moving]))]
+    return lines
+
+
+def complete_from_published(collected: Path, published: Path, out_dir: Path, keep=()) -> list[str]:
     """``out_dir``: the collection ``collected`` plus every snapshot (or ledger row) of ``published`` that it lacks,
     with checksums. A study directory that was lost and started again holds only what it has recomputed (it does
     not redo published evaluations): publishing it alone would drop every result made before. runs.csv keeps, per
     run, the row that reached more edits; every run of both must come from one commit (runs.csv ``code``), else a
     one-line error. The snapshots both hold are not compared here (tools/study.py checks their ledgers). Returns one
-    line per run completed from ``published``."""
+    line per run completed from ``published``. For the runs in ``keep`` ("method/variant": their published
+    snapshots recomputed on another CPU only as the base of a continuation) the published rows win wherever both
+    hold a snapshot or an edit."""
     from encore.reporting.data_files import data_path
 
     collected, published, out_dir = Path(collected), Path(published), Path(out_dir)
@@ -197,6 +237,11 @@ def complete_from_published(collected: Path, published: Path, out_dir: Path) -> 
             merged = both.loc[both.groupby(RUN, sort=False)["edits"].idxmax()]
         else:
             unit = [*RUN, UNIT.get(name, "edits")]
+            if ours is not None and theirs is not None and keep:  # theirs first where both hold a kept run's unit
+                mine = (ours["method"].astype(str) + "/" + ours["variant"].astype(str)).isin(list(keep))
+                held = set(map(tuple, theirs[unit].astype(str).values))
+                both = pd.Series([tuple(row) in held for row in ours[unit].astype(str).values], index=ours.index)
+                ours = ours[~(mine & both)]
             have = set(map(tuple, ours[unit].astype(str).values)) if ours is not None else set()
             kept = (
                 theirs[[tuple(row) not in have for row in theirs[unit].astype(str).values]]

@@ -101,3 +101,12 @@ def test_cuda_and_cpu_compute_the_same_targets_keys_and_update(bos_tokenizer, mp
         torch.testing.assert_close(gpu_c[layer], cpu_c[layer], rtol=1e-5, atol=1e-7)
         assert float((gpu_d[layer] - cpu_d[layer]).norm() / cpu_d[layer].norm()) <= 1e-5
     assert dataclasses.is_dataclass(gpu_t)
+
+
+def test_a_cpu_result_records_the_cpu_features_and_kernel_caps_that_decide_its_rounding(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS", raising=False)
+    cpu = resolve_execution("cpu", "float32").describe()["cpu"]
+    assert cpu["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(cpu["features"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    assert cpu["kernel_settings"] == {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}

@@ -9,7 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from encore.reporting.collect import complete_from_published, verify_collected
+from encore.reporting.collect import complete_from_published, set_aside, verify_collected
+from encore.reporting.data_files import data_path
 
 RUN = {"method": "memit", "variant": "plain", "order": 0}
 
@@ -85,3 +86,29 @@ def test_a_first_collection_with_nothing_published_is_itself(tmp_path):
     assert complete_from_published(tmp_path / "collected", tmp_path / "nothing", tmp_path / "merged") == []
     for name in ("metrics.csv", "ledger.csv", "norms.csv", "runs.csv"):
         assert pd.read_csv(tmp_path / "merged" / name).equals(pd.read_csv(tmp_path / "collected" / name))
+
+
+def test_a_kept_run_keeps_its_published_snapshots_where_a_recomputed_base_differs(tmp_path):
+    """A continuation's base recomputed on another CPU: its published ledger rows and snapshots stand; only the
+    continuation's own (later) rows come from the new collection."""
+    _write(tmp_path / "published", evaluated=[500, 1000], ledger_positions=range(10), norm_edits=[500, 1000], reached=1000)  # fmt: skip
+    _write(tmp_path / "collected", evaluated=[1500], ledger_positions=range(15), norm_edits=[500, 1000, 1500], reached=1500)  # fmt: skip
+    ledger = pd.read_csv(tmp_path / "collected" / "ledger.csv").assign(iterations=99)  # every recomputed edit differs
+    ledger.to_csv(tmp_path / "collected" / "ledger.csv", index=False)
+    complete_from_published(tmp_path / "collected", tmp_path / "published", tmp_path / "merged", keep=["memit/plain"])
+    merged = pd.read_csv(tmp_path / "merged" / "ledger.csv")
+    assert merged["position"].tolist() == list(range(15))
+    assert merged["iterations"].tolist() == [10 + p for p in range(10)] + [99] * 5
+
+
+def test_the_data_of_a_replaced_run_are_set_aside_never_deleted(tmp_path):
+    _write(tmp_path / "published", evaluated=[500], ledger_positions=range(5), norm_edits=[500], reached=500, gz=True)
+    before = pd.read_csv(tmp_path / "published" / "metrics.csv.gz")
+    lines = set_aside(tmp_path / "published", tmp_path / "aside", ["memit/plain"])
+    assert lines == [f"memit/plain: its published data set aside in {tmp_path / 'aside'}"]
+    assert pd.read_csv(tmp_path / "aside" / "metrics.csv").equals(before)
+    assert pd.read_csv(data_path(tmp_path / "published", "metrics.csv")).empty
+    # a second time: the run is already aside, nothing published of it is left to move, nothing is lost
+    _write(tmp_path / "again", evaluated=[1000], ledger_positions=range(10), norm_edits=[1000], reached=1000)
+    set_aside(tmp_path / "again", tmp_path / "aside", ["memit/plain"])
+    assert pd.read_csv(tmp_path / "aside" / "metrics.csv")["edits"].tolist() == [500]
