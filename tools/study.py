@@ -676,7 +676,7 @@ def check_against_published(collected: Path, published: Path, recomputed: dict |
         run = "/".join(map(str, key[:2]))
         for column in columns:
             differ = a[column].astype(str) != b[column].astype(str)
-            numeric = pd.api.types.is_numeric_dtype(a[column]) and pd.api.types.is_numeric_dtype(b[column])
+            numeric = all(pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x) for x in (a[column], b[column]))  # fmt: skip
             largest = float((a[column] - b[column]).abs().max()) if numeric and differ.any() else None
             differences.append({"run": run, "order": key[2], "edits_compared": len(common), "column": column,
                                 "edits_differing": int(differ.sum()), "largest_difference": largest})  # fmt: skip
