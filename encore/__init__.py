@@ -36,7 +36,7 @@ way, from a layer to the same or a lower one, with no circle (tests/test_layout.
   (paper_outputs: tables, then ``figures`` with ``figure_kit`` and ``downstream_figures``), ``outputs`` (run names,
   the index of outputs), ``paper_values``, ``publish``, ``data_files`` (a published study's CSVs, gzip-compressed
   when large), ``combine``, ``precision_compounding`` (a bf16-mixed study against its fp32 runs, paired per
-  snapshot), ``prediction`` (the dated 4,600-edit prediction answered), ``statistics_sweep`` (the N-sweep's page
+  snapshot), ``cpu_reproducibility`` (one run made on two CPUs, paired per snapshot), ``prediction`` (the dated 4,600-edit prediction answered), ``statistics_sweep`` (the N-sweep's page
   and figure from its CSVs), and ``claims/``: the paper's claims as rules fixed before the runs (``base``: a study's
   collected CSVs and paired per-fact scores; rules in ``editing``, ``norms``, ``general``; bootstrap
   ``intervals``; ``results``: the results page).

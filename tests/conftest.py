@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -328,3 +330,54 @@ def benchmark_setting(tokenizer, tmp_path, monkeypatch):
     covariances = {layer: torch.eye(96) for layer in hparams.layers}
     templates = [["{}"], ["The first. {}", "A second one. {}"]]
     return Setting(model, tokenizer, hparams, records, templates, covariances, None, "cpu", 1)
+
+
+# ---- tiny published studies (tests/reporting: precision_compounding, cpu_reproducibility) ----
+STUDY_PROTOCOL = "counterfact/authors-20pct/nll-comparison"
+STUDY_RUNS = [("memit", "plain"), ("memit", "mpes_nc")]
+STUDY_FACTS = 12
+
+
+def scores(edits: int) -> pd.DataFrame:
+    """Per-fact es, ps, ns of the facts a snapshot after ``edits`` edits scores (fixed by ``edits``)."""
+    rng = np.random.default_rng(edits)
+    return pd.DataFrame({
+        "case_id": np.arange(STUDY_FACTS) + edits,
+        "es": rng.integers(0, 2, STUDY_FACTS).astype(float),
+        "ps": rng.integers(0, 3, STUDY_FACTS) / 2,
+        "ns": rng.integers(1, 11, STUDY_FACTS) / 10,
+    })  # fmt: skip
+
+
+def make_study(path: Path, precision: str, snapshots=(100, 200), shift=None, records=True, **settings) -> Path:
+    """A published study's data/ (metrics, records, norms, runs) of STUDY_RUNS; ``shift(run, edits, frame)`` changes the
+    per-fact scores; ``settings`` override runs.csv columns."""
+    metrics, facts, norms, runs = [], [], [], []
+    for method, variant in STUDY_RUNS:
+        for edits in snapshots:
+            frame = scores(edits)
+            if shift is not None:
+                frame = shift((method, variant), edits, frame)
+            means = {name.upper(): 100 * frame[name].mean() for name in ("es", "ps", "ns")}
+            means["S"] = 3 / sum(1 / value for value in means.values())
+            means["n_records"] = STUDY_FACTS
+            keys = dict(experiment="tiny", model="tiny", dataset="counterfact", method=method, variant=variant, order=0)
+            metrics += [
+                {**keys, "edits": edits, "metric": m, "value": v, "protocol": STUDY_PROTOCOL} for m, v in means.items()
+            ]
+            facts.append(frame.assign(**keys, edits=edits, subset="authors-20pct", protocol=STUDY_PROTOCOL))
+        for edits in (0, *snapshots):
+            for layer in (1, 2):  # layer 2 grows by 1% per 100 edits, 2% in bf16-mixed
+                rate = 0.02 if precision == "bf16-mixed" else 0.01
+                norms.append(dict(method=method, variant=variant, order=0, edits=edits, batch=edits // 100,
+                                  layer=layer, frobenius_norm=100 * (1 + rate * (layer - 1) * edits / 100)))  # fmt: skip
+        runs.append(dict(method=method, variant=variant, order=0, edits=max(snapshots), model="tiny", layers="1 2",
+                         lambda_p=5000, edit_precision=precision, score_precision="fp32", code="{}") | settings)  # fmt: skip
+    data = path / "data"
+    data.mkdir(parents=True)
+    pd.DataFrame(metrics).to_csv(data / "metrics.csv", index=False)
+    if records:
+        pd.concat(facts).to_csv(data / "records.csv", index=False)
+    pd.DataFrame(norms).to_csv(data / "norms.csv", index=False)
+    pd.DataFrame(runs).to_csv(data / "runs.csv", index=False)
+    return path

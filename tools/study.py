@@ -43,7 +43,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 STATE = "study.json"
 RESTARTED = "progress-before-restart.csv"  # in the published directory: the progress.csv of a lost study directory
-ASIDE = "first-directory"  # in the published directory: the data of runs made again (recomputed: replace)
 REPRODUCIBILITY = "reproducibility.csv"  # in the published directory: recomputed snapshots against the published
 SIGNALS = "signals.log"  # in DIR/logs: every pause, resume and stop, stamped
 TIMING_COLUMNS = ("targets_s", "keys_s", "solve_s", "efficacy_s")
@@ -557,6 +556,8 @@ def collect(study: Study, out: Path | None) -> None:
     import pandas as pd
 
     from encore.reporting.collect import complete_from_published, set_aside
+    from encore.reporting.cpu_reproducibility import FIRST_DIRECTORY
+    from encore.reporting.cpu_reproducibility import write as write_cpu_reproducibility
     from encore.reporting.publish import publish
 
     # publishing settings are this checkout's (the pinned study file may predate them)
@@ -566,7 +567,7 @@ def collect(study: Study, out: Path | None) -> None:
     if unknown:
         raise StudyError(f"{study.state['study_file']}: recomputed: {sorted(unknown)}; each run is replace or keep")
     replaced = [run for run, how in recomputed.items() if how == "replace"]
-    aside = out / ASIDE / "data"  # the published data of the replaced runs, kept beside the new ones
+    aside = out / FIRST_DIRECTORY / "data"  # the published data of the replaced runs, kept beside the new ones
     for line in set_aside(out / "data", aside, replaced):
         print(line)
     lines, differences = check_against_published(collected, out / "data", recomputed)
@@ -607,6 +608,7 @@ def collect(study: Study, out: Path | None) -> None:
         from encore.reporting.precision_compounding import write as write_compounding
 
         written += write_compounding(out, REPO / settings["precision_baseline"])
+    written += write_cpu_reproducibility(out)  # the replaced runs' two makings, where there are any
     if settings.get("prediction_baseline"):  # the dated prediction's Result section (prediction-4600.md)
         from encore.reporting.prediction import write as write_prediction
 

@@ -184,9 +184,11 @@ def _paired(metric: str, arrays) -> Interval:
     return paired_bootstrap(lambda a, b: stat(a) - stat(b), *arrays)
 
 
-def score_rows(studies: list[Study], run, edits: int) -> list[dict]:
-    """ES, PS, NS, S of each study's snapshot and, with two studies, their differences: paired over the facts both
-    scored where both publish per-fact scores, else of the published means (no interval)."""
+def score_rows(studies: list[Study], run, edits: int, labels=None, difference: str = DIFFERENCE) -> list[dict]:
+    """ES, PS, NS, S of each study's snapshot and, with two studies, their differences (first − second): paired over
+    the facts both scored where both publish per-fact scores, else of the published means (no interval). Each row's
+    ``precision`` column is its study's edit precision, or its entry of ``labels``; the differences' ``difference``."""
+    labels = labels or [study.precision for study in studies]
     protocol = _protocol(studies, run, edits)
     subset = "all" if protocols.EDITED_SO_FAR in protocol else protocols.AUTHORS_SUBSET
     frames = [_facts(study, run, edits, protocol) for study in studies]
@@ -206,28 +208,30 @@ def score_rows(studies: list[Study], run, edits: int) -> list[dict]:
         deltas = {m: Interval(values[0][m] - values[-1][m], np.nan, np.nan) for m in METRICS}
     rows = []
     for metric in METRICS:
-        rows += [_row(run, edits, metric, s.precision, v[metric], facts=subset, n_facts=count)
-                 for s, v in zip(studies, values)]  # fmt: skip
+        rows += [_row(run, edits, metric, name, v[metric], facts=subset, n_facts=count)
+                 for name, v in zip(labels, values)]  # fmt: skip
         if len(studies) == 2:
             d = deltas[metric]
-            rows.append(_row(run, edits, metric, DIFFERENCE, d.estimate, d.low, d.high, subset, count))
+            rows.append(_row(run, edits, metric, difference, d.estimate, d.low, d.high, subset, count))
     return rows
 
 
-def growth_rows(studies: list[Study], run, edits: int) -> list[dict]:
-    """growth_L of each study's snapshot (where its norms.csv has it and 0 edits) and, with both, their difference."""
+def growth_rows(studies: list[Study], run, edits: int, labels=None, difference: str = DIFFERENCE) -> list[dict]:
+    """growth_L of each study's snapshot (where its norms.csv has it and 0 edits) and, with both, their difference;
+    labelled as in ``score_rows``."""
+    labels = labels or [study.precision for study in studies]
     layers = next(str(s.runs.set_index(["method", "variant"]).loc[[run], "layers"].iloc[0]) for s in studies)
     layer = max(int(x) for x in layers.split())
     rows, values = [], []
-    for study in studies:
+    for study, name in zip(studies, labels):
         n = study.norms
         norms = n[(n["method"] == run[0]) & (n["variant"] == run[1]) & (n["layer"] == layer)]
         norm = norms.groupby("edits")["frobenius_norm"].mean()
         if edits in norm.index and 0 in norm.index:
             values.append(100 * (norm[edits] / norm[0] - 1))
-            rows.append(_row(run, edits, f"growth_L{layer}", study.precision, values[-1]))
+            rows.append(_row(run, edits, f"growth_L{layer}", name, values[-1]))
     if len(values) == 2:
-        rows.append(_row(run, edits, f"growth_L{layer}", DIFFERENCE, values[0] - values[1]))
+        rows.append(_row(run, edits, f"growth_L{layer}", difference, values[0] - values[1]))
     return rows
 
 

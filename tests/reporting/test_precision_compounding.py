@@ -4,61 +4,13 @@ studies, the refusals, and the committed page equal to what the command regenera
 import io
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from conftest import STUDY_FACTS, make_study
 
 from encore.reporting.precision_compounding import CSV, PAGE, generate, main
 
 REPO = Path(__file__).resolve().parents[2]
-PROTOCOL = "counterfact/authors-20pct/nll-comparison"
-RUNS = [("memit", "plain"), ("memit", "mpes_nc")]
-FACTS = 12
-
-
-def scores(edits: int) -> pd.DataFrame:
-    """Per-fact es, ps, ns of the facts a snapshot after ``edits`` edits scores (fixed by ``edits``)."""
-    rng = np.random.default_rng(edits)
-    return pd.DataFrame({
-        "case_id": np.arange(FACTS) + edits,
-        "es": rng.integers(0, 2, FACTS).astype(float),
-        "ps": rng.integers(0, 3, FACTS) / 2,
-        "ns": rng.integers(1, 11, FACTS) / 10,
-    })  # fmt: skip
-
-
-def make_study(path: Path, precision: str, snapshots=(100, 200), shift=None, records=True, **settings) -> Path:
-    """A published study's data/ (metrics, records, norms, runs) of RUNS; ``shift(run, edits, frame)`` changes the
-    per-fact scores; ``settings`` override runs.csv columns."""
-    metrics, facts, norms, runs = [], [], [], []
-    for method, variant in RUNS:
-        for edits in snapshots:
-            frame = scores(edits)
-            if shift is not None:
-                frame = shift((method, variant), edits, frame)
-            means = {name.upper(): 100 * frame[name].mean() for name in ("es", "ps", "ns")}
-            means["S"] = 3 / sum(1 / value for value in means.values())
-            means["n_records"] = FACTS
-            keys = dict(experiment="tiny", model="tiny", dataset="counterfact", method=method, variant=variant, order=0)
-            metrics += [
-                {**keys, "edits": edits, "metric": m, "value": v, "protocol": PROTOCOL} for m, v in means.items()
-            ]
-            facts.append(frame.assign(**keys, edits=edits, subset="authors-20pct", protocol=PROTOCOL))
-        for edits in (0, *snapshots):
-            for layer in (1, 2):  # layer 2 grows by 1% per 100 edits, 2% in bf16-mixed
-                rate = 0.02 if precision == "bf16-mixed" else 0.01
-                norms.append(dict(method=method, variant=variant, order=0, edits=edits, batch=edits // 100,
-                                  layer=layer, frobenius_norm=100 * (1 + rate * (layer - 1) * edits / 100)))  # fmt: skip
-        runs.append(dict(method=method, variant=variant, order=0, edits=max(snapshots), model="tiny", layers="1 2",
-                         lambda_p=5000, edit_precision=precision, score_precision="fp32", code="{}") | settings)  # fmt: skip
-    data = path / "data"
-    data.mkdir(parents=True)
-    pd.DataFrame(metrics).to_csv(data / "metrics.csv", index=False)
-    if records:
-        pd.concat(facts).to_csv(data / "records.csv", index=False)
-    pd.DataFrame(norms).to_csv(data / "norms.csv", index=False)
-    pd.DataFrame(runs).to_csv(data / "runs.csv", index=False)
-    return path
 
 
 def rows(csv: str, metric: str, precision: str = "bf16-fp32") -> pd.DataFrame:
@@ -88,7 +40,7 @@ def test_a_known_shift_gives_its_sign_and_value(tmp_path):
     bf16 = make_study(tmp_path / "bf16", "bf16-mixed", shift=more_efficacy)
     csv, page = generate(bf16, make_study(tmp_path / "fp32", "fp32"))
     es = rows(csv, "ES").set_index(["variant", "edits"])
-    assert es.loc[("mpes_nc", 200), "value"] == pytest.approx(100 * 3 / FACTS)
+    assert es.loc[("mpes_nc", 200), "value"] == pytest.approx(100 * 3 / STUDY_FACTS)
     assert es.loc[("mpes_nc", 200), "low"] >= 0 and es.loc[("mpes_nc", 200), "high"] > 0
     assert (es.drop(("mpes_nc", 200))["value"] == 0).all()
     assert (rows(csv, "PS")["value"] == 0).all() and (rows(csv, "NS")["value"] == 0).all()
