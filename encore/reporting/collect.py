@@ -171,40 +171,42 @@ RUN = ["method", "variant", "order"]
 
 def set_aside(published: Path, aside: Path, runs) -> list[str]:
     """Move every row of ``runs`` ("method/variant") out of the data files in ``published`` into the same files in
-    ``aside`` (a run already there is left as it is): the published data of runs made again on another CPU are
-    kept beside the new ones, never deleted. Returns one line per run set aside."""
+    ``aside``: the published data of runs made again on another CPU are kept beside the new ones, never deleted. A
+    run is set aside once (its row in ``aside``'s runs.csv, written last, says it is); later calls leave the new
+    making's published rows alone. Returns one line per run set aside."""
     from encore.reporting.data_files import data_path, write_data_file
 
+    def labels(frame):
+        return frame["method"].astype(str) + "/" + frame["variant"].astype(str)
+
     published, aside = Path(published), Path(aside)
-    lines = []
-    for name in COLLECTED + OPTIONAL_COLLECTED:
+    marker = data_path(aside, "runs.csv")
+    done = set(labels(pd.read_csv(marker))) if marker.exists() else set()
+    moving_runs = [run for run in runs if run not in done]
+    if not moving_runs:
+        return []
+    aside.mkdir(parents=True, exist_ok=True)
+    moved = set()
+    for name in (*(n for n in COLLECTED + OPTIONAL_COLLECTED if n != "runs.csv"), "runs.csv"):  # runs.csv last
         source = data_path(published, name)
         if not source.exists():
             continue
         frame = pd.read_csv(source)
-        labels = frame["method"].astype(str) + "/" + frame["variant"].astype(str)
-        moving = labels.isin(list(runs))
+        moving = labels(frame).isin(moving_runs)
         if not moving.any():
             continue
         target = data_path(aside, name)
         before = pd.read_csv(target) if target.exists() else None
-        there = set(before["method"].astype(str) + "/" + before["variant"].astype(str)) if before is not None else set()
-        new = frame[moving & ~labels.isin(list(there))]
-        aside.mkdir(parents=True, exist_ok=True)
+        there = set(labels(before)) if before is not None else set()  # a call cut short: not twice
         options = {"float_format": "%.12g"} if name == "records.csv" else {}
-        temporary = aside / f".{name}"
-        pd.concat([f for f in (before, new) if f is not None], ignore_index=True).to_csv(
-            temporary, index=False, **options
-        )
-        write_data_file(temporary, aside, name)
-        temporary.unlink()
-        temporary = published / f".{name}"
-        frame[~moving].to_csv(temporary, index=False, **options)
-        write_data_file(temporary, published, name)
-        temporary.unlink()
-        if name == "runs.csv":
-            lines += [f"{run}: its published data set aside in {aside}" for run in sorted(set(labels[moving]))]
-    return lines
+        for directory, rows in ((aside, [before, frame[moving & ~labels(frame).isin(list(there))]]),
+                                (published, [frame[~moving]])):  # fmt: skip
+            temporary = directory / f".{name}"
+            pd.concat([f for f in rows if f is not None], ignore_index=True).to_csv(temporary, index=False, **options)
+            write_data_file(temporary, directory, name)
+            temporary.unlink()
+        moved |= set(labels(frame[moving]))
+    return [f"{run}: its published data set aside in {aside}" for run in sorted(moved)]
 
 
 def complete_from_published(collected: Path, published: Path, out_dir: Path, keep=()) -> list[str]:

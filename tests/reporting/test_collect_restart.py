@@ -112,3 +112,13 @@ def test_the_data_of_a_replaced_run_are_set_aside_never_deleted(tmp_path):
     _write(tmp_path / "again", evaluated=[1000], ledger_positions=range(10), norm_edits=[1000], reached=1000)
     set_aside(tmp_path / "again", tmp_path / "aside", ["memit/plain"])
     assert pd.read_csv(tmp_path / "aside" / "metrics.csv")["edits"].tolist() == [500]
+
+
+def test_a_run_is_set_aside_once_and_its_new_making_then_stays_published(tmp_path):
+    _write(tmp_path / "published", evaluated=[500], ledger_positions=range(5), norm_edits=[500], reached=500)
+    set_aside(tmp_path / "published", tmp_path / "aside", ["memit/plain"])
+    (tmp_path / "published").rename(tmp_path / "old")
+    _write(tmp_path / "published", evaluated=[500, 1000], ledger_positions=range(10), norm_edits=[500], reached=1000)
+    assert set_aside(tmp_path / "published", tmp_path / "aside", ["memit/plain"]) == []
+    assert pd.read_csv(tmp_path / "published" / "metrics.csv")["edits"].tolist() == [500, 1000]
+    assert pd.read_csv(tmp_path / "aside" / "metrics.csv")["edits"].tolist() == [500]
