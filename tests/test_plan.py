@@ -178,8 +178,14 @@ def test_the_plan_of_the_cpu_study_matches_what_its_published_jobs_took_when_the
     """The published study's jobs shared the 2 cores with other work part of the time (then they ran ~2x slower),
     so the plan (a job with its cores to itself) is held against the fast end of what they took: the 10th
     percentile of the target optimisation's seconds per iteration per run (ledger), and the fastest evaluation
-    before the last snapshot (metrics.csv ``evaluation_seconds``: the same work at every snapshot but ~100 facts)."""
+    before the last snapshot (metrics.csv ``evaluation_seconds``: the same work at every snapshot but ~100 facts).
+    The plan's CPU rates were measured on the CPU of the study's first directory, so only what that directory made
+    is held against it: the edits each run had reached there (progress-before-restart.csv; a run made again on the
+    second CPU, ``recomputed: replace`` in the study file, as its first-directory/ holds it), never what the second
+    CPU made: its AMX-BF16 kernels optimise targets ~1.7x faster (AlphaEdit+MPES: 7.6 against 13.4 s per iteration
+    at the 10th percentile), a CPU the plan has no rates for."""
     import pandas as pd
+    import yaml
     from conftest import REPO
 
     from encore.reporting.data_files import data_path
@@ -189,7 +195,18 @@ def test_the_plan_of_the_cpu_study_matches_what_its_published_jobs_took_when_the
         pytest.skip("lifelong-cpu is not published")
     config = load_config([LIFELONG_CPU])
     planner = Planner(config, experiment_hparams(config), "cpu")
+    study = yaml.safe_load((REPO / "configs" / "studies" / "lifelong-cpu.yaml").read_text())
+    replaced = {run for run, how in (study.get("recomputed") or {}).items() if how == "replace"}
+    before = pd.read_csv(data.parent / "progress-before-restart.csv").dropna(subset=["edits"])
+    reached = {run: edits for run, edits in zip(before["run"], before["edits"]) if run not in replaced}  # first CPU
+
+    def reached_there(frame):  # per row: the edits its run had reached on the first CPU (0: none)
+        return (frame["method"] + "/" + frame["variant"]).map(reached).fillna(0)
+
     ledger = pd.read_csv(data_path(data, "ledger.csv"))
+    first_directory = data.parent / "first-directory" / "data"  # the replaced runs as the first CPU made them
+    ledger = pd.concat([ledger[ledger["position"] < reached_there(ledger)],
+                        pd.read_csv(data_path(first_directory, "ledger.csv"))])  # fmt: skip
     batches = ledger.groupby(["method", "variant", "batch"]).agg(seconds=("targets_s", "first"),
                                                                   iterations=("iterations", "mean"))  # fmt: skip
     for (method, variant), runs in batches.groupby(level=[0, 1]):
@@ -198,6 +215,7 @@ def test_the_plan_of_the_cpu_study_matches_what_its_published_jobs_took_when_the
         measured = (runs["seconds"] / runs["iterations"]).quantile(0.1)
         assert 0.8 < planned / measured < 1.5, (method, variant, planned, measured)
     metrics = pd.read_csv(data_path(data, "metrics.csv"))
+    metrics = metrics[metrics["edits"] <= reached_there(metrics)]
     seconds = metrics[(metrics["metric"] == "evaluation_seconds") & metrics["edits"].between(1, 2500)]
     fastest = seconds.loc[seconds["value"].idxmin()]
     parts = {"downstream": True, "generation": False, "analysis": True}
