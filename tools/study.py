@@ -578,6 +578,7 @@ def collect(study: Study, out: Path | None) -> None:
         lines, differences = lines + more, differences + more_differences
     for line in lines:
         print(line)
+    differences = [row for row in differences if row["run"] in recomputed]  # the others are equal or refused
     if differences:  # measured each time against the data made before: published (keep) or set aside (replace)
         pd.DataFrame(differences).to_csv(out / REPRODUCIBILITY, index=False, float_format="%.6g")
     # a study directory started again holds only what it recomputed: the rest comes from what was published
