@@ -620,13 +620,15 @@ def collect(study: Study, out: Path | None) -> None:
 
 def reproducibility_text(differences, recomputed: dict) -> str:
     """The paragraph of progress.md on the runs recomputed on another CPU, from reproducibility.csv."""
+    import pandas as pd
+
     parts = []
     for run, rows in differences.groupby("run", sort=False):
         rows = rows.set_index("column")
         differing = rows[rows["edits_differing"] > 0]
         compared = int(rows["edits_compared"].iloc[0])
         detail = ", ".join(f"{column} in {int(r.edits_differing):,}" + (f" (largest difference {r.largest_difference:.3g})"
-                                                                          if pd_notna(r.largest_difference) else "")
+                                                                          if pd.notna(r.largest_difference) else "")
                            for column, r in differing.iterrows())  # fmt: skip
         how = {"replace": "made again whole; its first data set aside", "keep": "recomputed as a continuation's base; "
                "its published snapshots kept"}.get(recomputed.get(run), "")  # fmt: skip
@@ -635,10 +637,6 @@ def reproducibility_text(differences, recomputed: dict) -> str:
         "Recomputed on another CPU (the study file's `recomputed`; same commit, locks and seed; bf16 kernels that "
         f"round otherwise), the ledger against the published one ({REPRODUCIBILITY}): " + "; ".join(parts) + "."
     )
-
-
-def pd_notna(value) -> bool:
-    return value == value and value is not None  # NaN is not equal to itself
 
 
 def check_against_published(collected: Path, published: Path, recomputed: dict | None = None) -> tuple[list, list]:

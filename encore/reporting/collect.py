@@ -169,6 +169,16 @@ UNIT = {"ledger.csv": "position"}  # every other data file: "edits"
 RUN = ["method", "variant", "order"]
 
 
+def run_labels(frame: pd.DataFrame) -> pd.Series:
+    """Each row's run as "method/variant"."""
+    return frame["method"].astype(str) + "/" + frame["variant"].astype(str)
+
+
+def _csv_options(name: str) -> dict:
+    """records.csv keeps 12 significant digits, as each evaluation wrote them (encore.evaluation.rows)."""
+    return {"float_format": "%.12g"} if name == "records.csv" else {}
+
+
 def set_aside(published: Path, aside: Path, runs) -> list[str]:
     """Move every row of ``runs`` ("method/variant") out of the data files in ``published`` into the same files in
     ``aside``: the published data of runs made again on another CPU are kept beside the new ones, never deleted. A
@@ -176,12 +186,9 @@ def set_aside(published: Path, aside: Path, runs) -> list[str]:
     making's published rows alone. Returns one line per run set aside."""
     from encore.reporting.data_files import data_path, write_data_file
 
-    def labels(frame):
-        return frame["method"].astype(str) + "/" + frame["variant"].astype(str)
-
     published, aside = Path(published), Path(aside)
     marker = data_path(aside, "runs.csv")
-    done = set(labels(pd.read_csv(marker))) if marker.exists() else set()
+    done = set(run_labels(pd.read_csv(marker))) if marker.exists() else set()
     moving_runs = [run for run in runs if run not in done]
     if not moving_runs:
         return []
@@ -192,20 +199,20 @@ def set_aside(published: Path, aside: Path, runs) -> list[str]:
         if not source.exists():
             continue
         frame = pd.read_csv(source)
-        moving = labels(frame).isin(moving_runs)
+        moving = run_labels(frame).isin(moving_runs)
         if not moving.any():
             continue
         target = data_path(aside, name)
         before = pd.read_csv(target) if target.exists() else None
-        there = set(labels(before)) if before is not None else set()  # a call cut short: not twice
-        options = {"float_format": "%.12g"} if name == "records.csv" else {}
-        for directory, rows in ((aside, [before, frame[moving & ~labels(frame).isin(list(there))]]),
+        there = set(run_labels(before)) if before is not None else set()  # a call cut short: not twice
+        options = _csv_options(name)
+        for directory, rows in ((aside, [before, frame[moving & ~run_labels(frame).isin(list(there))]]),
                                 (published, [frame[~moving]])):  # fmt: skip
             temporary = directory / f".{name}"
             pd.concat([f for f in rows if f is not None], ignore_index=True).to_csv(temporary, index=False, **options)
             write_data_file(temporary, directory, name)
             temporary.unlink()
-        moved |= set(labels(frame[moving]))
+        moved |= set(run_labels(frame[moving]))
     return [f"{run}: its published data set aside in {aside}" for run in sorted(moved)]
 
 
@@ -240,7 +247,7 @@ def complete_from_published(collected: Path, published: Path, out_dir: Path, kee
         else:
             unit = [*RUN, UNIT.get(name, "edits")]
             if ours is not None and theirs is not None and keep:  # theirs first where both hold a kept run's unit
-                mine = (ours["method"].astype(str) + "/" + ours["variant"].astype(str)).isin(list(keep))
+                mine = run_labels(ours).isin(list(keep))
                 held = set(map(tuple, theirs[unit].astype(str).values))
                 both = pd.Series([tuple(row) in held for row in ours[unit].astype(str).values], index=ours.index)
                 ours = ours[~(mine & both)]
@@ -255,7 +262,7 @@ def complete_from_published(collected: Path, published: Path, out_dir: Path, kee
                 for run, rows in kept.groupby(RUN):
                     lines.append(f"{'/'.join(map(str, run))}: {rows['edits'].nunique()} evaluation(s) as published")
         merged = merged.sort_values([c for c in [*RUN, UNIT.get(name, "edits")] if c in merged], kind="stable")
-        merged.to_csv(out_dir / name, index=False, **({"float_format": "%.12g"} if name == "records.csv" else {}))
+        merged.to_csv(out_dir / name, index=False, **_csv_options(name))
     names = [name for name in COLLECTED + OPTIONAL_COLLECTED if (out_dir / name).exists()]
     (out_dir / CHECKSUMS).write_text(json.dumps({n: file_sha256(out_dir / n) for n in names}, indent=1) + "\n")
     return lines

@@ -20,13 +20,12 @@ from pathlib import Path
 import pandas as pd
 
 from encore.evaluation import protocols
-from encore.reporting.collect import COLLECTED, OPTIONAL_COLLECTED
+from encore.reporting.collect import COLLECTED, OPTIONAL_COLLECTED, RUN
 from encore.reporting.data_files import data_path, write_data_file
 from encore.reporting.publish import regenerate
 
 SHARED_SETTINGS = ("model", "batch_size", "seed", "mom2_n_samples", "order", "score_precision")
 DEFAULTS = {"score_precision": "fp32"}  # runs.csv written before the key existed: every run was scored in fp32
-RUN = ["method", "variant", "order"]
 
 
 class CombineError(ValueError):
